@@ -1,0 +1,234 @@
+"""The result tables (DESIGN section 3): built from an experiment folder alone, written atomically.
+
+Everything here reads what trials reported (Ray Tune's per-trial `result.json`,
+`params.json`, `error.txt`) and the driver's `experiment.json`, so the tables
+can be rebuilt at any time, from a local folder or a bucket, without Ray or
+TensorFlow. Replayed epochs after a restore are deduplicated (last report wins).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import posixpath
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from analysis import storage
+from trainables.config import TrialConfig, knob_types
+
+SCHEMA_VERSION = "1"
+PHASES = ("search", "confirm")  # sub-folders of the experiment, one Ray Tune run each
+STATUSES = ("completed", "stopped", "error")
+
+_ARROW = {str: pa.string(), int: pa.int64(), float: pa.float64(), bool: pa.bool_()}
+_TS = pa.timestamp("us", tz="UTC")
+
+# (column, type, meaning). Knob columns (TrialConfig fields) sit between `status` and `epochs_completed`.
+TRIAL_HEAD = [
+    ("experiment", pa.string(), "experiment name (--name)"),
+    ("space", pa.string(), "search space (--space)"),
+    ("phase", pa.string(), "'search', or 'confirm' for re-runs of the best configurations"),
+    ("trial_id", pa.string(), "Ray Tune trial id, unique within the experiment"),
+    ("status", pa.string(), "'completed' (full budget), 'stopped' (ASHA or patience), 'error'"),
+]
+TRIAL_TAIL = [
+    ("epochs_completed", pa.int64(), "epochs reported"),
+    ("stopped_early", pa.bool_(), "ended before max_epochs without error"),
+    ("best_val_accuracy", pa.float64(), "best validation accuracy over epochs"),
+    ("val_accuracy", pa.float64(), "validation accuracy of the last epoch"),
+    ("val_loss", pa.float64(), "validation loss of the last epoch"),
+    ("test_accuracy", pa.float64(), "test accuracy at full budget; null otherwise"),
+    ("train_time_s", pa.float64(), "seconds of training, all epochs"),
+    ("node", pa.string(), "host:ray-node-id the trial last ran on"),
+    ("gpus", pa.float64(), "GPUs (or share of one) the trial held"),
+    ("started_at", _TS, "first epoch started (UTC)"),
+    ("ended_at", _TS, "last epoch reported (UTC)"),
+    ("error", pa.string(), "null, or why the trial failed"),
+    ("git_sha", pa.string(), "code version of the driver"),
+    ("tensorflow_version", pa.string(), ""),
+    ("keras_version", pa.string(), ""),
+    ("ray_version", pa.string(), ""),
+    ("optuna_version", pa.string(), ""),
+]
+EPOCH_COLUMNS = [
+    ("trial_id", pa.string(), "Ray Tune trial id"),
+    ("epoch", pa.int64(), "1-based epoch"),
+    ("loss", pa.float64(), "training loss"),
+    ("accuracy", pa.float64(), "training accuracy"),
+    ("val_loss", pa.float64(), "validation loss"),
+    ("val_accuracy", pa.float64(), "validation accuracy"),
+    ("learning_rate", pa.float64(), "optimizer learning rate at the epoch's end"),
+    ("epoch_time_s", pa.float64(), "seconds the epoch took, validation included"),
+]
+
+
+def _schema(columns: list[tuple[str, pa.DataType, str]], table: str) -> pa.Schema:
+    fields = [pa.field(n, t, metadata={"doc": d} if d else None) for n, t, d in columns]
+    return pa.schema(fields, metadata={"schema_version": SCHEMA_VERSION, "table": table})
+
+
+def knob_columns() -> list[tuple[str, pa.DataType, str]]:
+    return [(name, _ARROW[kind], "knob (TrialConfig field)") for name, kind in knob_types().items()]
+
+
+TRIALS_SCHEMA = _schema(TRIAL_HEAD + knob_columns() + TRIAL_TAIL, "trials")
+EPOCHS_SCHEMA = _schema(EPOCH_COLUMNS, "epochs")
+
+
+def read_trial_dir(fs: pafs.FileSystem, trial_dir: str) -> tuple[dict[str, Any], list[dict[str, Any]], str | None]:
+    """(params, reported rows, Ray's error text) of one trial folder."""
+    params: dict[str, Any] = {}
+    rows: list[dict[str, Any]] = []
+    error = None
+    if storage.exists(fs, storage.join(trial_dir, "params.json")):
+        params = storage.read_json(fs, storage.join(trial_dir, "params.json"))
+    if storage.exists(fs, storage.join(trial_dir, "result.json")):
+        for line in storage.read_text(fs, storage.join(trial_dir, "result.json")).splitlines():
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue  # a line cut short by a killed writer: that epoch's report is replayed later
+    if storage.exists(fs, storage.join(trial_dir, "error.txt")):
+        text = storage.read_text(fs, storage.join(trial_dir, "error.txt")).strip()
+        error = _last_line(text) or "trial failed"
+    return params, rows, error
+
+
+def _last_line(text: str) -> str:
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    return lines[-1] if lines else ""
+
+
+def _epochs_of(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    by_epoch: dict[int, dict[str, Any]] = {}
+    for row in rows:
+        if "epoch" in row:
+            by_epoch[int(row["epoch"])] = row  # a replayed epoch replaces the earlier report
+    return [by_epoch[e] for e in sorted(by_epoch)]
+
+
+def _ts(seconds: float | None) -> datetime | None:
+    return None if seconds is None else datetime.fromtimestamp(seconds, UTC)
+
+
+def _num(value: Any) -> float | None:
+    if value is None:
+        return None
+    value = float(value)
+    return value  # NaN stays NaN: a diverged epoch is data, not a missing value
+
+
+def trial_record(meta: dict[str, Any], phase: str, trial_dir: str, params: dict[str, Any],
+                 rows: list[dict[str, Any]], ray_error: str | None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    epochs = _epochs_of(rows)
+    config = TrialConfig.from_params(params).to_dict() if params else {}
+    trial_id = next((r["trial_id"] for r in rows if "trial_id" in r), posixpath.basename(trial_dir))
+    last = epochs[-1] if epochs else {}
+    max_epochs = config.get("max_epochs", meta.get("max_epochs"))
+    reported_error = next((r["error"] for r in reversed(rows) if r.get("error")), None)
+    done = len(epochs)
+    if reported_error:
+        status, error = "error", reported_error
+    elif max_epochs is not None and done >= max_epochs:
+        status, error = "completed", None
+    elif ray_error:
+        status, error = "error", ray_error
+    elif done == 0:
+        status, error = "error", "trial reported no epoch"
+    else:
+        status, error = "stopped", None
+    val_accs = [r["val_accuracy"] for r in epochs if r.get("val_accuracy") is not None
+                and math.isfinite(r["val_accuracy"])]
+    first = epochs[0] if epochs else {}
+    versions = meta.get("versions", {})
+    record: dict[str, Any] = {
+        "experiment": meta.get("experiment"),
+        "space": meta.get("space"),
+        "phase": phase,
+        "trial_id": trial_id,
+        "status": status,
+        **config,
+        "epochs_completed": done,
+        "stopped_early": status == "stopped",
+        "best_val_accuracy": max(val_accs) if val_accs else None,
+        "val_accuracy": _num(last.get("val_accuracy")),
+        "val_loss": _num(last.get("val_loss")),
+        "test_accuracy": _num(last.get("test_accuracy")) if status == "completed" else None,
+        "train_time_s": _num(last.get("time_total_s")),
+        "node": last.get("node") or last.get("hostname"),
+        "gpus": _num(last.get("gpus", meta.get("gpus_per_trial"))),
+        "started_at": _ts(first["timestamp"] - first.get("time_this_iter_s", 0.0)) if first else None,
+        "ended_at": _ts(last.get("timestamp")),
+        "error": error,
+        "git_sha": meta.get("git_sha"),
+        "tensorflow_version": versions.get("tensorflow"),
+        "keras_version": versions.get("keras"),
+        "ray_version": versions.get("ray"),
+        "optuna_version": versions.get("optuna"),
+    }
+    epoch_rows = [{
+        "trial_id": trial_id,
+        "epoch": int(r["epoch"]),
+        **{k: _num(r.get(k)) for k in ("loss", "accuracy", "val_loss", "val_accuracy",
+                                       "learning_rate", "epoch_time_s")},
+    } for r in epochs]
+    return record, epoch_rows
+
+
+def is_trial_dir(fs: pafs.FileSystem, path: str) -> bool:
+    return storage.exists(fs, storage.join(path, "params.json"))
+
+
+def build_tables(experiment: str | Path) -> tuple[pa.Table, pa.Table]:
+    """(trials, epochs) of an experiment folder, local path or URI."""
+    fs, root = storage.resolve(experiment)
+    meta_path = storage.join(root, storage.EXPERIMENT_FILE)
+    if not storage.exists(fs, meta_path):
+        raise FileNotFoundError(f"{experiment} is not an experiment folder (no {storage.EXPERIMENT_FILE})")
+    meta = storage.read_json(fs, meta_path)
+    trials: list[dict[str, Any]] = []
+    epochs: list[dict[str, Any]] = []
+    for phase in PHASES:
+        for trial_dir in storage.list_dirs(fs, storage.join(root, phase)):
+            if not is_trial_dir(fs, trial_dir):
+                continue
+            record, rows = trial_record(meta, phase, trial_dir, *read_trial_dir(fs, trial_dir))
+            trials.append(record)
+            epochs.extend(rows)
+    trials.sort(key=lambda r: (PHASES.index(r["phase"]), r["trial_id"]))
+    return (pa.Table.from_pylist(trials, schema=TRIALS_SCHEMA),
+            pa.Table.from_pylist(epochs, schema=EPOCHS_SCHEMA))
+
+
+def write_table(table: pa.Table, fs: pafs.FileSystem, path: str) -> None:
+    """Temp file, then rename: a crash mid-write leaves the previous table intact."""
+    fs.create_dir(posixpath.dirname(path), recursive=True)
+    tmp = f"{posixpath.dirname(path)}/.{posixpath.basename(path)}.tmp"
+    pq.write_table(table, tmp, filesystem=fs)
+    fs.move(tmp, path)
+
+
+def export_tables(experiment: str | Path) -> tuple[str, pa.Table, pa.Table]:
+    """Build and write `tables/trials.parquet` and `tables/epochs.parquet`; return the folder."""
+    trials, epochs = build_tables(experiment)
+    fs, root = storage.resolve(experiment)
+    folder = storage.join(root, "tables")
+    write_table(trials, fs, storage.join(folder, "trials.parquet"))
+    write_table(epochs, fs, storage.join(folder, "epochs.parquet"))
+    return folder, trials, epochs
+
+
+def read_table(experiment: str | Path, name: str) -> pd.DataFrame:
+    """A table of an experiment as a DataFrame (local path or URI)."""
+    fs, root = storage.resolve(experiment)
+    return pq.read_table(storage.join(root, "tables", f"{name}.parquet"), filesystem=fs).to_pandas()

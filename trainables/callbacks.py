@@ -1,0 +1,65 @@
+"""The Keras side of a trial's reporting: one Ray Tune report per epoch, with a checkpoint."""
+
+from __future__ import annotations
+
+import json
+import math
+import socket
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+import ray
+from ray import tune
+
+from trainables.config import TrialConfig
+
+CHECKPOINT_MODEL = "model.keras"
+CHECKPOINT_STATE = "state.json"
+
+
+class EpochReporter(keras.callbacks.Callback):
+    """Reports one row per epoch with a checkpoint; evaluates the test split once, at full budget."""
+
+    def __init__(self, config: TrialConfig, test_ds, gpus: float) -> None:  # noqa: ANN001
+        super().__init__()
+        self.config = config
+        self.test_ds = test_ds
+        self.gpus = gpus
+        self._started = 0.0
+        # Hostname plus Ray node id: two Ray nodes on one host are still told apart.
+        self.node = f"{socket.gethostname()}:{ray.get_runtime_context().get_node_id()[:12]}"
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self._started = time.perf_counter()
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        logs = logs or {}
+        done = epoch + 1  # Keras counts from 0; ASHA's time unit counts epochs completed
+        metrics: dict[str, Any] = {
+            "epoch": done,
+            "loss": float(logs.get("loss", math.nan)),
+            "accuracy": float(logs.get("accuracy", math.nan)),
+            "val_loss": float(logs.get("val_loss", math.nan)),
+            "val_accuracy": float(logs.get("val_accuracy", math.nan)),
+            "learning_rate": float(np.asarray(self.model.optimizer.learning_rate)),
+            "epoch_time_s": time.perf_counter() - self._started,
+            "gpus": float(self.gpus),
+            "node": self.node,
+        }
+        if not math.isfinite(metrics["loss"]):
+            # Diverged: end this trial with a recorded error; the search goes on.
+            metrics["error"] = f"non-finite training loss ({metrics['loss']}) at epoch {done}"
+            self.model.stop_training = True
+            tune.report(metrics)
+            return
+        if done == self.config.max_epochs:
+            test = self.model.evaluate(self.test_ds, verbose=0, return_dict=True)
+            metrics["test_accuracy"] = float(test["accuracy"])
+        with tempfile.TemporaryDirectory(prefix="ckpt-") as folder:
+            self.model.save(Path(folder) / CHECKPOINT_MODEL)
+            (Path(folder) / CHECKPOINT_STATE).write_text(json.dumps({"epoch": done, "seed": self.config.seed}))
+            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))

@@ -1,0 +1,79 @@
+"""What one trial does: data -> model -> fit, reporting once per epoch to Ray Tune.
+
+The trainable only reports (Syne Tune's rule); tables are built from what it
+reported. Each report carries a checkpoint (model with optimizer state and the
+epoch), so a retried or resumed trial continues from its last epoch.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from trainables.config import TrialConfig
+from trainables.data import ImageDataset, validation_split
+
+
+def train_trial(params: dict[str, Any], data: ImageDataset, cpus: float = 1, gpus: float = 0) -> None:
+    """The Ray Tune function trainable. `data` arrives through the object store (zero-copy)."""
+    from trainables.runtime import configure_tensorflow
+
+    configure_tensorflow(cpus, gpus)  # before any TensorFlow op in this process
+
+    import keras
+    from ray import tune
+
+    config = TrialConfig.from_params(params)
+    keras.utils.set_random_seed(config.seed)
+    model, start_epoch = _restore(tune.get_checkpoint())
+    if model is None:
+        model = _compile(config, data)
+    if start_epoch >= config.max_epochs:
+        return
+    train_ds, val_ds, test_ds = _datasets(config, data, shuffle_seed=config.seed + start_epoch)
+    from trainables.callbacks import EpochReporter
+
+    callbacks: list[keras.callbacks.Callback] = [EpochReporter(config, test_ds, gpus)]
+    if config.patience:
+        callbacks.insert(0, keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.patience))
+    model.fit(train_ds, validation_data=val_ds, epochs=config.max_epochs, initial_epoch=start_epoch,
+              callbacks=callbacks, verbose=0)
+
+
+def _compile(config: TrialConfig, data: ImageDataset):  # noqa: ANN202 - keras.Model
+    from trainables.architectures import build_model, build_optimizer
+
+    shape = data.image_shape if config.model in ("basenet", "convnet") else (config.input_size,
+                                                                             config.input_size, 3)
+    model = build_model(config, shape, data.num_classes)
+    model.compile(optimizer=build_optimizer(config), loss="sparse_categorical_crossentropy",
+                  metrics=["accuracy"])
+    return model
+
+
+def _datasets(config: TrialConfig, data: ImageDataset, shuffle_seed: int):  # noqa: ANN202
+    from trainables.augment import policy_transforms
+    from trainables.pipeline import make_dataset
+
+    train_idx, val_idx = validation_split(data.y_train, config.seed)
+    train_tf, eval_tf = policy_transforms(config, data, train_idx)
+    train = make_dataset(data.x_train, data.y_train, train_idx, config.batch_size, train_tf, shuffle_seed)
+    val = make_dataset(data.x_train, data.y_train, val_idx, config.batch_size, eval_tf)
+    test = make_dataset(data.x_test, data.y_test, np.arange(len(data.y_test)), config.batch_size, eval_tf)
+    return train, val, test
+
+
+def _restore(checkpoint):  # noqa: ANN001, ANN202 - tune.Checkpoint | None -> (keras.Model | None, int)
+    if checkpoint is None:
+        return None, 0
+    import keras
+
+    from trainables.callbacks import CHECKPOINT_MODEL, CHECKPOINT_STATE
+
+    with checkpoint.as_directory() as folder:
+        state = json.loads((Path(folder) / CHECKPOINT_STATE).read_text())
+        model = keras.models.load_model(Path(folder) / CHECKPOINT_MODEL)
+    return model, int(state["epoch"])
