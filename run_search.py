@@ -166,7 +166,8 @@ def run(args: argparse.Namespace) -> int:
 
     from trainables.trainable import train_trial
 
-    ray.init(address=args.address, include_dashboard=False, log_to_driver=args.verbose > 0,
+    # address="local" always starts a fresh embedded Ray, never a cluster some other process started.
+    ray.init(address=args.address or "local", include_dashboard=False, log_to_driver=args.verbose > 0,
              logging_level="WARNING", configure_logging=True)
     meta = {
         "experiment": name, "space": space.name, "dataset": dataset_name, "max_epochs": max_epochs,
