@@ -29,19 +29,40 @@ def gpu_memory_limit_mb(total_mb: int, share: float, reserve_mb: int = GPU_RESER
     return int(usable * share)
 
 
+def memory_limit_for(gpu_share: float, total_mb: int | None) -> int | None:
+    """The decision per visible GPU: a limit in MiB for a fractional share, None for memory growth.
+
+    A whole GPU (or several) is the trial's alone, so growth wastes nothing; an unknown device
+    size (no nvidia-smi) cannot be divided, so it also falls back to growth.
+    """
+    if not 0 < gpu_share < 1 or not total_mb:
+        return None
+    return gpu_memory_limit_mb(total_mb, gpu_share)
+
+
+def thread_count(cpus: float) -> int:
+    """TensorFlow threads for a trial holding `cpus` Ray CPUs: whole CPUs, at least one."""
+    return max(1, int(cpus))
+
+
+def physical_gpu_index(logical: int, cuda_visible_devices: str | None) -> str:
+    """What nvidia-smi calls TensorFlow's GPU `logical`: Ray narrows CUDA_VISIBLE_DEVICES to the
+    trial's devices (indices or UUIDs), TensorFlow renumbers them from 0, nvidia-smi does not."""
+    visible = [v.strip() for v in (cuda_visible_devices or "").split(",") if v.strip()]
+    return visible[logical] if logical < len(visible) else str(logical)
+
+
 def configure_tensorflow(cpus: float, gpu_share: float = 0.0) -> dict[str, object]:
     """Cap TensorFlow's threads at the trial's CPUs and set GPU memory growth or a limit."""
     import tensorflow as tf
 
-    threads = max(1, int(cpus))
+    threads = thread_count(cpus)
     tf.config.threading.set_intra_op_parallelism_threads(threads)
     tf.config.threading.set_inter_op_parallelism_threads(threads)
     gpus = tf.config.list_physical_devices("GPU")
     limit = None
     for gpu in gpus:
-        if 0 < gpu_share < 1:
-            total = _gpu_total_mb(gpu)
-            limit = gpu_memory_limit_mb(total, gpu_share) if total else None
+        limit = memory_limit_for(gpu_share, _gpu_total_mb(gpu) if 0 < gpu_share < 1 else None)
         if limit:
             tf.config.set_logical_device_configuration(
                 gpu, [tf.config.LogicalDeviceConfiguration(memory_limit=limit)])
@@ -56,10 +77,7 @@ def _gpu_total_mb(gpu) -> int | None:  # noqa: ANN001 - a tf PhysicalDevice
 
         import os
 
-        index = gpu.name.rsplit(":", 1)[-1]
-        visible = os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",")
-        if visible != [""] and int(index) < len(visible):
-            index = visible[int(index)]  # Ray narrows visible devices; nvidia-smi counts physical ones
+        index = physical_gpu_index(int(gpu.name.rsplit(":", 1)[-1]), os.environ.get("CUDA_VISIBLE_DEVICES"))
         out = subprocess.run(["nvidia-smi", "--query-gpu=memory.total", "--format=csv,noheader,nounits",
                               "-i", index], capture_output=True, text=True, timeout=10, check=True)
         return int(out.stdout.strip().splitlines()[0])

@@ -1,0 +1,109 @@
+"""Per-trial TensorFlow settings: GPU memory limits from a fractional share, thread caps.
+
+The limit arithmetic and the limit-or-growth decision are plain functions, so they are checked
+here on a CPU machine; the thread cap is read back from TensorFlow in a fresh process (TensorFlow
+accepts thread settings only before its runtime starts).
+"""
+
+import json
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+
+from trainables.runtime import (GPU_RESERVE_MB, gpu_memory_limit_mb, memory_limit_for, physical_gpu_index,
+                                thread_count)
+
+GIB = 1024  # MiB
+H100 = 80 * GIB  # an 80 GiB device, in MiB
+
+
+@pytest.mark.parametrize(("share", "expected_mb"), [
+    (0.25, (H100 - 4 * GPU_RESERVE_MB) // 4),  # 4 tenants: 19968 MiB each
+    (0.5, (H100 - 2 * GPU_RESERVE_MB) // 2),  # 2 tenants: 40448 MiB each
+    (1 / 3, int((H100 - 3 * GPU_RESERVE_MB) / 3)),  # 3 tenants: 26794 MiB each
+])
+def test_fractional_share_gets_its_fraction_after_reserves(share, expected_mb):
+    assert gpu_memory_limit_mb(H100, share) == expected_mb
+
+
+def test_known_values_for_80_gib():
+    # The numbers docs/cluster.md quotes; a change of GPU_RESERVE_MB shows up here.
+    assert [gpu_memory_limit_mb(H100, s) for s in (0.25, 0.5, 1 / 3)] == [19968, 40448, 26794]
+
+
+def test_whole_gpu_means_memory_growth():
+    assert gpu_memory_limit_mb(H100, 1.0) is None
+
+
+@pytest.mark.parametrize("share", [0.1, 0.2, 0.25, 0.3, 1 / 3, 0.4, 0.5, 0.75, 0.9])
+def test_co_tenants_fit_on_the_device(share):
+    # As many trials as Ray packs on one GPU (floor(1/share)), each with its limit and its CUDA
+    # reserve, never ask for more than the device has.
+    tenants = math.floor(1 / share + 1e-9)
+    limit = gpu_memory_limit_mb(H100, share)
+    assert limit > 0
+    assert tenants * (limit + GPU_RESERVE_MB) <= H100
+
+
+@pytest.mark.parametrize("share", [0.0, -0.25, 1.5, 2.0, math.nan])
+def test_invalid_share_is_rejected(share):
+    with pytest.raises(ValueError, match="GPU share"):
+        gpu_memory_limit_mb(H100, share)
+
+
+def test_share_too_small_for_the_device_is_rejected():
+    # 10 trials on a 4 GiB card: the CUDA reserves alone (10 x 512 MiB) exceed it.
+    with pytest.raises(ValueError, match="do not fit"):
+        gpu_memory_limit_mb(4 * GIB, 0.1)
+
+
+@pytest.mark.parametrize(("share", "total_mb", "expected"), [
+    (0.25, H100, 19968),  # fractional share of a known device: a limit
+    (0.5, 16 * GIB, (16 * GIB - 2 * GPU_RESERVE_MB) // 2),
+    (1.0, H100, None),  # the whole GPU: memory growth
+    (2.0, H100, None),  # several whole GPUs: memory growth
+    (0.0, H100, None),  # no GPU share (Ray hides the devices anyway)
+    (0.25, None, None),  # device size unknown (no nvidia-smi): memory growth
+])
+def test_limit_or_growth_decision(share, total_mb, expected):
+    assert memory_limit_for(share, total_mb) == expected
+
+
+@pytest.mark.parametrize(("logical", "visible", "expected"), [
+    (0, "3", "3"),  # Ray gave the trial physical GPU 3; TensorFlow calls it GPU:0
+    (1, "2,5", "5"),
+    (0, "GPU-8f1c2d", "GPU-8f1c2d"),  # UUIDs pass through; nvidia-smi -i takes them
+    (0, None, "0"),  # not narrowed: logical = physical
+    (0, "", "0"),
+])
+def test_physical_gpu_index(logical, visible, expected):
+    assert physical_gpu_index(logical, visible) == expected
+
+
+@pytest.mark.parametrize(("cpus", "threads"), [(0.5, 1), (1, 1), (2, 2), (3.7, 3)])
+def test_thread_count_is_whole_cpus_at_least_one(cpus, threads):
+    assert thread_count(cpus) == threads
+
+
+def test_configure_tensorflow_caps_threads_on_a_cpu_machine():
+    code = """
+import json
+import tensorflow as tf
+from trainables.runtime import configure_tensorflow
+out = []
+for cpus in (2, 0.5, 3.7):
+    info = configure_tensorflow(cpus, gpu_share=0.25)
+    out.append({**info, "intra": tf.config.threading.get_intra_op_parallelism_threads(),
+                "inter": tf.config.threading.get_inter_op_parallelism_threads()})
+print(json.dumps(out))
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "CUDA_VISIBLE_DEVICES": "", "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    results = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert [(r["threads"], r["intra"], r["inter"]) for r in results] == [(2, 2, 2), (1, 1, 1), (3, 3, 3)]
+    # No GPU visible: nothing to limit, whatever the share.
+    assert all(r["gpus"] == 0 and r["gpu_memory_limit_mb"] is None for r in results)
