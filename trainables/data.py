@@ -44,8 +44,13 @@ class ImageDataset:
         return sum(a.nbytes for a in (self.x_train, self.y_train, self.x_test, self.y_test))
 
 
-def load_dataset(name: str, data_dir: str | os.PathLike | None = None) -> ImageDataset:
-    """Load a named dataset; raise DatasetUnavailable with the fix when it cannot be read."""
+def load_dataset(name: str, data_dir: str | os.PathLike | None = None, image_size: int | None = None,
+                 crop_to_bbox: bool = False) -> ImageDataset:
+    """Load a named dataset; raise DatasetUnavailable with the fix when it cannot be read.
+
+    `image_size` (pixels per side, default 224) and `crop_to_bbox` apply to cub200 only, whose
+    photos vary in size; the other datasets come at their native 32x32.
+    """
     if name == "digits":
         return load_digits()
     if name in ("cifar100_25", "cifar100"):
@@ -54,7 +59,8 @@ def load_dataset(name: str, data_dir: str | os.PathLike | None = None) -> ImageD
     if name == "cub200":
         from trainables import cub  # imports TensorFlow; only the transfer space needs it
 
-        return cub.load_cub200(data_dir)
+        return cub.load_cub200(data_dir, image_size=image_size or cub.DEFAULT_IMAGE_SIZE,
+                               crop_to_bbox=crop_to_bbox)
     raise DatasetUnavailable(f"unknown dataset {name!r}; known: digits, cifar100_25, cifar100, cub200")
 
 
