@@ -51,6 +51,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--address", default=None, help="join a Ray cluster ('auto', 'ray://host:10001'); "
                                                     "default: start an embedded Ray")
     p.add_argument("--storage-path", default="./results", help="local folder, NFS, or s3:// / gs:// URI")
+    p.add_argument("--s3-endpoint", default=None, metavar="URL",
+                   help="endpoint of an S3-compatible store (MinIO, Ceph, ...) for an s3:// --storage-path, "
+                        "e.g. http://minio:9000; sets AWS_ENDPOINT_URL for the driver and every trial")
     p.add_argument("--name", default=None, help="experiment name (default: <space>-<UTC timestamp>)")
     p.add_argument("-v", "--verbose", action="count", default=0, help="more progress output")
     p.add_argument("-q", "--quiet", action="count", default=0, help="less progress output")
@@ -140,6 +143,54 @@ def experiment_location(args: argparse.Namespace, name: str) -> tuple[Any, str, 
     return fs, path, path
 
 
+def use_s3_endpoint(args: argparse.Namespace) -> None:
+    """Point pyarrow.fs (ours and Ray Tune's) at a non-AWS S3 store through the AWS SDK's own variable,
+    which trial workers of an embedded Ray inherit and a cluster's get through the runtime env."""
+    if args.s3_endpoint is None:
+        return
+    if not str(args.storage_path).startswith("s3://"):
+        raise UsageError(f"--s3-endpoint needs an s3:// --storage-path, got {args.storage_path!r}")
+    if not args.s3_endpoint.startswith(("http://", "https://")):
+        raise UsageError(f"--s3-endpoint must be an http:// or https:// URL, got {args.s3_endpoint!r}")
+    os.environ["AWS_ENDPOINT_URL"] = args.s3_endpoint
+
+
+# Left out of the code shipped to a cluster's workers: environments, results, caches.
+WORKING_DIR_EXCLUDES = [".venv", ".git", "results", "**/__pycache__", "*.egg-info", ".pytest_cache"]
+
+
+def connect_ray(args: argparse.Namespace) -> None:  # noqa: ANN201
+    """Join the cluster at --address, or start an embedded Ray (address="local": always a fresh one,
+    never a cluster some other process started on this host)."""
+    import ray
+
+    options: dict[str, Any] = {"log_to_driver": args.verbose > 0, "logging_level": "WARNING",
+                               "configure_logging": True}
+    if args.address is None:
+        ray.init(address="local", include_dashboard=False, **options)
+        return
+    # Other nodes have neither this checkout nor the driver's environment: ship the project's code
+    # (the packages trials import) and the S3 endpoint. Credentials stay with the nodes' own
+    # environment or instance roles; they are not copied into the cluster.
+    env_vars = {k: os.environ[k] for k in ("AWS_ENDPOINT_URL",) if k in os.environ}
+    runtime_env: dict[str, Any] = {"working_dir": str(PROJECT_DIR), "excludes": WORKING_DIR_EXCLUDES}
+    if env_vars:
+        runtime_env["env_vars"] = env_vars
+    try:
+        ray.init(address=args.address, runtime_env=runtime_env, **options)
+    except (ConnectionError, RuntimeError, ValueError) as e:
+        raise UsageError(f"--address {args.address!r}: cannot join a Ray cluster there ({e}). "
+                         "Start one with `ray start --head`, or leave --address out for an embedded Ray") from None
+
+
+def trial_gpus(requested: float | None, space_default: float, cluster_gpus: float) -> float:
+    """GPUs per trial: the flag when given; else the space's default, but only where the cluster
+    has GPUs, so a GPU-minded space (transfer learning) still runs on a CPU-only machine."""
+    if requested is not None:
+        return requested
+    return space_default if cluster_gpus > 0 else 0.0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
@@ -154,7 +205,7 @@ def run(args: argparse.Namespace) -> int:
     dataset_name = args.dataset or space.dataset
     max_epochs = args.max_epochs or space.max_epochs
     num_samples = args.num_samples or space.num_samples
-    gpus = args.gpus_per_trial if args.gpus_per_trial is not None else 0.0
+    use_s3_endpoint(args)
     name = args.name or f"{space.name}-{dt.datetime.now(dt.UTC):%Y%m%d-%H%M%S}"
     fs, exp_path, exp_uri = experiment_location(args, name)
     if storage.exists(fs, exp_path):
@@ -166,9 +217,8 @@ def run(args: argparse.Namespace) -> int:
 
     from trainables.trainable import train_trial
 
-    # address="local" always starts a fresh embedded Ray, never a cluster some other process started.
-    ray.init(address=args.address or "local", include_dashboard=False, log_to_driver=args.verbose > 0,
-             logging_level="WARNING", configure_logging=True)
+    connect_ray(args)
+    gpus = trial_gpus(args.gpus_per_trial, space.gpus_per_trial, ray.cluster_resources().get("GPU", 0.0))
     meta = {
         "experiment": name, "space": space.name, "dataset": dataset_name, "max_epochs": max_epochs,
         "num_samples": num_samples, "seed": args.seed, "scheduler": args.scheduler, "search": args.search,
