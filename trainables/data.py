@@ -120,7 +120,10 @@ def _read_cifar_split(path: Path) -> dict:
     try:
         payload = safe_unpickle(path.read_bytes())
     except pickle.UnpicklingError as e:
-        raise DatasetUnavailable(f"{path} is not a plain CIFAR-100 pickle ({e}); re-download the dataset") from None
+        if str(e).startswith("refused"):
+            raise DatasetUnavailable(f"{path} is not a plain CIFAR-100 pickle ({e}); it was not loaded. "
+                                     "Re-download the dataset") from None
+        raise DatasetUnavailable(f"{path} is truncated or corrupted ({e}); re-download the dataset") from None
     except (EOFError, ValueError, TypeError, IndexError, KeyError, AttributeError, OSError) as e:
         raise DatasetUnavailable(f"{path} is truncated or corrupted ({type(e).__name__}: {e}); "
                                  "re-download the dataset") from None

@@ -1,0 +1,58 @@
+import pytest
+
+from trainables.architectures import basenet, build_model, build_optimizer, convnet
+from trainables.config import TrialConfig
+
+
+def _kinds(model):
+    return [type(layer).__name__ for layer in model.layers]
+
+
+def test_basenet_has_the_reference_parameter_count():
+    model = basenet((32, 32, 3), 25)
+    assert model.count_params() == 24_197
+    assert _kinds(model) == ["Conv2D", "MaxPooling2D", "Conv2D", "MaxPooling2D", "Flatten", "Dense", "Dense"]
+
+
+@pytest.mark.parametrize("bn_position, block", [
+    ("none", ["Conv2D", "ReLU"]),
+    ("before_relu", ["Conv2D", "BatchNormalization", "ReLU"]),
+    ("after_relu", ["Conv2D", "ReLU", "BatchNormalization"]),
+])
+def test_convnet_layer_order_per_bn_position(bn_position, block):
+    model = convnet(TrialConfig(bn_position=bn_position), (32, 32, 3), 25)
+    blocks = [block] * 5
+    blocks[1] = block + ["MaxPooling2D"]  # pools after the 2nd and 5th conv
+    blocks[4] = block + ["MaxPooling2D"]
+    expected = [k for b in blocks for k in b] + ["Flatten", "Dense", "Dense"]
+    assert _kinds(model) == expected
+    filters = [layer.filters for layer in model.layers if type(layer).__name__ == "Conv2D"]
+    assert filters == [16, 32, 64, 128, 256]
+    assert all(layer.padding == "valid" for layer in model.layers if type(layer).__name__ == "Conv2D")
+    assert model.layers[-2].units == 50 and model.layers[-1].units == 25
+    assert model.output_shape == (None, 25)
+
+
+def test_convnet_is_a_pure_function_of_the_config():
+    config = TrialConfig(depth=3, base_width=8, kernel_size=5, pool_after="1", bn_position="after_relu")
+    a, b = convnet(config, (32, 32, 3), 10), convnet(config, (32, 32, 3), 10)
+    assert _kinds(a) == _kinds(b) and a.count_params() == b.count_params()
+
+
+def test_convnet_refuses_a_map_shrinking_below_one_pixel():
+    with pytest.raises(ValueError, match="shrinks a 32px image"):
+        convnet(TrialConfig(depth=6, kernel_size=5, pool_after="1,2,3"), (32, 32, 3), 10)
+
+
+def test_build_model_dispatches_on_model():
+    assert build_model(TrialConfig(model="basenet"), (32, 32, 3), 25).name == "basenet"
+    assert build_model(TrialConfig(model="convnet"), (32, 32, 3), 25).name == "convnet"
+
+
+@pytest.mark.parametrize("name, cls", [("sgd", "SGD"), ("adam", "Adam")])
+def test_optimizer_follows_the_config(name, cls):
+    opt = build_optimizer(TrialConfig(optimizer=name, learning_rate=0.003, momentum=0.9, nesterov=True))
+    assert type(opt).__name__ == cls
+    assert float(opt.learning_rate) == pytest.approx(0.003)
+    if name == "sgd":
+        assert opt.momentum == 0.9 and opt.nesterov

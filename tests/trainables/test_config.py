@@ -1,0 +1,57 @@
+import dataclasses
+
+import pytest
+
+from trainables.config import TrialConfig, conv_feature_sizes, knob_types
+
+
+def test_defaults_are_the_reference_convnet():
+    config = TrialConfig()
+    assert (config.model, config.depth, config.base_width, config.kernel_size) == ("convnet", 5, 16, 3)
+    assert config.pools == (2, 5)
+    assert config.bn_position == "none" and config.augmentation == "simple"
+
+
+def test_unknown_keys_are_refused_by_name():
+    with pytest.raises(ValueError, match=r"unknown config keys \['bn_positon', 'lr'\]"):
+        TrialConfig.from_params({"bn_positon": "none", "lr": 0.1, "optimizer": "adam"})
+
+
+def test_from_params_coerces_search_types():
+    import numpy as np
+
+    config = TrialConfig.from_params({"learning_rate": np.float32(0.5), "batch_size": np.int64(64),
+                                      "depth": 4.0, "nesterov": np.bool_(True), "pool_after": "2,4"})
+    assert type(config.learning_rate) is float and type(config.batch_size) is int
+    assert config.depth == 4 and config.nesterov is True
+
+
+@pytest.mark.parametrize("params, message", [
+    ({"optimizer": "rmsprop"}, "optimizer must be one of"),
+    ({"bn_position": "middle"}, "bn_position must be one of"),
+    ({"learning_rate": 0.0}, "learning_rate must be > 0"),
+    ({"batch_size": 0}, "batch_size must be >= 1"),
+    ({"depth": 2, "pool_after": "2,5"}, "outside 1..depth=2"),
+    ({"depth": 2.5}, "depth must be an integer"),
+    ({"model": "inception_resnet_v2", "input_size": 64}, "needs input_size >= 75"),
+])
+def test_invalid_values_fail_loudly(params, message):
+    with pytest.raises(ValueError, match=message):
+        TrialConfig.from_params(params)
+
+
+def test_config_is_frozen():
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        TrialConfig().learning_rate = 1.0  # type: ignore[misc]
+
+
+def test_knob_types_cover_every_field():
+    types = knob_types()
+    assert list(types) == [f.name for f in dataclasses.fields(TrialConfig)]
+    assert types["learning_rate"] is float and types["nesterov"] is bool and types["depth"] is int
+
+
+def test_conv_feature_sizes_of_the_reference_convnet():
+    # 32 -> 30 -> 28 -> pool 14 -> 12 -> 10 -> 8 -> pool 4
+    assert conv_feature_sizes(TrialConfig(), 32) == [30, 14, 12, 10, 4]
+    assert min(conv_feature_sizes(TrialConfig(depth=6, kernel_size=5, pool_after="1,2"), 32)) < 1
