@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import optuna
 
 DefineByRun = Callable[[optuna.Trial], "dict[str, Any] | None"]
+# A grid is either a cartesian product {knob: values} or an explicit list of cells {knob: value},
+# for studies whose cells are not a product (BaseNet; ConvNet x BN; ConvNet x augmentation).
+Grid = Mapping[str, Sequence[Any]] | Sequence[Mapping[str, Any]]
+
+# CIFAR-100 and the digits (upsampled) are 32x32: the side the ConvNet spaces keep valid for.
+IMAGE_SIZE = 32
 
 
 @dataclasses.dataclass(frozen=True)
@@ -22,10 +29,19 @@ class SearchSpace:
     dataset: str
     num_samples: int
     max_epochs: int
-    grid: Mapping[str, Sequence[Any]] | None = None
+    grid: Grid | None = None
     gpus_per_trial: float = 0.0  # default on a GPU cluster; 0 runs on CPUs
 
     def sample(self, trial: optuna.Trial) -> dict[str, Any]:
         """Every knob this space sets for one trial: sampled ones and fixed ones."""
         fixed = self.define(trial) or {}
         return {**trial.params, **fixed}
+
+    def cells(self) -> list[dict[str, Any]]:
+        """The grid's cells, each a dict of knobs, in a stable order; [] without a grid."""
+        if self.grid is None:
+            return []
+        if isinstance(self.grid, Mapping):
+            names = list(self.grid)
+            return [dict(zip(names, values)) for values in itertools.product(*self.grid.values())]
+        return [dict(cell) for cell in self.grid]

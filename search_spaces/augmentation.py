@@ -1,0 +1,41 @@
+"""Which augmentation helps the ConvNet: none (`simple`), flips and zoom (`complex`), or ZCA (`whitening`).
+
+Conditional: a policy's own knobs are sampled only when that policy is chosen, so
+TPE never learns from a zoom range that a `simple` trial ignored.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import optuna
+
+from search_spaces.base import SearchSpace
+from trainables.config import AUGMENTATIONS, FLIPS
+
+
+def define_policy(trial: optuna.Trial) -> None:
+    policy = trial.suggest_categorical("augmentation", AUGMENTATIONS)
+    if policy == "complex":
+        trial.suggest_categorical("flip", FLIPS)
+        trial.suggest_float("zoom_range", 0.0, 0.3)  # fraction of the image side; the reference used 0.2
+    elif policy == "whitening":
+        # Added to the covariance eigenvalues: small whitens hard (amplifies noise), large barely.
+        trial.suggest_float("zca_epsilon", 1e-3, 1.0, log=True)
+
+
+def define(trial: optuna.Trial) -> dict[str, Any]:
+    define_policy(trial)
+    return {"model": "convnet"}
+
+
+SPACE = SearchSpace(
+    name="augmentation",
+    description="ConvNet: augmentation simple | complex (flip, zoom) | whitening (ZCA epsilon)",
+    define=define,
+    dataset="cifar100_25",
+    num_samples=24,
+    max_epochs=30,
+    # The reference study's three policies at their reference settings (TrialConfig defaults).
+    grid={"model": ["convnet"], "augmentation": list(AUGMENTATIONS)},
+)

@@ -1,0 +1,27 @@
+"""The baseline: how well does the small BaseNet do with SGD or Adam, which learning rate, which batch size."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import optuna
+
+from search_spaces.base import SearchSpace
+from search_spaces.learning_rate import BATCH_SIZES
+
+
+def define(trial: optuna.Trial) -> dict[str, Any]:
+    trial.suggest_categorical("optimizer", ["sgd", "adam"])
+    trial.suggest_float("learning_rate", 1e-4, 1e-1, log=True)
+    trial.suggest_categorical("batch_size", BATCH_SIZES)
+    return {"model": "basenet"}
+
+
+SPACE = SearchSpace(
+    name="basenet",
+    description="BaseNet: optimizer sgd | adam x learning rate x batch size",
+    define=define,
+    dataset="cifar100_25",
+    num_samples=20,
+    max_epochs=30,
+)

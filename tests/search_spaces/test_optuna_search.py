@@ -1,0 +1,111 @@
+"""The driver's searchers, driven through the Searcher API exactly as Tune calls it (no Ray runtime needed)."""
+
+import pickle
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from search_spaces import SPACES
+from search_spaces.optuna_search import (
+    FidelityOptunaSearch,
+    build_optuna_search,
+    fixed_configs_search,
+    full_configs,
+    grid_configs,
+)
+from trainables.config import TrialConfig
+
+FIXED = {"dataset": "digits", "seed": 0, "max_epochs": 3}
+
+
+def searcher(seed=0):
+    return build_optuna_search(SPACES["batchnorm"], FIXED, metric="val_accuracy", mode="max", seed=seed,
+                               random=False, max_epochs=3)
+
+
+def run_epochs(s, trial_id, accuracies, **end):
+    for epoch, acc in enumerate(accuracies, start=1):
+        s.on_trial_result(trial_id, {"epoch": epoch, "val_accuracy": acc, "training_iteration": epoch})
+    last = {"epoch": len(accuracies), "val_accuracy": accuracies[-1]} if accuracies else None
+    s.on_trial_complete(trial_id, result=end.pop("result", last), **end)
+
+
+def test_suggested_configs_are_trial_configs_with_the_fixed_knobs():
+    s = searcher()
+    config = s.suggest("a")
+    assert {k: config[k] for k in FIXED} == FIXED
+    TrialConfig.from_params(config)
+
+
+def test_early_stopped_trials_are_pruned_at_their_epoch_and_full_budget_trials_complete():
+    s = searcher()
+    for tid in "abcde":
+        s.suggest(tid)
+    run_epochs(s, "a", [0.2, 0.5, 0.7])            # full budget
+    run_epochs(s, "b", [0.1])                      # stopped by ASHA at the first rung
+    run_epochs(s, "c", [0.3, 0.4])                 # stopped by patience
+    run_epochs(s, "d", [0.3], error=True)          # crashed
+    run_epochs(s, "e", [0.3, float("nan")])        # diverged: NaN is not a score
+    trials = s.study.get_trials(deepcopy=False)
+    assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.PRUNED, TrialState.PRUNED,
+                                         TrialState.FAIL, TrialState.FAIL]
+    a, b, c = trials[:3]
+    assert a.value == 0.7 and a.intermediate_values == {1: 0.2, 2: 0.5, 3: 0.7}
+    # Optuna's value of a pruned trial is its last intermediate value, at its own step.
+    assert b.value == 0.1 and b.intermediate_values == {1: 0.1} and b.last_step == 1
+    assert c.value == 0.4 and c.last_step == 2
+
+
+def test_a_replayed_epoch_after_a_restore_is_reported_once():
+    s = searcher()
+    s.suggest("a")
+    for epoch, acc in [(1, 0.2), (2, 0.4), (2, 0.41), (3, 0.6)]:  # epoch 2 replayed from its checkpoint
+        s.on_trial_result("a", {"epoch": epoch, "val_accuracy": acc})
+    s.on_trial_complete("a", result={"epoch": 3, "val_accuracy": 0.6})
+    (trial,) = s.study.get_trials()
+    assert trial.intermediate_values == {1: 0.2, 2: 0.4, 3: 0.6}
+    assert trial.state == TrialState.COMPLETE
+
+
+def test_searcher_state_round_trips_through_tunes_save_and_restore(tmp_path):
+    s = searcher(seed=7)
+    s.suggest("a")
+    run_epochs(s, "a", [0.3])
+    s.suggest("b")
+    s.save_to_dir(str(tmp_path), session_str="x")
+    restored = FidelityOptunaSearch()
+    restored.restore_from_dir(str(tmp_path))
+    assert [t.state for t in restored.study.get_trials()] == [TrialState.PRUNED, TrialState.RUNNING]
+    # The restored searcher carries on: the running trial finishes, new ones are sampled.
+    run_epochs(restored, "b", [0.1, 0.2, 0.9])
+    assert restored.study.get_trials()[1].state == TrialState.COMPLETE
+    TrialConfig.from_params(restored.suggest("c"))
+    pickle.dumps(restored)
+
+
+def test_same_seed_same_suggestions():
+    s1, s2 = searcher(seed=5), searcher(seed=5)
+    first = [s1.suggest(str(i)) for i in range(3)]
+    again = [s2.suggest(str(i)) for i in range(3)]
+    assert first == again
+
+
+def test_grid_configs_repeat_every_cell_with_consecutive_seeds():
+    space = SPACES["reference"]
+    configs = grid_configs(space, {"dataset": "digits", "max_epochs": 2}, seed=10, repeats=2)
+    assert len(configs) == 2 * len(space.cells())
+    assert [c["seed"] for c in configs] == [10] * 6 + [11] * 6
+    assert configs[:6] == [{**cell, "dataset": "digits", "max_epochs": 2, "seed": 10} for cell in space.cells()]
+
+
+def test_fixed_configs_search_declares_every_knob_of_its_points():
+    configs = [{"model": "basenet", "seed": 1}, {"model": "convnet", "bn_position": "after_relu", "seed": 2}]
+    search, param_space = fixed_configs_search(configs)
+    assert set(param_space) == set(TrialConfig().to_dict())
+    assert search._points_to_evaluate == full_configs(configs)
+    with pytest.raises(ValueError, match="unknown config keys"):
+        full_configs([{"modle": "basenet"}])
+
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)

@@ -1,0 +1,116 @@
+"""Every registered space: 50 sampled configs are valid TrialConfigs, and no space imports TensorFlow."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import optuna
+import pytest
+
+from search_spaces import SPACES
+from search_spaces.base import IMAGE_SIZE
+from trainables.config import DATASETS, TrialConfig, conv_feature_sizes
+
+PROJECT = Path(__file__).resolve().parents[2]
+MODULES = ["basenet", "batchnorm", "depth", "augmentation", "learning_rate", "convnet", "transfer",
+           "reference", "base", "optuna_search"]
+N = 50
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def sampled_configs(space, sampler, n=N):
+    """n configs from a real Optuna study; TPE is told a score so it leaves its random start-up."""
+    study = optuna.create_study(direction="maximize", sampler=sampler)
+    configs = []
+    for i in range(n):
+        trial = study.ask()
+        knobs = space.sample(trial)
+        configs.append((trial.params, knobs))
+        study.tell(trial, (i * 7919 % 101) / 100)  # a deterministic, uneven score
+    return configs
+
+
+def test_registry_names_every_space_by_its_own_name():
+    assert set(SPACES) == {"basenet", "batchnorm", "depth", "augmentation", "learning_rate", "convnet",
+                           "transfer", "reference"}
+    for name, space in SPACES.items():
+        assert space.name == name
+        assert space.dataset in DATASETS and space.num_samples >= 1 and space.max_epochs >= 1
+
+
+@pytest.mark.parametrize("sampler", ["random", "tpe"])
+@pytest.mark.parametrize("name", sorted(SPACES))
+def test_fifty_sampled_configs_are_valid_trial_configs(name, sampler):
+    space = SPACES[name]
+    make = optuna.samplers.RandomSampler if sampler == "random" else optuna.samplers.TPESampler
+    for params, knobs in sampled_configs(space, make(seed=3)):
+        # Optuna parameter names are TrialConfig fields (from_params fails loudly on any other).
+        config = TrialConfig.from_params({**knobs, "dataset": space.dataset})
+        assert set(params) <= set(knobs)
+        if config.model == "convnet":
+            assert min(conv_feature_sizes(config, IMAGE_SIZE)) >= 1, config
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_space_module_does_not_import_tensorflow(module):
+    code = (f"import sys, search_spaces.{module}; "
+            "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules, "
+            "sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras'))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=PROJECT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+
+
+def test_depth_space_covers_its_range_without_ever_shrinking_below_one_pixel():
+    sampled = sampled_configs(SPACES["depth"], optuna.samplers.RandomSampler(seed=0), 300)
+    configs = [TrialConfig.from_params(k) for _, k in sampled]
+    assert {c.depth for c in configs} == {2, 3, 4, 5, 6}
+    assert {c.kernel_size for c in configs} == {3, 5}
+    assert {len(c.pools) for c in configs} == {0, 1, 2}
+    assert {c.base_width for c in configs} == {8, 16, 32}
+    assert all(min(conv_feature_sizes(c, IMAGE_SIZE)) >= 1 for c in configs)
+    # Deep stacks with 5x5 kernels are sampled too, where they fit.
+    assert any(c.depth == 6 and c.kernel_size == 5 for c in configs)
+
+
+def test_augmentation_knobs_are_sampled_only_under_their_policy():
+    for params, _ in sampled_configs(SPACES["augmentation"], optuna.samplers.RandomSampler(seed=1), 100):
+        policy = params["augmentation"]
+        assert ("flip" in params) == ("zoom_range" in params) == (policy == "complex")
+        assert ("zca_epsilon" in params) == (policy == "whitening")
+
+
+def test_momentum_and_nesterov_only_under_sgd():
+    for name in ("learning_rate", "convnet"):
+        for params, _ in sampled_configs(SPACES[name], optuna.samplers.RandomSampler(seed=2), 60):
+            assert ("momentum" in params) == ("nesterov" in params) == (params["optimizer"] == "sgd")
+
+
+def test_transfer_space_samples_backbones_and_modes_on_cub_with_a_gpu_each():
+    space = SPACES["transfer"]
+    assert space.dataset == "cub200" and space.gpus_per_trial == 1
+    configs = [TrialConfig.from_params(k) for _, k in sampled_configs(space, optuna.samplers.RandomSampler(seed=0))]
+    assert {c.model for c in configs} == {"resnet50", "inception_resnet_v2"}
+    assert {c.transfer_mode for c in configs} == {"extract", "finetune"}
+    assert {c.head_units for c in configs} == {500, 1024}
+
+
+def test_reference_grid_has_the_reference_cells_fully_specified():
+    cells = SPACES["reference"].cells()
+    configs = [TrialConfig.from_params(c) for c in cells]
+    keyed = {(c.model, c.bn_position, c.augmentation) for c in configs}
+    assert len(keyed) == len(cells) == 6
+    assert keyed == {("basenet", "none", "simple"),
+                     ("convnet", "none", "simple"), ("convnet", "before_relu", "simple"),
+                     ("convnet", "after_relu", "simple"),
+                     ("convnet", "none", "complex"), ("convnet", "none", "whitening")}
+    assert all(c.optimizer == "sgd" and c.batch_size == 32 and c.learning_rate == 0.01 for c in configs)
+
+
+def test_grid_cells_are_valid_and_only_some_spaces_have_one():
+    with_grid = {name for name, space in SPACES.items() if space.cells()}
+    assert with_grid == {"augmentation", "reference"}
+    for name in with_grid:
+        for cell in SPACES[name].cells():
+            TrialConfig.from_params(cell)
+    assert [c["augmentation"] for c in SPACES["augmentation"].cells()] == ["simple", "complex", "whitening"]
