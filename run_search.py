@@ -13,8 +13,11 @@ import datetime as dt
 import functools
 import importlib.metadata
 import os
+import shlex
+import signal
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +38,8 @@ class UsageError(Exception):
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--space", required=True, help=f"search space, one of: {', '.join(sorted(SPACES))}")
+    p.add_argument("--space", help=f"search space, one of: {', '.join(sorted(SPACES))} "
+                                   "(required unless --resume)")
     p.add_argument("--dataset", choices=DATASETS, help="dataset (default: the space's own)")
     p.add_argument("--data-dir", help="folder holding the dataset in its standard format "
                                       "(default: Keras' cache, downloading if needed)")
@@ -55,6 +59,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="endpoint of an S3-compatible store (MinIO, Ceph, ...) for an s3:// --storage-path, "
                         "e.g. http://minio:9000; sets AWS_ENDPOINT_URL for the driver and every trial")
     p.add_argument("--name", default=None, help="experiment name (default: <space>-<UTC timestamp>)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the experiment --name after a crash or Ctrl-C, with its stored settings")
+    p.add_argument("--max-failures", type=int, default=2,
+                   help="retries of a failed trial, each from its last checkpoint")
     p.add_argument("-v", "--verbose", action="count", default=0, help="more progress output")
     p.add_argument("-q", "--quiet", action="count", default=0, help="less progress output")
     return p.parse_args(argv)
@@ -191,25 +199,155 @@ def trial_gpus(requested: float | None, space_default: float, cluster_gpus: floa
     return space_default if cluster_gpus > 0 else 0.0
 
 
+class Interrupted(Exception):
+    """SIGINT or SIGTERM: what is done is kept; the experiment can be resumed (exit 130)."""
+
+
+# Settings --resume may change: where things are and how much is printed. Every other stored
+# setting (space, budget, seeds, searcher, resources, retries) shapes the experiment and must match.
+RESUME_MAY_CHANGE = ("resume", "name", "storage_path", "s3_endpoint", "address", "data_dir", "verbose", "quiet")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    args.explicit = explicit_flags(sys.argv[1:] if argv is None else argv, vars(args))
+    # SIGTERM (a scheduler, `kill`) takes Ctrl-C's path: Tune's own SIGINT handler stops the run
+    # gracefully and checkpoints the experiment state; outside Tune it raises KeyboardInterrupt.
+    previous = signal.signal(signal.SIGTERM, _sigterm_as_sigint)
     try:
         return run(args)
     except UsageError as e:
         print(f"run_search.py: error: {e}", file=sys.stderr)
         return EXIT_USAGE
+    except (Interrupted, KeyboardInterrupt):
+        print("\ninterrupted", file=sys.stderr)
+        if getattr(args, "resume_hint", None):
+            print(f"resume with: {args.resume_hint}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+_TERMINATED = False
+
+
+def _sigterm_as_sigint(signum: int, frame: Any) -> None:  # noqa: ARG001 - signal API
+    global _TERMINATED
+    _TERMINATED = True
+    signal.raise_signal(signal.SIGINT)
+
+
+def explicit_flags(argv: list[str], known: dict[str, Any]) -> set[str]:
+    """Destinations of the flags the user typed (argparse accepts unique prefixes, so do we)."""
+    given = set()
+    for token in argv:
+        if not token.startswith("--") or token == "--":
+            continue
+        dest = token[2:].split("=", 1)[0].replace("-", "_")
+        matches = [k for k in known if k == dest] or [k for k in known if k.startswith(dest)]
+        if len(matches) == 1:
+            given.add(matches[0])
+    return given
+
+
+def check_storage_writable(storage_path: str) -> None:
+    """Fail before anything starts when --storage-path cannot hold an experiment (local paths;
+    a bucket's permissions show on its first write). The probe folder is removed again."""
+    if storage.is_uri(storage_path):
+        return
+    path = Path(storage_path).expanduser().absolute()
+    probe = path
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise UsageError(f"--storage-path {storage_path}: {probe} is a file, not a folder; "
+                         "point --storage-path at a folder you can write to")
+    try:
+        tempfile.TemporaryDirectory(dir=probe, prefix=".write-probe-").cleanup()
+    except OSError as e:
+        raise UsageError(f"--storage-path {storage_path} is not writable ({e.strerror or e}); "
+                         "point --storage-path at a folder you can write to") from None
+
+
+def resumed_args(args: argparse.Namespace, meta: dict[str, Any], exp_uri: str) -> argparse.Namespace:
+    """The stored arguments of the experiment, with what --resume may change taken from this call.
+    A flag given now that contradicts the stored value is refused rather than silently ignored."""
+    stored = meta.get("args")
+    if not isinstance(stored, dict):
+        raise UsageError(f"{exp_uri}/{storage.EXPERIMENT_FILE} holds no stored arguments ('args'); "
+                         "it cannot be resumed, start a new experiment under another --name")
+    conflicts = [f"--{k.replace('_', '-')} {getattr(args, k)!r} (stored: {stored[k]!r})"
+                 for k in sorted(args.explicit - set(RESUME_MAY_CHANGE))
+                 if k in stored and getattr(args, k) != stored[k]]
+    if conflicts:
+        raise UsageError(f"--resume continues {exp_uri} with its stored settings, but "
+                         f"{', '.join(conflicts)} differ; drop those flags")
+    merged = {**vars(args), **{k: v for k, v in stored.items() if k not in RESUME_MAY_CHANGE}}
+    return argparse.Namespace(**merged)
+
+
+def check_resources(args: argparse.Namespace, gpus: float) -> None:
+    """A trial asking more CPUs or GPUs than any node has would wait forever: say so instead."""
+    import ray
+
+    nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+    where = "the Ray cluster's largest node" if args.address else "this machine"
+    for flag, need, key in (("--cpus-per-trial", args.cpus_per_trial, "CPU"), ("--gpus-per-trial", gpus, "GPU")):
+        most = max((n.get(key, 0.0) for n in nodes), default=0.0)
+        if need > most:
+            raise UsageError(f"{flag} {need:g} is more than {where} has ({most:g} {key}); a trial would "
+                             f"wait forever. Lower {flag}" + (" or add larger nodes" if args.address else ""))
+
+
+def resume_command(args: argparse.Namespace, name: str) -> str:
+    cmd = ["python", "run_search.py", "--resume", "--name", name, "--storage-path", args.storage_path]
+    if args.address:
+        cmd += ["--address", args.address]
+    return shlex.join(cmd)
+
+
+def search_incomplete(grid: Any, num_samples: int) -> bool:
+    """True when Tune returned early (its SIGINT handler stops gracefully and returns): a trial
+    still pending, running or paused, or fewer trials than asked for."""
+    trials = grid._experiment_analysis.trials  # noqa: SLF001 - ResultGrid has no public status list
+    unfinished = [t for t in trials if t.status not in ("TERMINATED", "ERROR")]
+    return bool(unfinished) or len(trials) < num_samples
 
 
 def run(args: argparse.Namespace) -> int:
+    # Input checks, cheapest first; nothing is written under --storage-path until all have passed.
+    if not hasattr(args, "explicit"):
+        args.explicit = set()
+    meta_before: dict[str, Any] = {}
+    if args.resume:
+        if not args.name:
+            raise UsageError("--resume needs --name NAME of the experiment to continue")
+        use_s3_endpoint(args)
+        fs, exp_path, exp_uri = experiment_location(args, args.name)
+        meta_file = storage.join(exp_path, storage.EXPERIMENT_FILE)
+        if not storage.exists(fs, meta_file):
+            raise UsageError(f"--resume: no experiment {exp_uri} (no {storage.EXPERIMENT_FILE}); check --name "
+                             "and --storage-path, or drop --resume to start a new one")
+        if not storage.exists(fs, storage.join(exp_path, "search", "tuner.pkl")):
+            raise UsageError(f"--resume: {exp_uri} stopped before its search started, so there is nothing to "
+                             "resume; start it again under a new --name")
+        meta_before = storage.read_json(fs, meta_file)
+        args = resumed_args(args, meta_before, exp_uri)
+    elif not args.space:
+        raise UsageError("--space is required (or --resume --name NAME to continue an experiment)")
     space = resolve_space(args)
     dataset_name = args.dataset or space.dataset
     max_epochs = args.max_epochs or space.max_epochs
     num_samples = args.num_samples or space.num_samples
+    if args.max_failures < 0:
+        raise UsageError(f"--max-failures must be >= 0, got {args.max_failures}")
+    check_storage_writable(args.storage_path)
     use_s3_endpoint(args)
     name = args.name or f"{space.name}-{dt.datetime.now(dt.UTC):%Y%m%d-%H%M%S}"
     fs, exp_path, exp_uri = experiment_location(args, name)
-    if storage.exists(fs, exp_path):
-        raise UsageError(f"experiment {exp_uri} already exists; pick another --name")
+    if not args.resume and storage.exists(fs, exp_path):
+        raise UsageError(f"experiment {exp_uri} already exists; pick another --name, "
+                         "or add --resume to continue it")
     data = load_data(args, dataset_name)
 
     import ray
@@ -219,18 +357,29 @@ def run(args: argparse.Namespace) -> int:
 
     connect_ray(args)
     gpus = trial_gpus(args.gpus_per_trial, space.gpus_per_trial, ray.cluster_resources().get("GPU", 0.0))
+    check_resources(args, gpus)
     meta = {
         "experiment": name, "space": space.name, "dataset": dataset_name, "max_epochs": max_epochs,
         "num_samples": num_samples, "seed": args.seed, "scheduler": args.scheduler, "search": args.search,
         "cpus_per_trial": args.cpus_per_trial, "gpus_per_trial": gpus, "argv": sys.argv[1:],
         "created_at": dt.datetime.now(dt.UTC).isoformat(), **provenance(),
+        # Everything --resume needs to rebuild this run with no other flags.
+        "args": {k: v for k, v in vars(args).items() if k not in ("explicit", "resume", "resume_hint")},
     }
+    if args.resume:  # keep the original record; note when it was resumed and from what code
+        meta = {**meta_before, "resumed": [*meta_before.get("resumed", []),
+                                           {"at": meta["created_at"], "argv": sys.argv[1:], **provenance()}]}
     storage.write_text(fs, storage.join(exp_path, storage.EXPERIMENT_FILE), _json(meta))
+    args.resume_hint = resume_command(args, name)
     fixed = {"dataset": dataset_name, "seed": args.seed, "max_epochs": max_epochs}
     trainable = tune.with_resources(
         tune.with_parameters(train_trial, data=data, cpus=args.cpus_per_trial, gpus=gpus),
         {"cpu": args.cpus_per_trial, "gpu": gpus})
-    tuner = tune.Tuner(
+    search_path = storage.join(exp_uri if storage.is_uri(exp_uri) else exp_path, "search")
+    # A restore brings back the searcher's and scheduler's state and the trials; finished trials are not
+    # re-run, unfinished and errored ones continue from their last checkpoint. The dataset is passed again.
+    restored = tune.Tuner.restore(search_path, trainable=trainable, resume_errored=True) if args.resume else None
+    tuner = restored or tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(
             metric=METRIC, mode=MODE, num_samples=num_samples,
@@ -242,13 +391,44 @@ def run(args: argparse.Namespace) -> int:
         run_config=tune.RunConfig(
             name="search", storage_path=exp_uri if storage.is_uri(exp_uri) else exp_path,
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-            failure_config=tune.FailureConfig(max_failures=2),
+            failure_config=tune.FailureConfig(max_failures=args.max_failures),
             verbose=max(0, min(3, 1 + args.verbose - args.quiet)),
         ),
     )
-    tuner.fit()
+    try:
+        grid = tuner.fit()
+        if _TERMINATED or search_incomplete(grid, num_samples):
+            raise Interrupted
+    except BaseException:
+        # Ctrl-C, SIGTERM or a crash: the tables still show what is finished. (They can always be
+        # rebuilt from the folder alone: analysis.tables.export_tables.)
+        _export_best_effort(exp_uri)
+        raise
     folder, trials, _ = export_tables(exp_uri)
-    return summarize(trials.to_pandas(), folder if not storage.is_uri(exp_uri) else f"{exp_uri}/tables")
+    code = summarize(trials.to_pandas(), folder if not storage.is_uri(exp_uri) else f"{exp_uri}/tables")
+    write_report(exp_uri)
+    return code
+
+
+def write_report(exp_uri: str) -> None:
+    """The report (analysis.report) from the tables just written; a failure here never costs the tables
+    or changes the exit code: `python -m analysis EXPERIMENT_DIR` rebuilds it."""
+    try:
+        from analysis.report import build_report
+
+        print(f"report: {build_report(exp_uri)['folder']}/report.md")
+    except Exception as e:  # noqa: BLE001 - the search's result is the tables; the report is derived
+        print(f"run_search.py: warning: report not written ({type(e).__name__}: {e}); "
+              f"rebuild it with: python -m analysis {exp_uri}", file=sys.stderr)
+
+
+def _export_best_effort(exp_uri: str) -> None:
+    try:
+        folder, trials, _ = export_tables(exp_uri)
+        print(f"tables for the {trials.num_rows} trials so far: {folder}", file=sys.stderr)
+    except Exception as e:  # noqa: BLE001 - never hide the original failure behind this one
+        print(f"run_search.py: could not write the tables ({e}); rebuild them later from {exp_uri}",
+              file=sys.stderr)
 
 
 def summarize(trials: Any, folder: str) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import socket
 import tempfile
 import time
@@ -49,6 +50,7 @@ class EpochReporter(keras.callbacks.Callback):
             "epoch_time_s": time.perf_counter() - self._started,
             "gpus": float(self.gpus),
             "node": self.node,
+            "pid": os.getpid(),  # the worker process: what an operator (or a fault test) signals
         }
         if not math.isfinite(metrics["loss"]):
             # Diverged: end this trial with a recorded error; the search goes on.
@@ -61,5 +63,45 @@ class EpochReporter(keras.callbacks.Callback):
             metrics["test_accuracy"] = float(test["accuracy"])
         with tempfile.TemporaryDirectory(prefix="ckpt-") as folder:
             self.model.save(Path(folder) / CHECKPOINT_MODEL)
+            # The RNG streams are not saved: a restore reseeds from (seed, epoch), see trainable.epoch_seed.
             (Path(folder) / CHECKPOINT_STATE).write_text(json.dumps({"epoch": done, "seed": self.config.seed}))
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
+
+
+FAULT_ENV = "KERAS_HPO_FAULT"
+
+
+class InjectedFault(keras.callbacks.Callback):
+    """A test hook, off unless KERAS_HPO_FAULT is set: `oom@epochN` raises the out-of-memory error
+    TensorFlow raises (tf.errors.ResourceExhaustedError) as 1-based epoch N begins, so the trial's
+    real OOM path runs. `oom@epochN:once=PATH` injects it into the first trial only: whichever
+    creates PATH first (O_EXCL, so one trial across processes)."""
+
+    def __init__(self, spec: str) -> None:
+        super().__init__()
+        kind, _, rest = spec.partition("@")
+        where, _, option = rest.partition(":")
+        if kind != "oom" or not where.startswith("epoch") or (option and not option.startswith("once=")):
+            raise ValueError(f"{FAULT_ENV}={spec!r}: expected 'oom@epochN' or 'oom@epochN:once=PATH'")
+        self.epoch = int(where[len("epoch"):])
+        self.once = option[len("once="):] or None
+
+    def _claim(self) -> bool:
+        if self.once is None:
+            return True
+        try:
+            os.close(os.open(self.once, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+            return True
+        except FileExistsError:
+            return False
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        if epoch + 1 == self.epoch and self._claim():
+            import tensorflow as tf
+
+            raise tf.errors.ResourceExhaustedError(None, None, f"injected by {FAULT_ENV} at epoch {self.epoch}")
+
+
+def fault_hooks() -> list[keras.callbacks.Callback]:
+    spec = os.environ.get(FAULT_ENV, "").strip()
+    return [InjectedFault(spec)] if spec else []

@@ -3,6 +3,18 @@
 The trainable only reports (Syne Tune's rule); tables are built from what it
 reported. Each report carries a checkpoint (model with optimizer state and the
 epoch), so a retried or resumed trial continues from its last epoch.
+
+Random state on a restore: the checkpoint holds weights and optimizer state, not
+the RNG streams. A trial resumed at epoch k reseeds Python, NumPy and TensorFlow
+from `epoch_seed(seed, k)` and shuffles from it too, so a resumed trial is
+deterministic given where it resumed, though not bit-identical to an
+uninterrupted run.
+
+Failures: a NaN/inf loss (callbacks.EpochReporter) and an out-of-memory error
+(tf.errors.ResourceExhaustedError, MemoryError) end the trial with an `error`
+field in its last report and no retry (the same config would fail again); any
+other exception fails the attempt and Ray Tune retries it from the last
+checkpoint (--max-failures).
 """
 
 from __future__ import annotations
@@ -28,19 +40,36 @@ def train_trial(params: dict[str, Any], data: ImageDataset, cpus: float = 1, gpu
 
     config = TrialConfig.from_params(params)
     keras.utils.set_random_seed(config.seed)
-    model, start_epoch = _restore(tune.get_checkpoint())
-    if model is None:
-        model = _compile(config, data)
-    if start_epoch >= config.max_epochs:
-        return
-    train_ds, val_ds, test_ds = _datasets(config, data, shuffle_seed=config.seed + start_epoch)
-    from trainables.callbacks import EpochReporter
+    import tensorflow as tf
 
-    callbacks: list[keras.callbacks.Callback] = [EpochReporter(config, test_ds, gpus)]
-    if config.patience:
-        callbacks.insert(0, keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.patience))
-    model.fit(train_ds, validation_data=val_ds, epochs=config.max_epochs, initial_epoch=start_epoch,
-              callbacks=callbacks, verbose=0)
+    from trainables.callbacks import EpochReporter, fault_hooks
+
+    try:
+        model, start_epoch = _restore(tune.get_checkpoint())
+        if model is None:
+            model = _compile(config, data)
+        if start_epoch >= config.max_epochs:
+            return
+        if start_epoch:
+            keras.utils.set_random_seed(epoch_seed(config.seed, start_epoch))
+        train_ds, val_ds, test_ds = _datasets(config, data, shuffle_seed=epoch_seed(config.seed, start_epoch))
+
+        callbacks: list[keras.callbacks.Callback] = [*fault_hooks(), EpochReporter(config, test_ds, gpus)]
+        if config.patience:
+            callbacks.insert(0, keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.patience))
+        model.fit(train_ds, validation_data=val_ds, epochs=config.max_epochs, initial_epoch=start_epoch,
+                  callbacks=callbacks, verbose=0)
+    except (tf.errors.ResourceExhaustedError, MemoryError) as e:
+        # Recorded, not retried: the same config would exhaust memory again. No `epoch` key, so the
+        # epochs table and ASHA ignore this row; val_accuracy is present because Tune requires the metric.
+        message = (getattr(e, "message", None) or str(e) or type(e).__name__).strip().splitlines()[0]
+        tune.report({"val_accuracy": float("nan"), "error": f"out of memory ({type(e).__name__}): {message}"})
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """The seed a trial (re)starting at `epoch` uses: `seed` itself at epoch 0, then a stride (a prime)
+    far from the small consecutive seeds repeats use, kept within NumPy's 32-bit seed range."""
+    return (seed + 1_000_003 * epoch) % 2**32
 
 
 def _compile(config: TrialConfig, data: ImageDataset):  # noqa: ANN202 - keras.Model

@@ -1,0 +1,296 @@
+"""Bad input never starts a search: exit 2, one line naming the flag or file and the fix, no traceback,
+and nothing under --storage-path written or overwritten. Plus --resume's argument handling and the
+atomic table write. Each case runs run_search.py in its own process, as a user would."""
+
+import hashlib
+import json
+import os
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from analysis import tables
+from tests.cub_factory import make_cub_folder
+
+EXISTING = "old"  # an experiment already under the storage path; bad input must leave it as it was
+
+
+def snapshot(root: Path) -> dict[str, str]:
+    """Every folder and file under `root` with a hash of its bytes."""
+    out = {}
+    for path in sorted(root.rglob("*")):
+        rel = str(path.relative_to(root))
+        out[rel] = "dir" if path.is_dir() else hashlib.sha256(path.read_bytes()).hexdigest()
+    return out
+
+
+@pytest.fixture
+def store(tmp_path):
+    """A storage path holding one earlier experiment (an experiment.json and a table)."""
+    root = tmp_path / "results"
+    (root / EXISTING / "tables").mkdir(parents=True)
+    (root / EXISTING / "experiment.json").write_text(json.dumps({"experiment": EXISTING, "args": {}}))
+    pq.write_table(pa.table({"trial_id": ["a"]}), root / EXISTING / "tables" / "trials.parquet")
+    return root
+
+
+def refused(search, store: Path, *args: str, expect: tuple[str, ...]) -> str:
+    before = snapshot(store)
+    out = search(*args, "--storage-path", str(store), timeout=300)
+    err = out.stderr
+    assert out.returncode == 2, out.stdout[-2000:] + err[-3000:]
+    assert "Traceback" not in err + out.stdout
+    message = [ln for ln in err.splitlines() if "error" in ln.lower()]
+    assert message, err[-2000:]
+    for text in expect:
+        assert text in err, (text, err[-2000:])
+    assert snapshot(store) == before, "bad input changed the storage path"
+    return err
+
+
+def cifar_dir(root: Path, train: bytes, test: bytes | None = None) -> Path:
+    folder = root / "cifar-100-python"
+    folder.mkdir(parents=True)
+    (folder / "train").write_bytes(train)
+    (folder / "test").write_bytes(test if test is not None else train)
+    return root
+
+
+def cifar_payload(n: int = 50) -> bytes:
+    rng = np.random.default_rng(0)
+    return pickle.dumps({b"data": rng.integers(0, 255, (n, 3072), dtype=np.uint8),
+                         b"fine_labels": list(np.arange(n) % 25)}, protocol=2)
+
+
+DIGITS = ("--space", "batchnorm", "--dataset", "digits")
+
+
+# --- usage -------------------------------------------------------------------------------------
+
+def test_unknown_space(search, store):
+    refused(search, store, "--space", "nope", expect=("--space 'nope' is unknown", "batchnorm"))
+
+
+def test_unknown_dataset(search, store):
+    refused(search, store, "--space", "batchnorm", "--dataset", "mnist", expect=("--dataset", "invalid choice"))
+
+
+@pytest.mark.parametrize("flag", ["--num-samples", "--max-epochs"])
+@pytest.mark.parametrize("value", ["0", "-3"])
+def test_non_positive_counts(search, store, flag, value):
+    refused(search, store, *DIGITS, flag, value, expect=(f"{flag} must be a positive integer",))
+
+
+def test_non_positive_repeats(search, store):
+    from run_search import parse_args
+
+    if "repeats" not in vars(parse_args(["--space", "batchnorm"])):
+        pytest.fail("--repeats (issue 3) is not in run_search.py yet")
+    refused(search, store, *DIGITS, "--repeats", "0", expect=("--repeats",))
+
+
+def test_negative_max_failures(search, store):
+    refused(search, store, *DIGITS, "--max-failures", "-1", expect=("--max-failures must be >= 0",))
+
+
+def test_missing_space_without_resume(search, store):
+    refused(search, store, "--dataset", "digits", expect=("--space is required",))
+
+
+# --- storage and experiment names --------------------------------------------------------------
+
+def test_existing_name_without_resume_is_refused(search, store):
+    refused(search, store, *DIGITS, "--name", EXISTING, expect=("already exists", "--resume"))
+
+
+def test_resume_of_a_missing_experiment(search, store):
+    refused(search, store, "--resume", "--name", "never-ran", expect=("--resume: no experiment", "--name"))
+
+
+def test_resume_without_a_name(search, store):
+    refused(search, store, "--resume", expect=("--resume needs --name",))
+
+
+def test_resume_of_an_experiment_whose_search_never_started(search, store):
+    refused(search, store, "--resume", "--name", EXISTING, expect=("nothing to resume",))
+
+
+def test_storage_path_below_a_file(search, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    out = search(*DIGITS, "--storage-path", str(blocker / "results"), timeout=300)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert "--storage-path" in out.stderr and "is a file, not a folder" in out.stderr
+    assert blocker.read_text() == "not a folder"
+
+
+def test_storage_path_on_a_read_only_filesystem(search):
+    # /proc refuses new entries even to root (who ignores permission bits), so this holds in any container.
+    out = search(*DIGITS, "--storage-path", "/proc/keras-hpo-results", timeout=300)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert "--storage-path /proc/keras-hpo-results is not writable" in out.stderr
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root ignores permission bits; the /proc case covers root")
+def test_storage_path_without_write_permission(search, tmp_path):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o555)
+    out = search(*DIGITS, "--storage-path", str(ro), timeout=300)
+    assert out.returncode == 2 and "not writable" in out.stderr and list(ro.iterdir()) == []
+
+
+# --- data --------------------------------------------------------------------------------------
+
+CIFAR = ("--space", "batchnorm", "--dataset", "cifar100_25")
+
+
+def test_missing_data_dir(search, store, tmp_path):
+    refused(search, store, *CIFAR, "--data-dir", str(tmp_path / "nowhere"),
+            expect=("--data-dir", "does not exist", "--dataset digits"))
+
+
+def test_data_dir_without_the_cifar_layout(search, store, tmp_path):
+    (tmp_path / "data" / "something-else").mkdir(parents=True)
+    refused(search, store, *CIFAR, "--data-dir", str(tmp_path / "data"),
+            expect=("--data-dir", "holds no cifar-100-python/", "'train' and 'test'"))
+
+
+def test_data_dir_that_is_a_file(search, store, tmp_path):
+    (tmp_path / "data.tar.gz").write_bytes(b"\x1f\x8b")
+    refused(search, store, *CIFAR, "--data-dir", str(tmp_path / "data.tar.gz"), expect=("--data-dir",))
+
+
+def test_truncated_cifar_pickle(search, store, tmp_path):
+    data = cifar_dir(tmp_path / "data", cifar_payload()[:3000])
+    refused(search, store, *CIFAR, "--data-dir", str(data), expect=("truncated or corrupted", "re-download"))
+
+
+def test_corrupted_cifar_pickle(search, store, tmp_path):
+    garbage = np.random.default_rng(1).integers(0, 256, 5000, dtype=np.uint8).tobytes()
+    data = cifar_dir(tmp_path / "data", garbage)
+    refused(search, store, *CIFAR, "--data-dir", str(data), expect=("cifar-100-python/train", "re-download"))
+
+
+class _RunsCode:
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_pickle_that_would_run_code_is_refused_without_running_it(search, store, tmp_path):
+    marker = tmp_path / "pwned"
+    data = cifar_dir(tmp_path / "data", pickle.dumps({b"data": _RunsCode(marker), b"fine_labels": []}))
+    refused(search, store, *CIFAR, "--data-dir", str(data), expect=("refused", "system"))
+    assert not marker.exists(), "the pickle's payload ran"
+
+
+TRANSFER = ("--space", "transfer", "--dataset", "cub200")
+
+
+def test_cub_folder_missing_an_index_file(search, store, tmp_path):
+    folder = make_cub_folder(tmp_path / "cub")
+    (folder / "image_class_labels.txt").unlink()
+    refused(search, store, *TRANSFER, "--data-dir", str(tmp_path / "cub"),
+            expect=("image_class_labels.txt", "re-extract"))
+
+
+def test_cub_folder_missing_an_image(search, store, tmp_path):
+    folder = make_cub_folder(tmp_path / "cub")
+    first = sorted((folder / "images").rglob("*.jpg"))[0]
+    first.unlink()
+    refused(search, store, *TRANSFER, "--data-dir", str(tmp_path / "cub"), expect=(first.name, "missing"))
+
+
+# --- resources (Ray starts, so slow) -------------------------------------------------------------
+
+@pytest.mark.slow
+@pytest.mark.parametrize("flag,value,key", [("--cpus-per-trial", "4096", "CPU"), ("--gpus-per-trial", "64", "GPU")])
+def test_more_resources_per_trial_than_the_cluster_has(search, store, flag, value, key):
+    refused(search, store, *DIGITS, flag, value, expect=(flag, f"{key})", "wait forever"))
+
+
+# --- resume arguments (no Ray needed) -----------------------------------------------------------
+
+def test_resume_takes_the_stored_settings_and_refuses_contradictions():
+    from run_search import UsageError, explicit_flags, parse_args, resumed_args
+
+    stored = vars(parse_args(["--space", "batchnorm", "--dataset", "digits", "--num-samples", "3",
+                              "--max-epochs", "2", "--seed", "7", "--name", "x"]))
+    meta = {"args": stored}
+
+    def resume(*argv: str):
+        args = parse_args(["--resume", "--name", "x", *argv])
+        args.explicit = explicit_flags(list(argv) + ["--resume", "--name", "x"], vars(args))
+        return resumed_args(args, meta, "results/x")
+
+    args = resume("-v")
+    assert (args.space, args.num_samples, args.max_epochs, args.seed, args.resume) == ("batchnorm", 3, 2, 7, True)
+    assert args.verbose == 1
+    assert resume("--num-samples", "3").num_samples == 3  # repeating a stored value is fine
+    assert resume("--storage-path", "elsewhere").storage_path == "elsewhere"
+    with pytest.raises(UsageError, match=r"--num-samples 4 .*stored: 3.*drop those flags"):
+        resume("--num-samples", "4")
+    with pytest.raises(UsageError, match="--seed"):
+        resume("--seed=8")
+    with pytest.raises(UsageError, match="no stored arguments"):
+        resumed_args(parse_args(["--resume", "--name", "x"]), {}, "results/x")
+
+
+def test_resume_with_a_contradicting_flag_exits_2(search, store):
+    meta = json.loads((store / EXISTING / "experiment.json").read_text())
+    meta["args"] = {"space": "batchnorm", "dataset": "digits", "num_samples": 3, "max_epochs": 2}
+    (store / EXISTING / "experiment.json").write_text(json.dumps(meta))
+    (store / EXISTING / "search").mkdir()
+    (store / EXISTING / "search" / "tuner.pkl").write_bytes(b"")
+    refused(search, store, "--resume", "--name", EXISTING, "--max-epochs", "5",
+            expect=("--max-epochs 5", "stored: 2", "drop those flags"))
+
+
+# --- tables -------------------------------------------------------------------------------------
+
+WRITER = """
+import sys
+import numpy as np
+import pyarrow as pa
+from analysis import storage, tables
+fs, path = storage.resolve(sys.argv[1])
+version = 0
+while True:  # rewrite the table, larger each time, until killed
+    version += 1
+    n = 200_000 + 1000 * version
+    tables.write_table(pa.table({"version": np.full(n, version), "x": np.arange(n, dtype=np.float64)}), fs, path)
+    print(version, flush=True)
+"""
+
+
+def test_a_crash_mid_table_write_leaves_the_previous_table_intact(tmp_path):
+    """SIGKILL a process that keeps rewriting a table: whenever it dies, the table reads back whole,
+    as one version, never a mix or a torn file."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    path = tmp_path / "tables" / "trials.parquet"
+    seen = set()
+    for delay in (0.9, 1.3, 1.7):
+        proc = subprocess.Popen([sys.executable, "-c", WRITER, str(path)], cwd=Path(__file__).parents[1],
+                                stdout=subprocess.PIPE, text=True)
+        assert proc.stdout.readline().strip()  # at least one version written
+        time.sleep(delay)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        table = pq.read_table(path)
+        versions = set(table.column("version").to_pylist())
+        assert len(versions) == 1
+        (version,) = versions
+        assert table.num_rows == 200_000 + 1000 * version
+        seen.add(version)
+    assert (tmp_path / "tables" / ".trials.parquet.tmp").exists() or seen  # killed mid-write at least sometimes
