@@ -1,0 +1,79 @@
+"""Knob importance at matched budget with Optuna's fANOVA evaluator, on a study rebuilt from the table.
+
+The study is in memory: one `optuna.trial.create_trial` per search trial that reached the matched
+budget, valued by its best validation accuracy by that epoch, with distributions inferred from the
+column: categorical for strings and bools, float for floats (log scale for learning_rate and
+weight_decay when every value is positive), int for ints. Only knobs that vary take part.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pandas as pd
+
+from analysis import summary
+
+LOG_KNOBS = ("learning_rate", "weight_decay")
+MIN_TRIALS = summary.MIN_TRIALS_AT_BUDGET  # fANOVA's random forest on fewer trials ranks noise
+EVALUATOR = "fanova"
+
+
+def distribution(values: pd.Series, knob: str) -> Any:
+    import optuna.distributions as d
+
+    if pd.api.types.is_bool_dtype(values) or pd.api.types.is_object_dtype(values) \
+            or pd.api.types.is_string_dtype(values):
+        return d.CategoricalDistribution(sorted({_py(v) for v in values}, key=str))
+    if pd.api.types.is_integer_dtype(values):
+        return d.IntDistribution(int(values.min()), int(values.max()))
+    low, high = float(values.min()), float(values.max())
+    return d.FloatDistribution(low, high, log=knob in LOG_KNOBS and low > 0)
+
+
+def _py(v: Any) -> Any:
+    return v.item() if hasattr(v, "item") else v
+
+
+def param_importances(trials: pd.DataFrame, epochs: pd.DataFrame) -> tuple[dict[str, float], int | None, int, str]:
+    """(knob -> importance, budget in epochs, trials used, note). Empty dict with a note when skipped."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # no 'study created' chatter in the report run
+    search = summary.search_trials(trials)
+    search = search[search["status"] != "error"]
+    budget, score = summary.matched_budget(search, epochs)
+    if budget is None:
+        return {}, None, 0, "importance skipped: no trial reported a validation accuracy"
+    at = search.set_index("trial_id").loc[score.index]
+    knobs = summary.varying_knobs(at)
+    n = len(at)
+    if n < MIN_TRIALS:
+        return {}, budget, n, (f"importance skipped: {n} search trials reached epoch {budget}, "
+                               f"need at least {MIN_TRIALS}")
+    if not knobs:
+        return {}, budget, n, "importance skipped: no knob varies among the trials"
+    dists = {k: distribution(at[k], k) for k in knobs}
+    study = optuna.create_study(direction="maximize")
+    study.add_trials([
+        optuna.trial.create_trial(params={k: _py(row[k]) for k in knobs}, distributions=dists,
+                                  value=float(score[tid]))
+        for tid, row in at.iterrows()])
+    result = optuna.importance.get_param_importances(
+        study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0))
+    note = (f"fANOVA (Optuna) over {n} search trials at matched budget {budget} epochs "
+            f"(best validation accuracy by then)")
+    return {k: float(v) for k, v in result.items()}, budget, n, note
+
+
+def importance_rows(trials: pd.DataFrame, epochs: pd.DataFrame) -> list[dict[str, Any]]:
+    values, budget, n, note = param_importances(trials, epochs)
+    phase = summary.search_trials(trials)["phase"].iloc[0] if len(trials) else None
+    if not values:
+        return [{"kind": "importance", "metric": "fanova_importance", "phase": phase, "budget_epochs": budget,
+                 "n": n, "note": note}]
+    return [{"kind": "importance", "metric": "fanova_importance", "rank": rank, "phase": phase,
+             "budget_epochs": budget, "knob": knob, "n": n, "value": value if math.isfinite(value) else None,
+             "note": note}
+            for rank, (knob, value) in enumerate(values.items(), 1)]

@@ -1,0 +1,217 @@
+"""The report's PNG figures, drawn with matplotlib's Agg backend (no display needed) from the tables.
+
+Each function takes DataFrames and returns a Figure or None when there is nothing to draw;
+`save` writes it through pyarrow.fs, so a bucket works like a folder.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless: the report runs on clusters and in CI
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import pyarrow.fs as pafs  # noqa: E402
+
+from analysis import storage, summary  # noqa: E402
+
+DPI = 110
+STATUS_COLORS = {"completed": "tab:green", "stopped": "tab:orange", "error": "tab:red"}
+LOG_KNOBS = ("learning_rate", "weight_decay")
+
+
+def save(fig: plt.Figure, fs: pafs.FileSystem, path: str) -> None:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=DPI, bbox_inches="tight")
+    plt.close(fig)
+    with fs.open_output_stream(path) as f:
+        f.write(buf.getvalue())
+
+
+def learning_curves(ranked: pd.DataFrame, epochs: pd.DataFrame, top: int = 5) -> plt.Figure | None:
+    """Train (dashed) and validation (solid) loss and accuracy per epoch of the best-ranked trials."""
+    best = ranked.head(top)
+    if best.empty or epochs.empty:
+        return None
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4.2))
+    colors = plt.cm.tab10.colors
+    for i, (_, t) in enumerate(best.iterrows()):
+        ep = epochs[epochs["trial_id"] == t["trial_id"]].sort_values("epoch")
+        c = colors[i % len(colors)]
+        label = f"#{i + 1} {t['trial_id']}"
+        ax_loss.plot(ep["epoch"], ep["loss"], "--", color=c, marker=".")
+        ax_loss.plot(ep["epoch"], ep["val_loss"], "-", color=c, marker="o", label=label)
+        ax_acc.plot(ep["epoch"], ep["accuracy"], "--", color=c, marker=".")
+        ax_acc.plot(ep["epoch"], ep["val_accuracy"], "-", color=c, marker="o", label=label)
+    ax_loss.set(xlabel="epoch", ylabel="loss", title="loss (dashed: train, solid: validation)")
+    ax_acc.set(xlabel="epoch", ylabel="accuracy", title="accuracy (dashed: train, solid: validation)")
+    if np.nanmax(epochs["val_loss"].to_numpy(dtype=float)) > 20 * max(1e-9, np.nanmin(epochs["loss"])):
+        ax_loss.set_yscale("log")  # a diverged trial's loss would flatten every other curve
+    for ax in (ax_loss, ax_acc):
+        ax.grid(alpha=0.3)
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    ax_acc.legend(fontsize=8, loc="lower right")
+    fig.suptitle(f"learning curves of the {len(best)} best-ranked trials")
+    return fig
+
+
+def best_configs(summary_df: pd.DataFrame, top: int = 10) -> plt.Figure | None:
+    """Best configurations with 95 % intervals (repeated runs), else the best single trials."""
+    conf = summary_df[(summary_df["kind"] == "config") & (summary_df["metric"] == "test_accuracy")]
+    if not conf.empty:
+        rows = conf.sort_values("rank").head(top).iloc[::-1]
+        title, xlabel = "best configurations: mean test accuracy over seeds, 95 % t-interval", "test accuracy"
+        lo = (rows["value"] - rows["ci_low"]).fillna(0).clip(lower=0)
+        hi = (rows["ci_high"] - rows["value"]).fillna(0).clip(lower=0)
+        labels = [f"{c}  (n={n})" for c, n in zip(rows["config"], rows["n"], strict=True)]
+    else:
+        rows = summary_df[summary_df["kind"] == "ranking"].sort_values("rank").head(top).iloc[::-1]
+        if rows.empty:
+            return None
+        title = "best trials: best validation accuracy (single runs: no interval; repeat with --repeats)"
+        xlabel = "best validation accuracy"
+        lo = hi = np.zeros(len(rows))
+        labels = [f"{c}  [{e} ep]" for c, e in zip(rows["config"], rows["budget_epochs"], strict=True)]
+    fig, ax = plt.subplots(figsize=(10, 0.45 * len(rows) + 1.6))
+    y = np.arange(len(rows))
+    ax.errorbar(rows["value"], y, xerr=[lo, hi], fmt="o", capsize=4, color="tab:blue")
+    ax.set_yticks(y, labels, fontsize=8)
+    ax.set(xlabel=xlabel, title=title)
+    ax.grid(axis="x", alpha=0.3)
+    return fig
+
+
+def paired_differences(summary_df: pd.DataFrame) -> plt.Figure | None:
+    """Seed-paired differences between levels of each knob, with 95 % intervals (repeated runs)."""
+    rows = summary_df[(summary_df["kind"] == "paired") & (summary_df["metric"] == "test_accuracy")].iloc[::-1]
+    if rows.empty:
+        return None
+    fig, ax = plt.subplots(figsize=(9, 0.5 * len(rows) + 1.6))
+    y = np.arange(len(rows))
+    val = 100 * rows["value"]
+    lo = (val - 100 * rows["ci_low"]).fillna(0).clip(lower=0)
+    hi = (100 * rows["ci_high"] - val).fillna(0).clip(lower=0)
+    colors = ["tab:green" if p < 0.05 else "tab:gray" for p in rows["p_holm"].fillna(1.0)]
+    for yi, v, l, h, c in zip(y, val, lo, hi, colors, strict=True):
+        ax.errorbar([v], [yi], xerr=[[l], [h]], fmt="o", color=c, capsize=4)
+    ax.axvline(0, color="black", lw=0.8)
+    ax.set_yticks(y, [f"{k}: {a} - {b} (n={n})" for k, a, b, n in
+                      zip(rows["knob"], rows["level"], rows["level_b"], rows["n"], strict=True)], fontsize=8)
+    ax.set(xlabel="test accuracy difference, points (95 % CI; green: Holm p < 0.05)",
+           title="paired-by-seed differences between levels")
+    ax.grid(axis="x", alpha=0.3)
+    return fig
+
+
+def knob_effects(trials: pd.DataFrame, epochs: pd.DataFrame) -> plt.Figure | None:
+    """Each varying knob against the best validation accuracy at a matched budget (one dot per trial)."""
+    search = summary.search_trials(trials)
+    budget, score = summary.matched_budget(search, epochs)
+    knobs = summary.varying_knobs(search)
+    if budget is None or not knobs:
+        return None
+    at = search.set_index("trial_id").loc[score.index].assign(_score=score)
+    cols = min(3, len(knobs))
+    nrows = math.ceil(len(knobs) / cols)
+    fig, axes = plt.subplots(nrows, cols, figsize=(4.2 * cols, 3.6 * nrows), squeeze=False)
+    rng = np.random.default_rng(0)  # jitter only; fixed so the figure is reproducible
+    for ax, knob in zip(axes.flat, knobs):
+        values = at[knob]
+        if summary.is_discrete(values) or not pd.api.types.is_numeric_dtype(values):
+            levels = sorted(values.dropna().unique().tolist(), key=summary.level_text)
+            groups = [at.loc[values == lv, "_score"].to_numpy() for lv in levels]
+            ax.boxplot(groups, positions=range(len(levels)), widths=0.5, showfliers=False)
+            for i, g in enumerate(groups):
+                ax.scatter(i + rng.uniform(-0.12, 0.12, len(g)), g, s=18, alpha=0.8, zorder=3)
+            ax.set_xticks(range(len(levels)), [summary.level_text(lv) for lv in levels], rotation=20)
+        else:
+            ax.scatter(values, at["_score"], s=18, alpha=0.8)
+            if knob in LOG_KNOBS and values.min() > 0:
+                ax.set_xscale("log")
+        ax.set(title=knob, ylabel=f"best val. accuracy by epoch {budget}")
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(knobs):]:
+        ax.set_visible(False)
+    fig.suptitle(f"each knob's effect: {len(at)} search trials at matched budget {budget} epoch(s)")
+    fig.tight_layout()
+    return fig
+
+
+def asha_rungs(trials: pd.DataFrame, epochs: pd.DataFrame) -> plt.Figure | None:
+    """Where trials ended (counts per epochs_completed by status) and each trial's validation curve."""
+    if trials.empty:
+        return None
+    fig, (ax_bar, ax_curve) = plt.subplots(1, 2, figsize=(11, 4.2))
+    budgets = sorted(trials["epochs_completed"].unique())
+    bottom = np.zeros(len(budgets))
+    for status, color in STATUS_COLORS.items():
+        counts = np.array([((trials["epochs_completed"] == b) & (trials["status"] == status)).sum()
+                           for b in budgets])
+        if counts.any():
+            ax_bar.bar([str(b) for b in budgets], counts, bottom=bottom, color=color, label=status)
+            bottom += counts
+    ax_bar.set(xlabel="epochs completed", ylabel="trials", title="where trials ended (ASHA rungs)")
+    ax_bar.legend()
+    for _, t in trials.iterrows():
+        ep = epochs[epochs["trial_id"] == t["trial_id"]].sort_values("epoch")
+        if ep.empty:
+            continue
+        color = STATUS_COLORS.get(t["status"], "gray")
+        ax_curve.plot(ep["epoch"], ep["val_accuracy"], "-", color=color, alpha=0.6)
+        ax_curve.plot(ep["epoch"].iloc[-1], ep["val_accuracy"].iloc[-1], "o", color=color)
+    ax_curve.set(xlabel="epoch", ylabel="validation accuracy",
+                 title="each trial's validation accuracy; dot = where it ended")
+    ax_curve.xaxis.get_major_locator().set_params(integer=True)
+    for ax in (ax_bar, ax_curve):
+        ax.grid(alpha=0.3)
+    return fig
+
+
+def parallel_coordinates(trials: pd.DataFrame) -> plt.Figure | None:
+    """One line per trial through every varying knob and its best validation accuracy, coloured by it.
+
+    Categorical axes place levels evenly; numeric axes are min-max scaled (log for learning rates).
+    """
+    ok = trials[(trials["status"] != "error") & trials["best_val_accuracy"].notna()]
+    knobs = summary.varying_knobs(ok)
+    if ok.empty or not knobs:
+        return None
+    axes_names = knobs + ["best_val_accuracy"]
+    scaled, ticks = {}, {}
+    for name in axes_names:
+        v = ok[name]
+        if pd.api.types.is_numeric_dtype(v) and not pd.api.types.is_bool_dtype(v):
+            x = np.log10(v.astype(float)) if name in LOG_KNOBS and v.min() > 0 else v.astype(float)
+            lo, hi = float(x.min()), float(x.max())
+            scaled[name] = (x - lo) / (hi - lo) if hi > lo else x * 0 + 0.5
+            raw = [v.min(), v.max()]
+            ticks[name] = ([0, 1] if hi > lo else [0.5], [summary.level_text(float(r)) for r in raw][: 2 if hi > lo else 1])
+        else:
+            levels = sorted(v.dropna().unique().tolist(), key=summary.level_text)
+            pos = {lv: i / max(1, len(levels) - 1) for i, lv in enumerate(levels)}
+            scaled[name] = v.map(pos).astype(float)
+            ticks[name] = (list(pos.values()), [summary.level_text(lv) for lv in levels])
+    fig, ax = plt.subplots(figsize=(max(7, 2.2 * len(axes_names)), 4.8))
+    metric = ok["best_val_accuracy"].astype(float)
+    norm = plt.Normalize(metric.min(), metric.max())
+    cmap = plt.cm.viridis
+    xs = np.arange(len(axes_names))
+    for i in np.argsort(metric.to_numpy()):  # best drawn last, on top
+        ys = [scaled[n].iloc[i] for n in axes_names]
+        ax.plot(xs, ys, color=cmap(norm(metric.iloc[i])), alpha=0.8,
+                lw=2.2 if ok["status"].iloc[i] == "completed" else 1.0,
+                ls="-" if ok["status"].iloc[i] == "completed" else ":")
+    for x, name in zip(xs, axes_names, strict=True):
+        ax.axvline(x, color="black", lw=0.8)
+        for pos, label in zip(*ticks[name], strict=True):
+            ax.text(x + 0.03, pos, label, fontsize=7, va="center")
+    ax.set_xticks(xs, axes_names)
+    ax.set_yticks([])
+    ax.set_ylim(-0.08, 1.08)
+    fig.colorbar(plt.cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax, label="best validation accuracy")
+    ax.set_title(f"the search, one line per trial ({len(ok)}; solid: full budget, dotted: stopped early)")
+    return fig

@@ -1,0 +1,223 @@
+"""The report of an experiment: `report/summary.parquet`, `report/report.md` and PNG figures.
+
+Reads only `tables/trials.parquet` and `tables/epochs.parquet` (local folder or s3:// / gs:// URI);
+imports neither Ray nor TensorFlow. `python -m analysis EXPERIMENT_DIR` runs it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import math
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from analysis import storage, summary, tables
+
+REPORT_DIR = "report"
+EXIT_OK, EXIT_USAGE = 0, 2
+TOP = 10  # rows of each table in report.md; the summary keeps them all
+FIGURES = {  # file -> what it shows (the report's captions)
+    "learning_curves.png": "Learning curves of the best-ranked trials (train dashed, validation solid)",
+    "best_configs.png": "The best configurations with their 95 % intervals",
+    "paired_differences.png": "Seed-paired differences between levels of each knob",
+    "knob_effects.png": "Each knob's effect at matched budget",
+    "asha_rungs.png": "Where ASHA stopped trials, and each trial's validation curve",
+    "parallel_coordinates.png": "The search in parallel coordinates",
+}
+
+
+class BadInput(Exception):
+    """An experiment folder that cannot be reported: one line, exit 2."""
+
+
+def read_tables(experiment: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    fs, root = storage.resolve(experiment)
+    if not storage.exists(fs, root):
+        raise BadInput(f"{experiment}: no such experiment folder; pass the folder run_search.py wrote "
+                       "(<storage-path>/<name>)")
+    out = []
+    for name in ("trials", "epochs"):
+        path = storage.join(root, "tables", f"{name}.parquet")
+        if not storage.exists(fs, path):
+            raise BadInput(f"{experiment}: no tables/{name}.parquet; rebuild the tables from the trial "
+                           "folders with --rebuild-tables")
+        try:
+            out.append(pq.read_table(path, filesystem=fs).to_pandas())
+        except (pa.ArrowInvalid, OSError) as e:
+            raise BadInput(f"{experiment}: cannot read tables/{name}.parquet ({_one_line(e)}); "
+                           "rebuild it with --rebuild-tables") from None
+    missing = [c for c in ("trial_id", "phase", "status", "epochs_completed", "best_val_accuracy",
+                           "test_accuracy", "max_epochs", "seed") if c not in out[0]]
+    if missing:
+        raise BadInput(f"{experiment}: tables/trials.parquet lacks columns {missing}; rebuild it with "
+                       "--rebuild-tables")
+    return out[0], out[1]
+
+
+def build_report(experiment: str, rebuild_tables: bool = False) -> dict[str, Any]:
+    """Write the report of an experiment; return {'summary': DataFrame, 'files': [paths written]}."""
+    from analysis import plots  # matplotlib only when figures are drawn
+
+    if rebuild_tables:
+        try:
+            tables.export_tables(experiment)
+        except FileNotFoundError as e:
+            raise BadInput(_one_line(e)) from None
+    trials, epochs = read_tables(experiment)
+    summary_table = summary.build_summary(trials, epochs)
+    summary_df = summary_table.to_pandas(types_mapper={pa.int64(): pd.Int64Dtype()}.get)  # ranks stay ints
+    fs, root = storage.resolve(experiment)
+    folder = storage.join(root, REPORT_DIR)
+    fs.create_dir(folder, recursive=True)
+    written = []
+    tables.write_table(summary_table, fs, storage.join(folder, "summary.parquet"))
+    written.append(storage.join(folder, "summary.parquet"))
+    ranked = summary.ranking(trials)
+    figures = {
+        "learning_curves.png": lambda: plots.learning_curves(ranked, epochs),
+        "best_configs.png": lambda: plots.best_configs(summary_df),
+        "paired_differences.png": lambda: plots.paired_differences(summary_df),
+        "knob_effects.png": lambda: plots.knob_effects(trials, epochs),
+        "asha_rungs.png": lambda: plots.asha_rungs(trials, epochs),
+        "parallel_coordinates.png": lambda: plots.parallel_coordinates(trials),
+    }
+    drawn = []
+    for name, draw in figures.items():
+        path = storage.join(folder, name)
+        fig = draw()
+        if fig is None:
+            if storage.exists(fs, path):
+                fs.delete_file(path)  # a figure from an earlier report that no longer applies
+            continue
+        plots.save(fig, fs, path)
+        drawn.append(name)
+        written.append(path)
+    storage.write_text(fs, storage.join(folder, "report.md"), markdown(experiment, trials, summary_df, drawn))
+    written.append(storage.join(folder, "report.md"))
+    return {"summary": summary_df, "files": written, "folder": folder}
+
+
+# ---------------------------------------------------------------- report.md
+
+def _fmt(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return str(value).replace("|", "\\|")
+
+
+def md_table(df: pd.DataFrame) -> str:
+    if df.empty:
+        return "_none_\n"
+    head = "| " + " | ".join(df.columns) + " |\n|" + "---|" * len(df.columns) + "\n"
+    return head + "".join("| " + " | ".join(_fmt(v) for v in row) + " |\n"
+                          for row in df.itertuples(index=False))
+
+
+def markdown(experiment: str, trials: pd.DataFrame, s: pd.DataFrame, drawn: Sequence[str]) -> str:
+    name = trials["experiment"].iloc[0] if len(trials) and "experiment" in trials else experiment
+    counts = ", ".join(f"{n} {st}" for st, n in trials["status"].value_counts().items())
+    phases = ", ".join(f"{n} {ph}" for ph, n in trials["phase"].value_counts().items())
+    out = [f"# Report: {name}\n",
+           f"{len(trials)} trials ({counts}; {phases}); full budget "
+           f"{_fmt(trials['max_epochs'].max() if len(trials) else None)} epochs. "
+           f"Written {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC from `tables/*.parquet`; every number "
+           "below is a row of `summary.parquet` (column docs in its Parquet field metadata).\n"]
+
+    out.append("## Answer: paired-by-seed comparisons\n")
+    paired = s[(s["kind"] == "paired") & (s["metric"] == "test_accuracy")]
+    if paired.empty and (s["kind"] == "config").any():
+        out.append("Configurations were repeated, but no two of them differ in one knob alone, so no "
+                   "difference between levels can be paired by seed. Repeat configurations that differ "
+                   "only in the knob in question (e.g. a grid over it with `--repeats`).\n")
+    elif paired.empty:
+        out.append("No repeated runs, so no difference between levels can be put to a test. "
+                   "Re-run the best configurations with new seeds (`--repeats R --confirm-top K`).\n")
+    else:
+        out.append("Test accuracy of repeated full-budget runs; difference of two levels on runs that share "
+                   "the seed and every other knob; 95 % t-interval, paired t-test, Holm-corrected.\n")
+        out.extend(f"- {v}" for v in paired["verdict"])
+        out.append("")
+
+    conf = s[(s["kind"] == "config") & (s["metric"] == "test_accuracy")]
+    out.append("## Best configurations over repeated runs\n")
+    if conf.empty:
+        out.append("_No configuration was run more than once._\n")
+    else:
+        out.append(md_table(conf.head(TOP)[["rank", "config", "n", "value", "std", "ci_low", "ci_high", "note"]]
+                            .rename(columns={"value": "mean test acc.", "ci_low": "95% CI low",
+                                             "ci_high": "95% CI high", "note": "seeds"})))
+
+    rank = s[s["kind"] == "ranking"]
+    out.append("## Ranking at matched budget\n")
+    out.append("Trials ordered by the budget they reached, then by best validation accuracy: a trial ASHA "
+               "stopped early never ranks above one that ran longer.\n")
+    out.append(md_table(rank.head(TOP)[["rank", "trial_id", "phase", "budget_epochs", "config", "value",
+                                        "test_accuracy"]].rename(columns={"value": "best val. acc.",
+                                                                           "budget_epochs": "epochs"})))
+
+    marg = s[s["kind"] == "marginal"]
+    out.append("## Knob levels at matched budget (search trials)\n")
+    if marg.empty:
+        out.append("_No knob with a few discrete levels varied._\n")
+    else:
+        out.append(f"Best validation accuracy by epoch {int(marg['budget_epochs'].iloc[0])}, other knobs varying "
+                   "freely (an association, not a paired test).\n")
+        out.append(md_table(marg[["knob", "level", "n", "value", "std", "ci_low", "ci_high"]]
+                            .rename(columns={"value": "mean", "ci_low": "95% CI low", "ci_high": "95% CI high"})))
+
+    imp = s[s["kind"] == "importance"]
+    out.append("## Knob importance\n")
+    if imp.empty or imp["knob"].isna().all():
+        out.append(f"_{imp['note'].iloc[0] if len(imp) else 'no importance computed'}._\n")
+    else:
+        out.append(f"{imp['note'].iloc[0]}.\n")
+        out.append(md_table(imp[["rank", "knob", "value"]].rename(columns={"value": "importance"})))
+
+    errors = trials[trials["status"] == "error"]
+    if len(errors):
+        out.append("## Failed trials\n")
+        out.append(md_table(errors[["trial_id", "phase", "epochs_completed", "error"]]))
+
+    if drawn:
+        out.append("## Figures\n")
+        out.extend(f"### {FIGURES[f]}\n\n![{FIGURES[f]}]({f})\n" for f in drawn)
+    return "\n".join(out) + "\n"
+
+
+# ---------------------------------------------------------------- command line
+
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split()) or type(e).__name__
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m analysis", description=__doc__.split("\n\n")[0])
+    p.add_argument("experiment", metavar="EXPERIMENT_DIR",
+                   help="experiment folder (<storage-path>/<name>), local path or s3:// / gs:// URI")
+    p.add_argument("--rebuild-tables", action="store_true",
+                   help="first rebuild tables/*.parquet from the trial folders (after a crash or a resume)")
+    return p.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        result = build_report(args.experiment, rebuild_tables=args.rebuild_tables)
+    except BadInput as e:
+        print(f"python -m analysis: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except (pa.ArrowInvalid, OSError) as e:  # e.g. an unreachable bucket or a malformed URI
+        print(f"python -m analysis: error: {args.experiment}: {_one_line(e)}", file=sys.stderr)
+        return EXIT_USAGE
+    print(f"report: {result['folder']}/report.md ({len(result['files'])} files)")
+    for v in result["summary"].query("kind == 'paired' and metric == 'test_accuracy'")["verdict"]:
+        print(f"  {v}")
+    return EXIT_OK

@@ -1,0 +1,318 @@
+"""`report/summary.parquet`: the answers, as one long table with a `kind` column.
+
+Row kinds (every column is documented in `SUMMARY_COLUMNS` and in the Parquet field metadata):
+
+- `ranking`: one row per trial that did not fail, ranked at matched budget: trials are ordered by
+  budget reached (`epochs_completed`, most first), then by best validation accuracy, so a trial that
+  ASHA stopped after one epoch never ranks above a trial that ran the full budget.
+- `config`: one configuration (all knobs but `seed`) over its repeated runs at full budget: mean,
+  standard deviation and 95 % t-interval, once per metric (`test_accuracy`, `best_val_accuracy`).
+  Repeated runs are the `confirm` phase when it has finished runs, else the finished `search` runs
+  (e.g. a grid over seeds). Emitted only when some configuration has at least two runs.
+- `paired`: for each knob and each two of its levels, the differences `level - level_b` between runs
+  that share the seed and every other knob (repeated runs at full budget), with 95 % t-interval,
+  paired t-test p-value, Holm-adjusted p-value (across every paired row of that metric) and a
+  one-line verdict. See `analysis.stats` for why a t-interval.
+- `marginal`: each level of each knob with few levels, over the search trials at one matched budget
+  (`budget_epochs`): the best validation accuracy each trial had by that epoch.
+- `importance`: each varying knob's fANOVA importance (Optuna) at that matched budget.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import math
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from analysis import stats
+from analysis.tables import SCHEMA_VERSION, knob_columns
+
+KINDS = ("ranking", "config", "paired", "marginal", "importance")
+METRICS = ("test_accuracy", "best_val_accuracy")  # of repeated runs; test first: it is the held-out answer
+BUDGET_METRIC = "val_accuracy_at_budget"
+# Knobs with more distinct values than this are continuous: plotted, not split into levels.
+MAX_LEVELS = 8
+# A matched budget is the deepest epoch at least this many search trials reached.
+MIN_TRIALS_AT_BUDGET = 8
+NOT_KNOBS = ("seed",)  # varies between repeats on purpose; it is what pairs runs, not a knob to tune
+
+SUMMARY_COLUMNS: list[tuple[str, pa.DataType, str]] = [
+    ("kind", pa.string(), "row kind: 'ranking', 'config', 'paired', 'marginal' or 'importance' "
+                          "(see analysis.summary)"),
+    ("metric", pa.string(), "what value/std/ci_low/ci_high describe: 'best_val_accuracy', 'test_accuracy', "
+                            "'val_accuracy_at_budget' (best validation accuracy by epoch budget_epochs) "
+                            "or 'fanova_importance'"),
+    ("rank", pa.int64(), "1 = best: among all ranking rows; among config rows of one metric; "
+                         "among a knob's levels (marginal); among knobs (importance); null for paired"),
+    ("phase", pa.string(), "trials the row rests on: 'search' or 'confirm'"),
+    ("budget_epochs", pa.int64(), "epochs every trial in the row reached; rows are compared only at "
+                                  "equal budget"),
+    ("config_id", pa.string(), "12 hex digits identifying the knob values except seed; joins "
+                               "ranking and config rows of one configuration"),
+    ("config", pa.string(), "the knobs that vary in the experiment, as 'knob=value, ...'"),
+    ("trial_id", pa.string(), "ranking: the trial (trials.parquet trial_id); null otherwise"),
+    ("status", pa.string(), "ranking: the trial's status ('completed' or 'stopped'); null otherwise"),
+    ("knob", pa.string(), "paired, marginal, importance: the knob (a trials.parquet column)"),
+    ("level", pa.string(), "marginal: the knob's level; paired: the first level (difference = level - "
+                           "level_b)"),
+    ("level_b", pa.string(), "paired: the second level"),
+    ("n", pa.int64(), "runs (ranking: 1; config, marginal), seed-paired differences (paired) or "
+                      "trials (importance) the row rests on"),
+    ("value", pa.float64(), "ranking: best validation accuracy; config, marginal: mean of metric; "
+                            "paired: mean of level minus level_b; importance: importance (sums to 1)"),
+    ("std", pa.float64(), "sample standard deviation (ddof=1) of what value averages; null for n < 2"),
+    ("ci_low", pa.float64(), "lower end of the 95 % t-interval of value; null for n < 2"),
+    ("ci_high", pa.float64(), "upper end of the 95 % t-interval of value; null for n < 2"),
+    ("test_accuracy", pa.float64(), "ranking: the trial's test accuracy (null unless full budget); "
+                                    "config: mean test accuracy of its runs"),
+    ("p_value", pa.float64(), "paired: two-sided paired t-test of level == level_b"),
+    ("p_holm", pa.float64(), "paired: p_value Holm-adjusted across the paired rows of the same metric"),
+    ("verdict", pa.string(), "paired: one line, 'A beats B by x points, 95 % CI lo to hi' or "
+                             "'no difference detected'"),
+    ("note", pa.string(), "what a row rests on, or why a statistic is missing"),
+]
+SUMMARY_SCHEMA = pa.schema(
+    [pa.field(n, t, metadata={"doc": d}) for n, t, d in SUMMARY_COLUMNS],
+    metadata={"schema_version": SCHEMA_VERSION, "table": "summary"})
+
+
+def knob_names() -> list[str]:
+    return [name for name, _, _ in knob_columns()]
+
+
+def varying_knobs(trials: pd.DataFrame) -> list[str]:
+    """Knobs (TrialConfig fields, seed excepted) with more than one value among these trials."""
+    return [k for k in knob_names()
+            if k in trials and k not in NOT_KNOBS and trials[k].nunique(dropna=True) > 1]
+
+
+def is_discrete(values: pd.Series) -> bool:
+    """A knob with a few levels (strings, bools, small ints, or floats that repeat, as on a grid),
+    rather than a continuous one sampled afresh per trial."""
+    distinct = values.nunique(dropna=True)
+    if not 2 <= distinct <= MAX_LEVELS:
+        return False
+    if pd.api.types.is_float_dtype(values):
+        return distinct * 2 <= values.notna().sum()
+    return True
+
+
+def level_text(value: Any) -> str:
+    if isinstance(value, float | np.floating):
+        return f"{value:.3g}"
+    return str(value)
+
+
+def config_ids(trials: pd.DataFrame) -> pd.Series:
+    """A stable id per configuration: every knob except the seed."""
+    knobs = [k for k in knob_names() if k in trials and k not in NOT_KNOBS]
+
+    def one(row: pd.Series) -> str:
+        key = json.dumps({k: _plain(row[k]) for k in knobs}, sort_keys=True, default=str)
+        return hashlib.sha1(key.encode()).hexdigest()[:12]
+
+    return trials.apply(one, axis=1) if len(trials) else pd.Series([], dtype=str)
+
+
+def config_labels(trials: pd.DataFrame, knobs: list[str]) -> pd.Series:
+    if not knobs:
+        return pd.Series(["(the only configuration)"] * len(trials), index=trials.index)
+    return trials.apply(lambda r: ", ".join(f"{k}={level_text(r[k])}" for k in knobs), axis=1)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value
+
+
+def _finite(x: Any) -> bool:
+    return x is not None and not pd.isna(x) and math.isfinite(float(x))
+
+
+# ---------------------------------------------------------------- ranking
+
+def ranking(trials: pd.DataFrame) -> pd.DataFrame:
+    """Trials that did not fail, best first, compared only at matched budget (see module doc)."""
+    ok = trials[(trials["status"] != "error") & trials["best_val_accuracy"].notna()].copy()
+    return ok.sort_values(["epochs_completed", "best_val_accuracy", "trial_id"],
+                          ascending=[False, False, True], kind="stable").reset_index(drop=True)
+
+
+def ranking_rows(trials: pd.DataFrame, knobs: list[str]) -> list[dict[str, Any]]:
+    ranked = ranking(trials)
+    ids, labels = config_ids(ranked), config_labels(ranked, knobs)
+    full = trials["max_epochs"].max() if len(trials) else None
+    rows = []
+    for i, r in ranked.iterrows():
+        stopped = r["epochs_completed"] < r["max_epochs"]
+        rows.append({
+            "kind": "ranking", "metric": "best_val_accuracy", "rank": i + 1, "phase": r["phase"],
+            "budget_epochs": int(r["epochs_completed"]), "config_id": ids[i], "config": labels[i],
+            "trial_id": r["trial_id"], "status": r["status"], "n": 1,
+            "value": float(r["best_val_accuracy"]),
+            "test_accuracy": float(r["test_accuracy"]) if _finite(r["test_accuracy"]) else None,
+            "note": (f"stopped after {int(r['epochs_completed'])} of {int(r['max_epochs'])} epochs: ranked "
+                     f"below every trial with a larger budget" if stopped else
+                     f"full budget ({int(full)} epochs)" if full is not None else None),
+        })
+    return rows
+
+
+# ---------------------------------------------------------------- repeated runs
+
+def repeated_runs(trials: pd.DataFrame) -> pd.DataFrame:
+    """Finished full-budget runs for per-configuration statistics: confirm phase if it has any, else search."""
+    done = trials[(trials["status"] == "completed") & (trials["epochs_completed"] >= trials["max_epochs"])]
+    confirm = done[done["phase"] == "confirm"]
+    return (confirm if len(confirm) else done).copy()
+
+
+def config_rows(rep: pd.DataFrame, knobs: list[str]) -> list[dict[str, Any]]:
+    if rep.empty:
+        return []
+    rep = rep.assign(_cid=config_ids(rep).values, _label=config_labels(rep, knobs).values)
+    if rep.groupby("_cid").size().max() < 2:
+        return []  # no configuration was repeated: nothing to put an interval on
+    rows = []
+    for metric in METRICS:
+        group_rows = []
+        for cid, g in rep.groupby("_cid", sort=True):
+            iv = stats.t_interval(g[metric].dropna())
+            group_rows.append({
+                "kind": "config", "metric": metric, "phase": g["phase"].iloc[0],
+                "budget_epochs": int(g["epochs_completed"].min()), "config_id": cid,
+                "config": g["_label"].iloc[0], "n": iv.n, "value": _nan_none(iv.mean),
+                "std": _nan_none(iv.std), "ci_low": _nan_none(iv.ci_low), "ci_high": _nan_none(iv.ci_high),
+                "test_accuracy": _nan_none(float(g["test_accuracy"].mean())),
+                "note": f"seeds {sorted(int(s) for s in g['seed'].unique())}" + (
+                    "; a single run: no interval" if iv.n < 2 else ""),
+            })
+        order = sorted(range(len(group_rows)), key=lambda j: -(group_rows[j]["value"] or -math.inf))
+        for rank, j in enumerate(order, 1):
+            group_rows[j]["rank"] = rank
+        rows.extend(group_rows[j] for j in order)
+    return rows
+
+
+def paired_differences(rep: pd.DataFrame, knob: str, level_a: Any, level_b: Any, metric: str) -> np.ndarray:
+    """metric(knob=a) - metric(knob=b) for runs that share the seed and every other knob."""
+    others = [k for k in knob_names() if k in rep and k != knob]
+    sub = rep[rep[knob].isin([level_a, level_b]) & rep[metric].notna()]
+    if sub.empty:
+        return np.array([])
+    keyed = sub[others + [knob, metric]].copy()
+    for k in others:  # NaN never equals NaN in a merge key; a missing knob value is its own level
+        keyed[k] = keyed[k].map(lambda v: json.dumps(_plain(v), default=str))
+    mean = keyed.groupby(others + [knob], dropna=False)[metric].mean().reset_index()  # duplicate runs averaged
+    a = mean[mean[knob] == level_a].drop(columns=knob)
+    b = mean[mean[knob] == level_b].drop(columns=knob)
+    joined = a.merge(b, on=others, suffixes=("_a", "_b"))
+    return (joined[f"{metric}_a"] - joined[f"{metric}_b"]).to_numpy(dtype=float)
+
+
+def paired_rows(rep: pd.DataFrame, knobs: list[str]) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    if rep.empty or config_ids(rep).value_counts().max() < 2:
+        return rows  # single runs: two levels may share a seed by chance, but nothing was repeated
+    for metric in METRICS:
+        family = []
+        for knob in knobs:
+            if not is_discrete(rep[knob]):
+                continue
+            levels = sorted(rep[knob].dropna().unique().tolist(), key=level_text)
+            for a, b in itertools.combinations(levels, 2):
+                diffs = paired_differences(rep, knob, a, b, metric)
+                if diffs.size == 0:
+                    continue  # no two runs differ in this knob alone
+                iv = stats.t_interval(diffs)
+                family.append((knob, a, b, iv))
+        adjusted = stats.holm([iv.p_value for *_, iv in family])
+        for (knob, a, b, iv), p_holm in zip(family, adjusted, strict=True):
+            la, lb = level_text(a), level_text(b)
+            rows.append({
+                "kind": "paired", "metric": metric, "phase": rep["phase"].iloc[0],
+                "budget_epochs": int(rep["epochs_completed"].min()), "knob": knob, "level": la, "level_b": lb,
+                "n": iv.n, "value": _nan_none(iv.mean), "std": _nan_none(iv.std), "ci_low": _nan_none(iv.ci_low),
+                "ci_high": _nan_none(iv.ci_high), "p_value": _nan_none(iv.p_value), "p_holm": _nan_none(p_holm),
+                "verdict": stats.verdict(knob, la, lb, iv, p_holm, metric),
+                "note": f"paired t-test over {iv.n} seed pairs; Holm across {len(family)} comparisons of {metric}",
+            })
+    return rows
+
+
+# ---------------------------------------------------------------- matched budget (search trials)
+
+def search_trials(trials: pd.DataFrame) -> pd.DataFrame:
+    search = trials[trials["phase"] == "search"]
+    return search if len(search) else trials
+
+
+def matched_budget(trials: pd.DataFrame, epochs: pd.DataFrame,
+                   min_trials: int = MIN_TRIALS_AT_BUDGET) -> tuple[int | None, pd.Series]:
+    """(budget, best validation accuracy by that epoch per trial_id) at the deepest epoch that at least
+    `min_trials` trials reached (or, with fewer trials than that, that all of them reached)."""
+    ep = epochs[epochs["trial_id"].isin(trials["trial_id"]) & epochs["val_accuracy"].notna()]
+    ep = ep[np.isfinite(ep["val_accuracy"].astype(float))]
+    if ep.empty:
+        return None, pd.Series(dtype=float)
+    reached = ep.groupby("trial_id")["epoch"].max()
+    need = min(min_trials, len(reached))
+    budget = max(e for e in sorted(ep["epoch"].unique()) if (reached >= e).sum() >= need)
+    at = ep[ep["epoch"] <= budget]
+    best = at.groupby("trial_id")["val_accuracy"].max()
+    return int(budget), best[reached.reindex(best.index) >= budget]
+
+
+def marginal_rows(trials: pd.DataFrame, epochs: pd.DataFrame, knobs: list[str]) -> list[dict[str, Any]]:
+    search = search_trials(trials)
+    budget, score = matched_budget(search, epochs)
+    if budget is None:
+        return []
+    at = search.set_index("trial_id").loc[score.index].assign(_score=score)
+    rows = []
+    for knob in knobs:
+        if not is_discrete(at[knob]):
+            continue
+        levels = at[knob].dropna().unique().tolist()
+        level_rows = []
+        for level in levels:
+            iv = stats.t_interval(at.loc[at[knob] == level, "_score"])
+            level_rows.append({
+                "kind": "marginal", "metric": BUDGET_METRIC, "phase": at["phase"].iloc[0],
+                "budget_epochs": budget, "knob": knob, "level": level_text(level), "n": iv.n,
+                "value": _nan_none(iv.mean), "std": _nan_none(iv.std), "ci_low": _nan_none(iv.ci_low),
+                "ci_high": _nan_none(iv.ci_high),
+                "note": f"{iv.n} search trials that reached epoch {budget}; other knobs vary freely",
+            })
+        level_rows.sort(key=lambda r: -(r["value"] if r["value"] is not None else -math.inf))
+        for rank, r in enumerate(level_rows, 1):
+            r["rank"] = rank
+        rows.extend(level_rows)
+    return rows
+
+
+def _nan_none(x: float | None) -> float | None:
+    return None if x is None or (isinstance(x, float) and math.isnan(x)) else float(x)
+
+
+# ---------------------------------------------------------------- all together
+
+def build_summary(trials: pd.DataFrame, epochs: pd.DataFrame) -> pa.Table:
+    """Every row kind, in KINDS order, as a table with SUMMARY_SCHEMA."""
+    from analysis import importance  # Optuna is imported only when the summary is built
+
+    knobs = varying_knobs(trials)
+    rep = repeated_runs(trials)
+    rep_knobs = varying_knobs(rep) if len(rep) else []
+    rows = (ranking_rows(trials, knobs) + config_rows(rep, knobs) + paired_rows(rep, rep_knobs)
+            + marginal_rows(trials, epochs, knobs) + importance.importance_rows(trials, epochs))
+    return pa.Table.from_pylist(rows, schema=SUMMARY_SCHEMA)
