@@ -1,0 +1,156 @@
+"""A Ray cluster of two nodes on this machine, joined with --address: trials spread over both.
+
+Each node is a real `ray start` (head, then a worker joining it) with one CPU, so trials of one CPU
+each cannot all fit on one node. The cluster is private to this test: its own temp dir, explicit
+ports, and its own authentication token, so it neither joins nor disturbs any other Ray on the host.
+It is torn down by ending the `ray start --block` processes (which stop what they started), then
+any leftover process whose command line names the private temp dir; never with `ray stop`, which
+would stop every Ray on the machine.
+"""
+
+import os
+import re
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from analysis.tables import read_table
+
+PROJECT = Path(__file__).resolve().parents[1]
+RAY = str(Path(sys.executable).with_name("ray"))
+NUM_SAMPLES, EPOCHS = 3, 1
+
+
+def free_ports(n: int) -> list[int]:
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+def node_ports(ports: list[int]) -> list[str]:
+    """The per-node ports Ray would otherwise take from fixed defaults shared by every Ray on the host."""
+    names = ("--dashboard-agent-listen-port", "--dashboard-agent-grpc-port", "--metrics-export-port",
+             "--runtime-env-agent-port", "--node-manager-port", "--object-manager-port")
+    return [arg for name, port in zip(names, ports, strict=True) for arg in (name, str(port))]
+
+
+def processes_naming(text: str) -> list[int]:
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if text in cmdline:
+            pids.append(int(proc.name))
+    return pids
+
+
+def active_nodes(address: str, env: dict[str, str]) -> list[str]:
+    out = subprocess.run([RAY, "status", "--address", address], capture_output=True, text=True, env=env,
+                         timeout=60).stdout
+    active = out.split("Active:", 1)[-1].split("Pending:", 1)[0] if "Active:" in out else ""
+    return re.findall(r"node_([0-9a-f]+)", active)
+
+
+@pytest.fixture
+def two_node_cluster():
+    temp_dir = tempfile.mkdtemp(prefix="rc", dir="/tmp")  # short: Ray's unix socket paths must fit 107 bytes
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token",
+           "RAY_AUTH_TOKEN": secrets.token_hex(32)}
+    env.pop("RAY_ADDRESS", None)
+    ports = free_ports(14)
+    address = f"127.0.0.1:{ports[0]}"
+    # 150 MB object store per node: the digits data is ~1 MB; Ray's default is 30 % of RAM.
+    common = ["--block", "--num-cpus", "1", "--num-gpus", "0", "--node-ip-address", "127.0.0.1",
+              "--object-store-memory", str(150 * 1024**2), "--temp-dir", temp_dir, "--disable-usage-stats"]
+    starts = []
+    logs = Path(temp_dir) / "start-logs"
+    logs.mkdir()
+    try:
+        head = [RAY, "start", "--head", "--port", str(ports[0]), "--ray-client-server-port", str(ports[1]),
+                "--include-dashboard", "false", *node_ports(ports[2:8]), *common]
+        worker = [RAY, "start", "--address", address, *node_ports(ports[8:14]), *common]
+        for name, cmd in (("head", head), ("worker", worker)):
+            log = open(logs / f"{name}.log", "w")  # noqa: SIM115 - closed with the process
+            starts.append((subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
+                                            start_new_session=True), log))
+            if name == "head":
+                _wait_for(lambda: "Ray runtime started" in (logs / "head.log").read_text(), 120, logs)
+        _wait_for(lambda: len(active_nodes(address, env)) == 2, 180, logs)
+        yield address, env, active_nodes(address, env)
+    finally:
+        for proc, _ in starts:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)  # `ray start --block` stops its node on SIGTERM
+        for proc, log in starts:
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+            log.close()
+        deadline = time.monotonic() + 30
+        while (left := [p for p in processes_naming(temp_dir) if p != os.getpid()]) and time.monotonic() < deadline:
+            for pid in left:
+                try:
+                    os.kill(pid, signal.SIGTERM if time.monotonic() < deadline - 10 else signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            time.sleep(1)
+        shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def _wait_for(condition, timeout_s: float, logs: Path) -> None:  # noqa: ANN001
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if condition():
+                return
+        except (OSError, subprocess.SubprocessError):
+            pass
+        time.sleep(2)
+    tails = "\n".join(f"--- {p.name}\n{p.read_text()[-2000:]}" for p in sorted(logs.glob("*.log")))
+    raise AssertionError(f"Ray cluster not up within {timeout_s} s\n{tails}")
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_sweep_through_address_spreads_trials_over_both_nodes(two_node_cluster, tmp_path):
+    address, env, node_ids = two_node_cluster
+    assert len(node_ids) == 2
+    proc = subprocess.run(
+        [sys.executable, str(PROJECT / "run_search.py"), "--space", "batchnorm", "--dataset", "digits",
+         "--num-samples", str(NUM_SAMPLES), "--max-epochs", str(EPOCHS), "--scheduler", "fifo",
+         "--cpus-per-trial", "1", "--address", address, "--storage-path", str(tmp_path), "--name", "cluster",
+         "-q"],
+        cwd=tmp_path,  # run from elsewhere, as a user on a cluster login node would
+        capture_output=True, text=True, timeout=800, env=env)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+    trials = read_table(tmp_path / "cluster", "trials")
+    epochs = read_table(tmp_path / "cluster", "epochs")
+    # Complete tables: every trial finished its budget, one epoch row per trial and epoch.
+    assert len(trials) == NUM_SAMPLES
+    assert set(trials["status"]) == {"completed"}
+    assert trials["test_accuracy"].notna().all() and trials["error"].isna().all()
+    assert len(epochs) == NUM_SAMPLES * EPOCHS
+    assert set(epochs["trial_id"]) == set(trials["trial_id"])
+    # Each node has one CPU and each trial takes one, so the trials ran on both nodes of this cluster.
+    assert trials["node"].notna().all()
+    ran_on = {node.split(":", 1)[1] for node in trials["node"]}
+    assert ran_on == {node_id[:12] for node_id in node_ids}, (ran_on, node_ids)
+    assert (trials["gpus"] == 0).all()
