@@ -99,7 +99,7 @@ def is_discrete(values: pd.Series) -> bool:
     if not 2 <= distinct <= MAX_LEVELS:
         return False
     if pd.api.types.is_float_dtype(values):
-        return distinct * 2 <= values.notna().sum()
+        return bool(distinct * 2 <= values.notna().sum())
     return True
 
 

@@ -1,0 +1,80 @@
+"""Synthetic experiment folders with known answers: real Parquet tables in the real schema, no Ray."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from analysis import storage, tables
+from trainables.config import TrialConfig
+
+
+def trial_row(trial_id: str, phase: str = "search", status: str = "completed", epochs: int = 3,
+              best_val: float = 0.8, test: float | None = None, **knobs: Any) -> dict[str, Any]:
+    config = dataclasses.asdict(TrialConfig(**{"dataset": "digits", "max_epochs": 3, **knobs}))
+    start = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    return {
+        "experiment": "synthetic", "space": "batchnorm", "phase": phase, "trial_id": trial_id, "status": status,
+        **config,
+        "epochs_completed": epochs, "stopped_early": status == "stopped", "best_val_accuracy": best_val,
+        "val_accuracy": best_val, "val_loss": 1.0 - best_val,
+        "test_accuracy": (best_val if test is None else test) if status == "completed" else None,
+        "train_time_s": 10.0 * epochs, "node": "host:1", "gpus": 0.0, "started_at": start,
+        "ended_at": start + dt.timedelta(seconds=10 * epochs), "error": None, "git_sha": "abc",
+        "tensorflow_version": "2.21", "keras_version": "3.15", "ray_version": "2.60", "optuna_version": "5.0",
+    }
+
+
+def epoch_rows(row: dict[str, Any]) -> list[dict[str, Any]]:
+    """A rising learning curve that ends at the trial's best validation accuracy."""
+    n, best = row["epochs_completed"], row["best_val_accuracy"]
+    out = []
+    for e in range(1, n + 1):
+        val = best - 0.02 * (n - e)
+        out.append({"trial_id": row["trial_id"], "epoch": e, "loss": 1.5 / e, "accuracy": min(1.0, val + 0.05),
+                    "val_loss": 1.6 / e, "val_accuracy": val, "learning_rate": row["learning_rate"],
+                    "epoch_time_s": 10.0})
+    return out
+
+
+def write_experiment(root: Path, rows: list[dict[str, Any]]) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    (root / storage.EXPERIMENT_FILE).write_text(json.dumps({"experiment": root.name, "space": "batchnorm"}))
+    trials = pa.Table.from_pylist(rows, schema=tables.TRIALS_SCHEMA)
+    epochs = pa.Table.from_pylist([e for r in rows for e in epoch_rows(r)], schema=tables.EPOCHS_SCHEMA)
+    fs, path = storage.resolve(root)
+    tables.write_table(trials, fs, storage.join(path, "tables", "trials.parquet"))
+    tables.write_table(epochs, fs, storage.join(path, "tables", "epochs.parquet"))
+    return root
+
+
+def bn_study_rows(effect: float = 0.05, seeds: int = 5, noise_seed: int = 0) -> list[dict[str, Any]]:
+    """A search (ASHA-like) plus a confirm phase where after_relu beats before_relu by exactly `effect`
+    on every seed, and 'none' equals before_relu on every seed."""
+    rng = np.random.default_rng(noise_seed)
+    rows = []
+    for i in range(12):  # search: 4 full budget, 8 stopped at the 1-epoch rung
+        full = i < 4
+        rows.append(trial_row(
+            f"s{i:02d}", epochs=3 if full else 1, status="completed" if full else "stopped",
+            best_val=0.6 + 0.02 * i if full else 0.9 - 0.01 * i,  # stopped ones look better: must not rank first
+            bn_position=("none", "before_relu", "after_relu")[i % 3],
+            learning_rate=float(10 ** rng.uniform(-4, -1)), optimizer=("sgd", "adam")[i % 2]))
+    for s in range(1, seeds + 1):
+        base = 0.7 + rng.normal(0, 0.03)  # seed-to-seed noise, shared by the paired runs
+        for bn, acc in (("before_relu", base), ("none", base), ("after_relu", base + effect)):
+            rows.append(trial_row(f"c{bn}{s}", phase="confirm", seed=s, best_val=acc, test=acc,
+                                  bn_position=bn, learning_rate=0.01, optimizer="adam"))
+    return rows
+
+
+@pytest.fixture
+def bn_experiment(tmp_path: Path) -> Path:
+    return write_experiment(tmp_path / "bn", bn_study_rows())

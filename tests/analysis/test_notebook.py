@@ -1,0 +1,54 @@
+"""notebooks/explore_results.ipynb runs clean (nbclient, a real kernel) on an experiment folder."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+
+from analysis import report
+
+PROJECT = Path(__file__).resolve().parents[2]
+NOTEBOOK = PROJECT / "notebooks" / "explore_results.ipynb"
+
+
+def run_notebook(experiment: Path, monkeypatch: pytest.MonkeyPatch) -> nbformat.NotebookNode:
+    """Execute the notebook with EXPERIMENT_DIR set; raises CellExecutionError on the first failing cell."""
+    monkeypatch.setenv("EXPERIMENT_DIR", str(experiment))
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    # "python3" is the kernel ipykernel provides for the interpreter running the tests (the venv's).
+    NotebookClient(nb, timeout=180, kernel_name="python3",
+                   resources={"metadata": {"path": str(NOTEBOOK.parent)}}).execute()
+    return nb
+
+
+def outputs_text(nb: nbformat.NotebookNode) -> str:
+    parts = []
+    for cell in nb.cells:
+        for out in cell.get("outputs", []):
+            parts.append(out.get("text", ""))
+            parts.append(str(out.get("data", {}).get("text/plain", "")))
+    return "\n".join(parts)
+
+
+def test_notebook_runs_clean_on_a_results_folder(bn_experiment: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert report.main([str(bn_experiment)]) == 0
+    nb = run_notebook(bn_experiment, monkeypatch)
+    text = outputs_text(nb)
+    assert str(bn_experiment) in text
+    assert "mean_test_accuracy" in text  # the DuckDB query ran
+    assert "after_relu beats before_relu" in text  # the BN comparison read the report's verdicts
+    errors = [o for c in nb.cells for o in c.get("outputs", []) if o.get("output_type") == "error"]
+    assert not errors
+    images = [o for c in nb.cells for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
+    assert len(images) >= 2  # the learning curve and the BN comparison
+
+
+def test_notebook_is_stored_without_outputs() -> None:
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    nbformat.validate(nb)
+    assert all(not c.get("outputs") for c in nb.cells if c.cell_type == "code")
+    assert os.fspath(NOTEBOOK).endswith(".ipynb")
