@@ -1,0 +1,114 @@
+"""A sweep whose storage is an S3 bucket: a real S3-compatible server (moto) on loopback.
+
+Results, checkpoints, tables and the report land in the bucket through pyarrow.fs (ours and Ray
+Tune's); `--s3-endpoint` reaches the driver, Ray Tune and the trial workers; `python -m analysis`
+reads the experiment back from the bucket.
+"""
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow.fs as pafs
+import pytest
+
+from analysis.tables import read_table
+
+PROJECT = Path(__file__).resolve().parents[1]
+BUCKET, PREFIX, NAME = "hpo-test", "sweeps", "s3run"
+NUM_SAMPLES, EPOCHS = 2, 2
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def s3_server(tmp_path):
+    """(endpoint URL, env with dummy credentials) of a fresh moto S3 server with an empty bucket."""
+    port = free_port()
+    endpoint = f"http://127.0.0.1:{port}"
+    log = open(tmp_path / "moto.log", "w")  # noqa: SIM115 - closed below
+    server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                              stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline or server.poll() is not None:
+                    raise AssertionError(f"moto server did not start: {(tmp_path / 'moto.log').read_text()}")
+                time.sleep(0.5)
+        # Dummy credentials: moto accepts any; the AWS SDK refuses to sign without some.
+        env = {**os.environ, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+               "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true"}
+        env.pop("AWS_ENDPOINT_URL", None)  # the flag must carry it, not the test's environment
+        bucket_fs = pafs.S3FileSystem(endpoint_override=endpoint, allow_bucket_creation=True,
+                                      access_key="testing", secret_key="testing", region="us-east-1")
+        bucket_fs.create_dir(BUCKET)
+        yield endpoint, env, bucket_fs
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+        log.close()
+
+
+def files_under(fs: pafs.FileSystem, path: str) -> list[str]:
+    infos = fs.get_file_info(pafs.FileSelector(path, recursive=True))
+    return sorted(i.path[len(path) + 1:] for i in infos if i.type == pafs.FileType.File)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_sweep_to_an_s3_bucket_and_analysis_reads_it_back(s3_server, tmp_path, monkeypatch):
+    endpoint, env, fs = s3_server
+    uri = f"s3://{BUCKET}/{PREFIX}"
+    proc = subprocess.run(
+        [sys.executable, str(PROJECT / "run_search.py"), "--space", "batchnorm", "--dataset", "digits",
+         "--num-samples", str(NUM_SAMPLES), "--max-epochs", str(EPOCHS), "--scheduler", "fifo",
+         "--storage-path", uri, "--s3-endpoint", endpoint, "--name", NAME, "-q"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=800, env=env)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert f"{uri}/{NAME}/tables" in proc.stdout
+
+    experiment = f"{BUCKET}/{PREFIX}/{NAME}"
+    stored = files_under(fs, experiment)
+    assert "experiment.json" in stored
+    assert {"tables/trials.parquet", "tables/epochs.parquet"} <= set(stored)
+    # Ray Tune's own results and each trial's checkpoints went to the bucket too: the trial
+    # workers reached the endpoint, not only the driver.
+    assert sum(p.startswith("search/") and p.endswith("/result.json") for p in stored) == NUM_SAMPLES
+    checkpoints = {p.split("/")[1] for p in stored if p.startswith("search/") and "/checkpoint_" in p}
+    assert len(checkpoints) == NUM_SAMPLES
+    # Every table and json was written to a temp name, then renamed: none is left half-way.
+    assert [p for p in stored if p.endswith(".tmp")] == []
+
+    # `python -m analysis` reads the experiment from the bucket and writes its report there.
+    fs.delete_dir_contents(f"{experiment}/report", missing_dir_ok=True)
+    report = subprocess.run([sys.executable, "-m", "analysis", f"{uri}/{NAME}"], cwd=PROJECT,
+                            capture_output=True, text=True, timeout=300,
+                            env={**env, "AWS_ENDPOINT_URL": endpoint})
+    assert report.returncode == 0, report.stdout[-2000:] + report.stderr[-2000:]
+    assert {"report/report.md", "report/summary.parquet"} <= set(files_under(fs, experiment))
+
+    # The tables read back from the bucket are complete.
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION"):
+        monkeypatch.setenv(key, env[key])
+    monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
+    trials = read_table(f"{uri}/{NAME}", "trials")
+    epochs = read_table(f"{uri}/{NAME}", "epochs")
+    assert len(trials) == NUM_SAMPLES
+    assert set(trials["status"]) == {"completed"}
+    assert trials["test_accuracy"].notna().all()
+    assert len(epochs) == NUM_SAMPLES * EPOCHS
+    assert (trials["experiment"] == NAME).all()
