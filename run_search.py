@@ -303,6 +303,8 @@ def resume_command(args: argparse.Namespace, name: str) -> str:
     cmd = ["python", "run_search.py", "--resume", "--name", name, "--storage-path", args.storage_path]
     if args.address:
         cmd += ["--address", args.address]
+    if getattr(args, "s3_endpoint", None):  # the bucket is unreachable without it
+        cmd += ["--s3-endpoint", args.s3_endpoint]
     return shlex.join(cmd)
 
 
