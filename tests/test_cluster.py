@@ -22,7 +22,9 @@ from pathlib import Path
 
 import pytest
 
+import run_search
 from analysis.tables import read_table
+from search_spaces import SPACES
 
 PROJECT = Path(__file__).resolve().parents[1]
 RAY = str(Path(sys.executable).with_name("ray"))
@@ -154,3 +156,30 @@ def test_sweep_through_address_spreads_trials_over_both_nodes(two_node_cluster, 
     ran_on = {node.split(":", 1)[1] for node in trials["node"]}
     assert ran_on == {node_id[:12] for node_id in node_ids}, (ran_on, node_ids)
     assert (trials["gpus"] == 0).all()
+
+
+@pytest.mark.parametrize(("space", "flag", "cluster_gpus", "expected"), [
+    ("transfer", None, 8.0, 1.0),  # a backbone trial takes a whole GPU where there are GPUs
+    ("transfer", None, 0.0, 0.0),  # ... and still runs on a CPU-only machine
+    ("batchnorm", None, 8.0, 0.0),  # small CNN spaces stay on CPUs unless asked
+    ("batchnorm", 0.25, 8.0, 0.25),  # the flag wins: four trials share a GPU
+    ("transfer", 0.5, 8.0, 0.5),
+])
+def test_gpus_per_trial_default_follows_the_cluster(space, flag, cluster_gpus, expected):
+    assert run_search.trial_gpus(flag, SPACES[space].gpus_per_trial, cluster_gpus) == expected
+
+
+@pytest.mark.parametrize(("storage", "endpoint", "message"), [
+    ("s3://bucket/hpo", "minio:9000", "--s3-endpoint must be an http:// or https:// URL"),
+    (None, "http://127.0.0.1:9000", "--s3-endpoint needs an s3:// --storage-path"),
+])
+def test_bad_s3_endpoint_is_a_usage_error(storage, endpoint, message, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    code = run_search.main(["--space", "batchnorm", "--dataset", "digits", "--storage-path",
+                            storage or str(tmp_path / "results"), "--s3-endpoint", endpoint])
+    err = capsys.readouterr().err
+    assert code == run_search.EXIT_USAGE
+    assert message in err and "Traceback" not in err
+    assert "AWS_ENDPOINT_URL" not in os.environ
+    assert list(tmp_path.iterdir()) == []  # nothing written
