@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import functools
 import importlib.metadata
 import os
 import shlex
@@ -24,7 +23,7 @@ from typing import Any
 from analysis import storage
 from analysis.tables import export_tables
 from search_spaces import SPACES, SearchSpace
-from trainables.config import DATASETS
+from trainables.config import DATASETS, TRANSFER_MODELS, TrialConfig
 
 EXIT_OK, EXIT_ALL_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 METRIC, MODE = "val_accuracy", "max"
@@ -46,8 +45,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--num-samples", type=int, help="trials to sample (default: the space's own)")
     p.add_argument("--max-epochs", type=int, help="full budget of a trial, ASHA's max_t (default: the space's)")
     p.add_argument("--scheduler", choices=("asha", "fifo"), default="asha")
-    p.add_argument("--search", choices=("optuna", "random"), default="optuna")
+    p.add_argument("--search", choices=("optuna", "random", "grid"), default="optuna",
+                   help="Optuna TPE, random, or every cell of the space's grid")
     p.add_argument("--seed", type=int, default=0, help="seeds the searcher and every trial")
+    p.add_argument("--repeats", type=int, default=0, metavar="R",
+                   help="with --search grid: run every cell R times (seeds S, S+1, ...); with --confirm-top: "
+                        "retrain each of the best configs R times")
+    p.add_argument("--confirm-top", type=int, default=0, metavar="K",
+                   help="after the search, retrain the best K configs --repeats times with new seeds, "
+                        "full budget, no early stopping (phase 'confirm')")
+    p.add_argument("--patience", type=int, default=0, metavar="EPOCHS",
+                   help="within-trial early stopping: epochs without val_loss improvement; 0 = off")
+    p.add_argument("--weights", default=None, metavar="imagenet|none|PATH",
+                   help="transfer spaces: backbone weights; unset: imagenet")
+    p.add_argument("--input-size", type=int, default=None, metavar="PIXELS",
+                   help="transfer spaces: image side fed to the backbone; unset: 224")
     p.add_argument("--cpus-per-trial", type=float, default=1.0)
     p.add_argument("--gpus-per-trial", type=float, default=None,
                    help="GPUs per trial, fractional allowed (default: the space's own on a GPU cluster, else 0)")
@@ -101,19 +113,149 @@ def provenance() -> dict[str, Any]:
     return {"git_sha": sha, "versions": versions}
 
 
-def _define_with_fixed(trial: Any, space: SearchSpace, fixed: dict[str, Any]) -> dict[str, Any]:
-    """The space's define-by-run plus the run's fixed knobs (dataset, seed, budget)."""
-    return {**(space.define(trial) or {}), **fixed}
+def build_search(args: argparse.Namespace, space: SearchSpace,
+                 fixed: dict[str, Any]) -> tuple[Any, dict[str, Any] | None]:
+    """(search_alg, param_space): Optuna (TPE or random) on the space's define-by-run, learning at
+    step = epoch; or, for --search grid, every cell of the space's grid --repeats times."""
+    from search_spaces.optuna_search import build_optuna_search, fixed_configs_search, grid_configs
+
+    if args.search == "grid":
+        return fixed_configs_search(grid_configs(space, fixed, args.seed, args.repeats))
+    return build_optuna_search(space, fixed, metric=METRIC, mode=MODE, seed=args.seed,
+                               random=args.search == "random", max_epochs=fixed["max_epochs"]), None
 
 
-def build_searcher(args: argparse.Namespace, space: SearchSpace, fixed: dict[str, Any]):  # noqa: ANN201
-    import optuna
-    from ray.tune.search.optuna import OptunaSearch
+TRANSFER_ONLY_FLAGS = {"weights": "--weights", "input_size": "--input-size"}
 
-    sampler = (optuna.samplers.TPESampler(seed=args.seed) if args.search == "optuna"
-               else optuna.samplers.RandomSampler(seed=args.seed))
-    return OptunaSearch(space=functools.partial(_define_with_fixed, space=space, fixed=fixed),
-                        metric=METRIC, mode=MODE, sampler=sampler)
+
+def fixed_knobs(args: argparse.Namespace) -> dict[str, Any]:
+    """Knobs the flags fix for every trial (besides dataset, seed, budget)."""
+    knobs: dict[str, Any] = {"patience": args.patience} if args.patience else {}
+    for knob in TRANSFER_ONLY_FLAGS:
+        if getattr(args, knob) is not None:
+            knobs[knob] = getattr(args, knob)
+    return knobs
+
+
+def check_search_flags(args: argparse.Namespace, space: SearchSpace, dataset: str, max_epochs: int) -> int:
+    """Checks of --search, --repeats, --confirm-top, --patience, --weights, --input-size against the
+    space; returns how many trials the search phase runs."""
+    for flag in ("repeats", "confirm_top", "patience"):
+        if getattr(args, flag) < 0:
+            raise UsageError(f"--{flag.replace('_', '-')} must be >= 0, got {getattr(args, flag)}")
+    if args.confirm_top and not args.repeats:
+        raise UsageError("--confirm-top K needs --repeats R (R >= 1): how often each of the K best configs "
+                         "is retrained")
+    if args.repeats and not args.confirm_top and args.search != "grid":
+        raise UsageError("--repeats R needs --confirm-top K (retrain the K best configs R times) "
+                         "or --search grid (run every cell R times)")
+    if args.search == "grid":
+        if not space.cells():
+            with_grid = sorted(name for name, s in SPACES.items() if s.cells())
+            raise UsageError(f"--search grid: space {space.name!r} has no grid; spaces with one: "
+                             f"{', '.join(with_grid)}; or use --search optuna or random")
+        if args.num_samples is not None:
+            raise UsageError("--num-samples does not apply to --search grid, which runs every cell "
+                             "(--repeats times); drop --num-samples")
+    examples = space.examples()
+    knobs = fixed_knobs(args)
+    if not any(e.get("model") in TRANSFER_MODELS for e in examples):
+        for knob, flag in TRANSFER_ONLY_FLAGS.items():
+            if knob in knobs:
+                raise UsageError(f"{flag} applies to transfer-learning spaces only (e.g. --space transfer); "
+                                 f"space {space.name!r} trains no backbone; drop {flag}")
+    if args.weights is not None:
+        from trainables.transfer import WeightsUnavailable, check_weights
+
+        try:
+            check_weights(args.weights)
+        except WeightsUnavailable as e:
+            raise UsageError(str(e)) from None
+    for example in examples:  # e.g. --input-size 32 with InceptionResNetV2, which needs 75
+        try:
+            TrialConfig.from_params({**example, "dataset": dataset, "max_epochs": max_epochs, **knobs})
+        except ValueError as e:
+            flags = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in knobs.items()) or "its defaults"
+            raise UsageError(f"space {space.name!r} with {flags}: {e}") from None
+    if args.search == "grid":
+        return len(space.cells()) * max(1, args.repeats)
+    return args.num_samples or space.num_samples
+
+
+def confirm_configs(trials: Any, top: int, repeats: int, max_epochs: int) -> list[dict[str, Any]]:
+    """The confirmation stage's trials: the `top` best distinct configs of the search (best validation
+    accuracy among the trials at the largest budget any reached), each `repeats` times with seeds no
+    search trial used, at the full budget and without early stopping (patience 0)."""
+    from trainables.config import knob_types
+
+    search = trials[trials["phase"] == "search"]
+    ok = search[search["status"] != "error"]
+    if ok.empty:
+        return []
+    pool = ok[ok["epochs_completed"] == ok["epochs_completed"].max()]
+    pool = pool.sort_values(["best_val_accuracy", "trial_id"], ascending=[False, True], na_position="last")
+    names = [k for k in knob_types() if k not in ("seed", "max_epochs", "patience")]
+    best: list[dict[str, Any]] = []
+    for row in pool.to_dict("records"):
+        config = TrialConfig.from_params({k: row[k] for k in names}).to_dict()
+        if config not in best:  # grid repeats: one config, several seeds
+            best.append(config)
+    first_seed = int(search["seed"].max()) + 1
+    return [{**c, "seed": first_seed + r, "max_epochs": max_epochs, "patience": 0}
+            for c in best[:top] for r in range(repeats)]
+
+
+def run_confirm(args: argparse.Namespace, trials: Any, trainable: Any, fs: Any, exp_path: str,
+                exp_uri: str, max_epochs: int) -> None:
+    """The second Tune run, in `<experiment>/confirm`: the chosen configs as fixed points, FIFO.
+    With --resume, an interrupted confirmation run continues where it stopped."""
+    from ray import tune
+    from ray.tune.schedulers import FIFOScheduler
+
+    from search_spaces.optuna_search import fixed_configs_search
+
+    configs = confirm_configs(trials, args.confirm_top, args.repeats, max_epochs)
+    if not configs:
+        print("confirmation skipped: no search trial finished without error")
+        return
+    print(f"\nconfirming the best {len(configs) // args.repeats} configs, {args.repeats} seeds each "
+          f"(seeds {configs[0]['seed']}..{configs[0]['seed'] + args.repeats - 1}), {max_epochs} epochs")
+    root = exp_uri if storage.is_uri(exp_uri) else exp_path
+    if args.resume and storage.exists(fs, storage.join(exp_path, "confirm", "tuner.pkl")):
+        tuner = tune.Tuner.restore(storage.join(root, "confirm"), trainable=trainable, resume_errored=True)
+    else:
+        search_alg, param_space = fixed_configs_search(configs)
+        tuner = tune.Tuner(
+            trainable, param_space=param_space,
+            tune_config=tune.TuneConfig(
+                metric=METRIC, mode=MODE, num_samples=len(configs), search_alg=search_alg,
+                scheduler=FIFOScheduler(), max_concurrent_trials=args.max_concurrent,
+                trial_dirname_creator=trial_dirname, reuse_actors=False),
+            run_config=tune.RunConfig(
+                name="confirm", storage_path=root,
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+                failure_config=tune.FailureConfig(max_failures=args.max_failures),
+                verbose=max(0, min(3, 1 + args.verbose - args.quiet))),
+        )
+    try:
+        grid = tuner.fit()
+        if _TERMINATED or search_incomplete(grid, len(configs)):
+            raise Interrupted
+    except BaseException:
+        _export_best_effort(exp_uri)
+        raise
+
+
+def print_confirmed(trials: Any) -> None:
+    """Test accuracy of each confirmed config over its seeds."""
+    confirm = trials[trials["phase"] == "confirm"]
+    if confirm.empty:
+        return
+    from trainables.config import knob_types
+
+    names = [k for k in knob_types() if k != "seed" and confirm[k].nunique() > 1] or ["model"]
+    stats = confirm.groupby(names, dropna=False)["test_accuracy"].agg(["mean", "std", "count"])
+    print("confirmed (test accuracy over seeds):\n" + stats.to_string(float_format=lambda v: f"{v:.4f}"))
 
 
 def trial_dirname(trial: Any) -> str:
@@ -341,6 +483,7 @@ def run(args: argparse.Namespace) -> int:
     dataset_name = args.dataset or space.dataset
     max_epochs = args.max_epochs or space.max_epochs
     num_samples = args.num_samples or space.num_samples
+    num_samples = check_search_flags(args, space, dataset_name, max_epochs)
     if args.max_failures < 0:
         raise UsageError(f"--max-failures must be >= 0, got {args.max_failures}")
     check_storage_writable(args.storage_path)
@@ -373,7 +516,7 @@ def run(args: argparse.Namespace) -> int:
                                            {"at": meta["created_at"], "argv": sys.argv[1:], **provenance()}]}
     storage.write_text(fs, storage.join(exp_path, storage.EXPERIMENT_FILE), _json(meta))
     args.resume_hint = resume_command(args, name)
-    fixed = {"dataset": dataset_name, "seed": args.seed, "max_epochs": max_epochs}
+    fixed = {"dataset": dataset_name, "seed": args.seed, "max_epochs": max_epochs, **fixed_knobs(args)}
     trainable = tune.with_resources(
         tune.with_parameters(train_trial, data=data, cpus=args.cpus_per_trial, gpus=gpus),
         {"cpu": args.cpus_per_trial, "gpu": gpus})
@@ -381,11 +524,13 @@ def run(args: argparse.Namespace) -> int:
     # A restore brings back the searcher's and scheduler's state and the trials; finished trials are not
     # re-run, unfinished and errored ones continue from their last checkpoint. The dataset is passed again.
     restored = tune.Tuner.restore(search_path, trainable=trainable, resume_errored=True) if args.resume else None
+    search_alg, param_space = build_search(args, space, fixed)
     tuner = restored or tune.Tuner(
         trainable,
+        param_space=param_space,
         tune_config=tune.TuneConfig(
             metric=METRIC, mode=MODE, num_samples=num_samples,
-            search_alg=build_searcher(args, space, fixed), scheduler=build_scheduler(args, max_epochs),
+            search_alg=search_alg, scheduler=build_scheduler(args, max_epochs),
             max_concurrent_trials=args.max_concurrent,
             trial_dirname_creator=trial_dirname,
             reuse_actors=False,  # one process per trial: a finished trial returns its GPU memory
@@ -407,6 +552,10 @@ def run(args: argparse.Namespace) -> int:
         _export_best_effort(exp_uri)
         raise
     folder, trials, _ = export_tables(exp_uri)
+    if args.confirm_top:
+        run_confirm(args, trials.to_pandas(), trainable, fs, exp_path, exp_uri, max_epochs)
+        folder, trials, _ = export_tables(exp_uri)
+        print_confirmed(trials.to_pandas())
     code = summarize(trials.to_pandas(), folder if not storage.is_uri(exp_uri) else f"{exp_uri}/tables")
     write_report(exp_uri)
     return code

@@ -37,6 +37,18 @@ class SearchSpace:
         fixed = self.define(trial) or {}
         return {**trial.params, **fixed}
 
+    def examples(self, n: int = 64, seed: int = 0) -> list[dict[str, Any]]:
+        """n configs from a seeded random sampler, plus the grid's cells: what the driver checks
+        flags that fix a knob (--input-size, --weights, --patience) against before any trial starts."""
+        verbosity = optuna.logging.get_verbosity()
+        optuna.logging.set_verbosity(optuna.logging.WARNING)  # a throwaway study: no "study created" line
+        try:
+            study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
+            # Trials are left open: the study is thrown away.
+            return [self.sample(study.ask()) for _ in range(n)] + self.cells()
+        finally:
+            optuna.logging.set_verbosity(verbosity)
+
     def cells(self) -> list[dict[str, Any]]:
         """The grid's cells, each a dict of knobs, in a stable order; [] without a grid."""
         if self.grid is None:

@@ -1,0 +1,86 @@
+"""Optuna learns from the right fidelity, and the confirmation stage retrains the best configs.
+
+One small real sweep (BaseNet on digits, ASHA, 6 trials of up to 3 epochs, then the best 2
+configs retrained twice each) serves both: the Optuna study is read back from the searcher
+state Tune saved in `<experiment>/search`, and checked against the result tables.
+"""
+
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from optuna.trial import TrialState
+
+from search_spaces.optuna_search import FidelityOptunaSearch
+
+PROJECT = Path(__file__).resolve().parents[1]
+MAX_EPOCHS = 3
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def experiment(tmp_path_factory):
+    root = tmp_path_factory.mktemp("fidelity")
+    out = subprocess.run(
+        [sys.executable, "run_search.py", "--space", "basenet", "--dataset", "digits", "--num-samples", "6",
+         "--max-epochs", str(MAX_EPOCHS), "--scheduler", "asha", "--max-concurrent", "2", "--seed", "0",
+         "--confirm-top", "2", "--repeats", "2", "--storage-path", str(root), "--name", "f"],
+        cwd=PROJECT, capture_output=True, text=True, timeout=1200, env=dict(os.environ))
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    exp = root / "f"
+    trials = pd.read_parquet(exp / "tables" / "trials.parquet")
+    epochs = pd.read_parquet(exp / "tables" / "epochs.parquet")
+    return exp, trials, epochs, out.stdout
+
+
+def test_optuna_study_has_early_stopped_trials_pruned_and_full_budget_ones_complete(experiment):
+    exp, trials, epochs, _ = experiment
+    searcher = FidelityOptunaSearch()
+    searcher.restore_from_dir(str(exp / "search"))  # the searcher-state-*.pkl Tune saved
+    by_number = {t.number: t for t in searcher.study.get_trials()}
+    search = trials[trials["phase"] == "search"].set_index("trial_id")
+    assert len(by_number) == len(search) == 6
+    # The sweep is only a test when ASHA stopped some trials and let others finish.
+    assert search["stopped_early"].any() and (~search["stopped_early"]).any(), search["epochs_completed"]
+
+    for trial_id, ot_trial in searcher._ot_trials.items():  # Tune trial id -> Optuna trial
+        frozen, row = by_number[ot_trial.number], search.loc[trial_id]
+        curve = epochs[epochs["trial_id"] == trial_id].sort_values("epoch")
+        expected = dict(zip(curve["epoch"].astype(int), curve["val_accuracy"]))
+        # Every epoch reached Optuna at step = epoch, exactly once.
+        assert frozen.intermediate_values.keys() == expected.keys()
+        for step, value in expected.items():
+            assert math.isclose(frozen.intermediate_values[step], value)
+        if row["stopped_early"]:
+            assert frozen.state == TrialState.PRUNED, (trial_id, row["epochs_completed"])
+            assert frozen.last_step == row["epochs_completed"] < MAX_EPOCHS
+            assert math.isclose(frozen.value, expected[frozen.last_step])
+        else:
+            assert row["status"] == "completed"
+            assert frozen.state == TrialState.COMPLETE and frozen.last_step == MAX_EPOCHS
+            assert math.isclose(frozen.value, row["val_accuracy"])
+
+
+def test_confirmation_retrains_the_best_two_configs_twice_with_new_seeds(experiment):
+    _, trials, _, stdout = experiment
+    search, confirm = trials[trials["phase"] == "search"], trials[trials["phase"] == "confirm"]
+    assert len(confirm) == 4
+    assert (confirm["status"] == "completed").all(), confirm[["status", "error"]]
+    assert confirm["test_accuracy"].notna().all()
+    assert (confirm["epochs_completed"] == MAX_EPOCHS).all() and (confirm["patience"] == 0).all()
+    assert set(confirm["seed"]) == {1, 2} and not set(confirm["seed"]) & set(search["seed"])
+
+    knobs = ["model", "optimizer", "learning_rate", "batch_size"]
+    finished = search[search["epochs_completed"] == search["epochs_completed"].max()]
+    best2 = finished.sort_values("best_val_accuracy", ascending=False).head(2)
+    expected = sorted(tuple(r) for r in best2[knobs].itertuples(index=False))
+    counts = confirm.groupby(knobs).size()
+    assert sorted(counts.index) == expected and (counts == 2).all()
+    # Each config ran once per seed.
+    assert (confirm.groupby(knobs)["seed"].nunique() == 2).all()
+    assert "confirmed (test accuracy over seeds)" in stdout
