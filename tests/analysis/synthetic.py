@@ -1,4 +1,6 @@
-"""Synthetic experiment folders with known answers: real Parquet tables in the real schema, no Ray."""
+"""Synthetic experiment folders with known answers: real Parquet tables in the real schema, no Ray.
+
+A plain module (not conftest) so that tests import it by a name no other conftest.py shares."""
 
 from __future__ import annotations
 
@@ -10,7 +12,6 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pytest
 
 from analysis import storage, tables
 from trainables.config import TrialConfig
@@ -73,8 +74,3 @@ def bn_study_rows(effect: float = 0.05, seeds: int = 5, noise_seed: int = 0) -> 
             rows.append(trial_row(f"c{bn}{s}", phase="confirm", seed=s, best_val=acc, test=acc,
                                   bn_position=bn, learning_rate=0.01, optimizer="adam"))
     return rows
-
-
-@pytest.fixture
-def bn_experiment(tmp_path: Path) -> Path:
-    return write_experiment(tmp_path / "bn", bn_study_rows())

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-from conftest import epoch_rows, trial_row
+from synthetic import epoch_rows, trial_row
 
 from analysis import importance, tables
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from conftest import bn_study_rows, write_experiment
+from synthetic import bn_study_rows, write_experiment
 
 from analysis import report, summary
 

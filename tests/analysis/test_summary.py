@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import bn_study_rows, epoch_rows, trial_row
+from synthetic import bn_study_rows, epoch_rows, trial_row
 
 from analysis import summary
 
