@@ -11,12 +11,14 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import importlib.metadata
+import json
 import os
 import shlex
 import signal
 import subprocess
 import sys
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -309,6 +311,21 @@ def use_s3_endpoint(args: argparse.Namespace) -> None:
 WORKING_DIR_EXCLUDES = [".venv", ".git", "results", "**/__pycache__", "*.egg-info", ".pytest_cache"]
 
 
+def cluster_runtime_env(environ: Mapping[str, str]) -> dict[str, Any]:
+    """What trials on other nodes need from this driver: the project's code (the packages trials
+    import) and the S3 endpoint. Credentials stay with the nodes' own environment or instance roles;
+    they are not copied into the cluster. Inside a `ray job` (or a KubeRay RayJob) whose own runtime
+    env already sets the working dir or a variable, the job's wins: Ray refuses to merge a conflict."""
+    job = json.loads(environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR") or "{}").get("runtime_env") or {}
+    env: dict[str, Any] = {}
+    if "working_dir" not in job:
+        env.update(working_dir=str(PROJECT_DIR), excludes=WORKING_DIR_EXCLUDES)
+    env_vars = {k: environ[k] for k in ("AWS_ENDPOINT_URL",) if k in environ and k not in job.get("env_vars", {})}
+    if env_vars:
+        env["env_vars"] = env_vars
+    return env
+
+
 def connect_ray(args: argparse.Namespace) -> None:  # noqa: ANN201
     """Join the cluster at --address, or start an embedded Ray (address="local": always a fresh one,
     never a cluster some other process started on this host)."""
@@ -319,15 +336,8 @@ def connect_ray(args: argparse.Namespace) -> None:  # noqa: ANN201
     if args.address is None:
         ray.init(address="local", include_dashboard=False, **options)
         return
-    # Other nodes have neither this checkout nor the driver's environment: ship the project's code
-    # (the packages trials import) and the S3 endpoint. Credentials stay with the nodes' own
-    # environment or instance roles; they are not copied into the cluster.
-    env_vars = {k: os.environ[k] for k in ("AWS_ENDPOINT_URL",) if k in os.environ}
-    runtime_env: dict[str, Any] = {"working_dir": str(PROJECT_DIR), "excludes": WORKING_DIR_EXCLUDES}
-    if env_vars:
-        runtime_env["env_vars"] = env_vars
     try:
-        ray.init(address=args.address, runtime_env=runtime_env, **options)
+        ray.init(address=args.address, runtime_env=cluster_runtime_env(os.environ), **options)
     except (ConnectionError, RuntimeError, ValueError) as e:
         raise UsageError(f"--address {args.address!r}: cannot join a Ray cluster there ({e}). "
                          "Start one with `ray start --head`, or leave --address out for an embedded Ray") from None

@@ -8,6 +8,7 @@ any leftover process whose command line names the private temp dir; never with `
 would stop every Ray on the machine.
 """
 
+import json
 import os
 import re
 import secrets
@@ -183,3 +184,20 @@ def test_bad_s3_endpoint_is_a_usage_error(storage, endpoint, message, tmp_path, 
     assert message in err and "Traceback" not in err
     assert "AWS_ENDPOINT_URL" not in os.environ
     assert list(tmp_path.iterdir()) == []  # nothing written
+
+
+def test_runtime_env_ships_code_and_endpoint_but_no_credentials():
+    env = run_search.cluster_runtime_env({"AWS_ENDPOINT_URL": "http://minio:9000", "AWS_SECRET_ACCESS_KEY": "s"})
+    assert env["working_dir"] == str(PROJECT) and ".venv" in env["excludes"]
+    assert env["env_vars"] == {"AWS_ENDPOINT_URL": "http://minio:9000"}
+    assert run_search.cluster_runtime_env({}).keys() == {"working_dir", "excludes"}
+
+
+def test_runtime_env_defers_to_a_ray_jobs_own():
+    # `ray job submit --working-dir . --runtime-env-json '{"env_vars": {...}}'`: Ray refuses to merge
+    # a driver's runtime env that sets the same fields, so the driver leaves them to the job.
+    job = json.dumps({"runtime_env": {"working_dir": "gcs://_ray_pkg_abc.zip",
+                                      "env_vars": {"AWS_ENDPOINT_URL": "http://minio:9000"}}})
+    env = run_search.cluster_runtime_env({"RAY_JOB_CONFIG_JSON_ENV_VAR": job,
+                                          "AWS_ENDPOINT_URL": "http://minio:9000"})
+    assert env == {}
