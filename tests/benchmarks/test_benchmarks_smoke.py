@@ -1,0 +1,90 @@
+"""Smoke runs of every benchmark script on tiny inputs (`--quick`): each runs with one command and
+leaves its figures (a CSV with the expected columns). They assert that, not that anything is fast."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+PROJECT = Path(__file__).resolve().parents[2]
+
+
+def bench(tmp_path: Path, name: str, *extra: str, workdir: bool = True, timeout: float = 600) -> pd.DataFrame:
+    """Run benchmarks/<name>.py --quick with its figures and scratch folders under tmp_path."""
+    out = tmp_path / f"{name}.csv"
+    cmd = [sys.executable, str(PROJECT / "benchmarks" / f"{name}.py"), "--quick", "--out", str(out), *extra]
+    if workdir:
+        cmd += ["--workdir", str(tmp_path / "work")]
+    proc = subprocess.run(cmd, cwd=PROJECT, capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert out.is_file(), f"{name} wrote no figures"
+    frame = pd.read_csv(out)
+    assert not frame.empty
+    assert "== " in proc.stdout  # the printed table
+    return frame
+
+
+def test_input_pipeline_smoke(tmp_path: Path) -> None:
+    frame = bench(tmp_path, "input_pipeline", workdir=False)
+    assert list(frame["policy"]) == ["simple", "complex", "whitening"]
+    for col in ("pipeline_img_per_s", "legacy_img_per_s", "fit_prebuilt_img_per_s", "fit_pipeline_img_per_s"):
+        assert (frame[col] > 0).all(), col
+    assert (frame["speedup"] == (frame["pipeline_img_per_s"] / frame["legacy_img_per_s"]).round(2)).all()
+
+
+def test_searcher_quality_smoke(tmp_path: Path) -> None:
+    frame = bench(tmp_path, "searcher_quality", workdir=False)
+    assert {"trials", "tpe_mean_best", "random_mean_best", "tpe_at_least_random"} <= set(frame.columns)
+    assert frame["trials"].max() == 12
+    # Best-so-far never exceeds the table's optimum and never decreases with more trials.
+    assert (frame["tpe_mean_best"] <= frame["table_optimum"] + 1e-9).all()
+    assert frame["random_mean_best"].is_monotonic_increasing
+    table = pd.read_csv(tmp_path / "searcher_quality_table.csv")
+    assert len(table) == 3 * 2 * 1  # bn placements x optimizers x learning rates
+
+
+@pytest.mark.slow
+def test_harness_overhead_smoke(tmp_path: Path) -> None:
+    frame = bench(tmp_path, "harness_overhead")
+    row = frame.iloc[0]
+    assert row["trials"] == 2 and row["harness_wall_s"] > 0 and row["plain_wall_s"] > 0
+    assert row["startup_in_trial_median_s"] > 0
+    # Same configs, same seeds, same pipeline: the plain loop reaches the harness's accuracy.
+    assert abs(row["harness_best_val_accuracy"] - row["plain_best_val_accuracy"]) < 0.05
+
+
+@pytest.mark.slow
+def test_asha_vs_fifo_smoke(tmp_path: Path) -> None:
+    frame = bench(tmp_path, "asha_vs_fifo")
+    assert set(frame["scheduler"]) == {"fifo", "asha"}
+    assert frame["same_configs"].all()
+    fifo = frame[frame["scheduler"] == "fifo"].iloc[0]
+    assert fifo["total_epochs"] == 2 * 2  # FIFO trains every config its full budget
+
+
+@pytest.mark.slow
+def test_memory_smoke(tmp_path: Path) -> None:
+    frame = bench(tmp_path, "memory")
+    row = frame.iloc[0]
+    assert row["trial_processes"] == 2 and row["samples"] > 0
+    assert row["peak_session_pss_mb"] > row["peak_trial_uss_mb_max"] > 0
+
+
+@pytest.mark.slow
+def test_bookkeeping_smoke(tmp_path: Path) -> None:
+    frame = bench(tmp_path, "bookkeeping", "--reuse-actors")  # a fresh process per trial is slow here
+    assert (frame["trials"] == 20).all() and (frame["errored_trials"] == 0).all()
+    assert list(frame["export_trials"]) == [5, 10, 20]
+    assert (frame["harness_ms_per_trial"] > 0).all()
+
+
+@pytest.mark.slow
+def test_reference_study_smoke(tmp_path: Path) -> None:
+    frame = bench(tmp_path, "reference_study")
+    assert len(frame) == 6  # BaseNet; ConvNet x 3 BN placements; ConvNet x 2 more augmentation policies
+    assert (frame["epochs"] == 1).all()
+    assert frame["test_accuracy"].notna().all()
