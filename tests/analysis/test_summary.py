@@ -114,3 +114,11 @@ def test_every_summary_column_is_documented() -> None:
     (list(range(20)), False), ([True, False], True)])
 def test_is_discrete(values: list, discrete: bool) -> None:
     assert summary.is_discrete(pd.Series(values)) is discrete
+
+
+def test_the_readme_documents_every_summary_column() -> None:
+    from pathlib import Path
+
+    readme = (Path(summary.__file__).parent / "README.md").read_text()
+    for name, _, _ in summary.SUMMARY_COLUMNS:
+        assert f"| `{name}` |" in readme, name
