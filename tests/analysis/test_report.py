@@ -124,3 +124,16 @@ print('clean')
 """
     proc = subprocess.run([sys.executable, "-c", code], cwd=PROJECT, capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0 and "clean" in proc.stdout, proc.stderr
+
+
+def test_empty_and_all_failed_experiments_still_get_a_report(tmp_path: Path) -> None:
+    from synthetic import trial_row
+
+    failed = {**trial_row("e1", bn_position="none"), "status": "error", "error": "NaN loss",
+              "best_val_accuracy": None, "test_accuracy": None, "epochs_completed": 0}
+    for name, rows in (("empty", []), ("failed", [failed])):
+        root = write_experiment(tmp_path / name, rows)
+        assert report.main([str(root)]) == 0
+        md = (root / "report" / "report.md").read_text()
+        assert "No repeated runs" in md and "importance skipped" in md
+    assert "NaN loss" in (tmp_path / "failed" / "report" / "report.md").read_text()
