@@ -22,6 +22,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import pyarrow.fs as pafs
+
 from analysis import storage
 from analysis.tables import export_tables
 from search_spaces import SPACES, SearchSpace
@@ -289,7 +291,15 @@ def experiment_location(args: argparse.Namespace, name: str) -> tuple[Any, str, 
     base = args.storage_path
     if storage.is_uri(base):
         uri = f"{base.rstrip('/')}/{name}"
-        fs, path = storage.resolve(uri)
+        try:
+            fs, path = storage.resolve(uri)
+            bucket = fs.get_file_info(path.split("/", 1)[0])
+        except (OSError, ValueError) as e:  # bad URI, unreachable endpoint, refused credentials
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise UsageError(f"--storage-path {base}: cannot reach it ({first}); check the URI, "
+                             "--s3-endpoint and the credentials in the environment") from None
+        if bucket.type == pafs.FileType.NotFound:
+            raise UsageError(f"--storage-path {base}: bucket {bucket.path!r} does not exist; create it first")
         return fs, path, uri
     fs, path = storage.resolve(Path(base) / name)
     return fs, path, path
