@@ -112,3 +112,27 @@ def test_sweep_to_an_s3_bucket_and_analysis_reads_it_back(s3_server, tmp_path, m
     assert trials["test_accuracy"].notna().all()
     assert len(epochs) == NUM_SAMPLES * EPOCHS
     assert (trials["experiment"] == NAME).all()
+
+
+def run_search_cli(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(PROJECT / "run_search.py"), *args], cwd=cwd, capture_output=True,
+                          text=True, timeout=300, env=env)
+
+
+def test_missing_bucket_is_a_usage_error(s3_server, tmp_path):
+    endpoint, env, fs = s3_server
+    proc = run_search_cli("--space", "batchnorm", "--dataset", "digits", "--storage-path", "s3://no-such-bucket/hpo",
+                          "--s3-endpoint", endpoint, env=env, cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "bucket 'no-such-bucket' does not exist" in proc.stderr and "Traceback" not in proc.stderr
+    assert files_under(fs, BUCKET) == []  # nothing written anywhere
+
+
+def test_unreachable_endpoint_is_a_usage_error(tmp_path):
+    env = {**os.environ, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+           "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true"}
+    proc = run_search_cli("--space", "batchnorm", "--dataset", "digits", "--storage-path", f"s3://{BUCKET}/hpo",
+                          "--s3-endpoint", f"http://127.0.0.1:{free_port()}", env=env, cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "cannot reach it" in proc.stderr and "--s3-endpoint" in proc.stderr
+    assert "Traceback" not in proc.stderr
