@@ -69,14 +69,18 @@ class FidelityOptunaSearch(OptunaSearch):
         value, epochs = result.get(self.metric), result.get(EPOCH)
         if error or result.get("error") or (value is not None and not math.isfinite(value)):
             self._ot_study.tell(ot_trial, state=TrialState.FAIL)
-        elif value is not None and epochs is not None and (self._max_epochs is None
-                                                           or int(epochs) >= self._max_epochs):
+            self._completed_trials.add(trial_id)
+            return
+        # Tune hands a result the scheduler answered STOP (ASHA's rung, or max_t) only to this
+        # method, never to on_trial_result: report it here, so the last epoch is not lost.
+        if value is not None and epochs is not None:
+            self.on_trial_result(trial_id, result)
+        if value is not None and epochs is not None and (self._max_epochs is None
+                                                         or int(epochs) >= self._max_epochs):
             self._ot_study.tell(ot_trial, float(value), state=TrialState.COMPLETE)
         else:
             # Ended before the full budget without error (ASHA, patience, or no result at all):
             # Optuna records its last intermediate value at its last step.
-            if value is not None and epochs is not None:
-                self.on_trial_result(trial_id, result)
             self._ot_study.tell(ot_trial, state=TrialState.PRUNED)
         self._completed_trials.add(trial_id)
 

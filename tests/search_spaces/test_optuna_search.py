@@ -25,7 +25,8 @@ def searcher(seed=0):
 
 
 def run_epochs(s, trial_id, accuracies, **end):
-    for epoch, acc in enumerate(accuracies, start=1):
+    """As Tune calls it: a result the scheduler answers STOP (the last one) goes to on_trial_complete only."""
+    for epoch, acc in enumerate(accuracies[:-1], start=1):
         s.on_trial_result(trial_id, {"epoch": epoch, "val_accuracy": acc, "training_iteration": epoch})
     last = {"epoch": len(accuracies), "val_accuracy": accuracies[-1]} if accuracies else None
     s.on_trial_complete(trial_id, result=end.pop("result", last), **end)
