@@ -52,9 +52,16 @@ class EpochReporter(keras.callbacks.Callback):
             "node": self.node,
             "pid": os.getpid(),  # the worker process: what an operator (or a fault test) signals
         }
+        # Diverged: end this trial with a recorded error; the search goes on. The weights are checked
+        # too: Keras clips the cross-entropy, so a model whose weights overflowed can still report a
+        # finite (if huge) loss.
+        diverged = None
         if not math.isfinite(metrics["loss"]):
-            # Diverged: end this trial with a recorded error; the search goes on.
-            metrics["error"] = f"non-finite training loss ({metrics['loss']}) at epoch {done}"
+            diverged = f"non-finite training loss ({metrics['loss']}) at epoch {done}"
+        elif not all(np.isfinite(w).all() for w in self.model.get_weights()):
+            diverged = f"non-finite weights after epoch {done} (training loss {metrics['loss']:.3g})"
+        if diverged:
+            metrics["error"] = diverged
             self.model.stop_training = True
             tune.report(metrics)
             return
