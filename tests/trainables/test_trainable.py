@@ -29,8 +29,9 @@ def test_fault_hook_spec():
 @pytest.mark.slow
 def test_nan_loss_and_out_of_memory_are_recorded_errors_and_the_search_goes_on(tmp_path, monkeypatch):
     """Three trials, one at a time: a learning rate of 1e30 overflows the weights in epoch 1 (the loss
-    Keras reports stays finite, as it clips the cross-entropy); the first healthy trial to begin epoch 2 gets the out-of-memory error TensorFlow raises (injected by the documented test
-    hook, through the real except clause); the last one completes."""
+    Keras reports stays finite, as it clips the cross-entropy); the first healthy trial to begin
+    epoch 2 gets the out-of-memory error TensorFlow raises (injected by the documented test hook,
+    through the real except clause); the last one completes."""
     import ray
     from ray import tune
 
