@@ -6,7 +6,7 @@ at a time) and as a plain Keras loop in one process, side by side.
     .venv/bin/python benchmarks/harness_overhead.py --quick    # 2 trials x 1 epoch on digits
 
 Both sides are whole processes timed from launch to exit (Python, TensorFlow import and data loading
-included), train with 1 TensorFlow thread (a trial's --cpus-per-trial 1), the same model
+included), run at niceness 15 (as Ray runs its workers), train with 1 TensorFlow thread (a trial's --cpus-per-trial 1), the same model
 (trainables.architectures), the same tf.data pipeline (trainables.pipeline, `simple` policy), the same
 validation split, batch size, epochs and seeds, and both evaluate the test split at the end. The
 configurations are the ones the harness sampled (basenet space, random search, fixed seed), read back
@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -38,6 +39,9 @@ NAME = "harness_overhead"
 def plain_loop(configs_path: str, dataset: str, data_dir: str | None) -> None:
     """The baseline, run as its own process: one Keras fit per config, nothing else."""
     started = time.perf_counter()
+    # Ray runs trial workers at niceness 15 (Ray sets it in every worker it starts): the baseline gets the same priority,
+    # so other processes on a shared machine slow both sides alike.
+    os.nice(15 - os.nice(0))
     from trainables.runtime import configure_tensorflow
 
     configure_tensorflow(1)  # as a trial with --cpus-per-trial 1

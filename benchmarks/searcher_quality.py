@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Searcher quality: Optuna TPE against random search at equal budget on the `batchnorm` space.
 
-    .venv/bin/python benchmarks/searcher_quality.py            # 3 BN x 2 optimizers x 5 learning rates, 2 epochs
+    .venv/bin/python benchmarks/searcher_quality.py            # 3 BN x 2 optimizers x 4 learning rates, 1 epoch
     .venv/bin/python benchmarks/searcher_quality.py --quick    # a 1-point learning-rate table, 1 epoch, subset
 
 A cheaper proxy than full searches (each of which would start one TensorFlow process per trial): a
@@ -108,14 +108,14 @@ def run_studies(score, seeds: int, budget: int) -> pd.DataFrame:  # noqa: ANN001
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="1 learning rate, 1 epoch, 200 images (a smoke run)")
-    p.add_argument("--lr-points", type=int, default=None, help="learning rates in the table (default 5)")
-    p.add_argument("--epochs", type=int, default=None, help="epochs per table cell (default 2)")
+    p.add_argument("--lr-points", type=int, default=None, help="learning rates in the table (default 4)")
+    p.add_argument("--epochs", type=int, default=None, help="epochs per table cell (default 1)")
     p.add_argument("--seeds", type=int, default=None, help="seeds per sampler (default 20)")
     p.add_argument("--budget", type=int, default=None, help="trials per study (default 40)")
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
-    lr_points = args.lr_points or (1 if args.quick else 5)
-    epochs = args.epochs or (1 if args.quick else 2)
+    lr_points = args.lr_points or (1 if args.quick else 4)
+    epochs = args.epochs or 1
     seeds = args.seeds or (2 if args.quick else 20)
     budget = args.budget or (12 if args.quick else 40)
     info = _common.machine()

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Every benchmark's full run, one after another (timings must not overlap each other), from the project
+# root: bash benchmarks/run_all.sh [NAME ...]. Figures land in benchmarks/results/, logs in /tmp.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=.venv/bin/python
+declare -A CMD=(
+  [input_pipeline]="benchmarks/input_pipeline.py"
+  [bookkeeping_reuse]="benchmarks/bookkeeping.py --reuse-actors"
+  [bookkeeping]="benchmarks/bookkeeping.py --trials 40"
+  [harness_overhead]="benchmarks/harness_overhead.py"
+  [asha_vs_fifo]="benchmarks/asha_vs_fifo.py"
+  [memory]="benchmarks/memory.py"
+  [searcher_quality]="benchmarks/searcher_quality.py"
+  [reference_study]="benchmarks/reference_study.py --epochs 3"
+)
+ORDER=(input_pipeline bookkeeping_reuse bookkeeping harness_overhead asha_vs_fifo memory searcher_quality reference_study)
+for name in "${@:-${ORDER[@]}}"; do
+  echo "== $name: $PY ${CMD[$name]} (log /tmp/bench-$name.log)"
+  # shellcheck disable=SC2086 - the command's words are meant to split
+  $PY ${CMD[$name]} > "/tmp/bench-$name.log" 2>&1 || { echo "$name failed, see /tmp/bench-$name.log"; continue; }
+  sed -n '/^== /,$p' "/tmp/bench-$name.log"
+done
