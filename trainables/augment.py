@@ -1,21 +1,292 @@
-"""Augmentation policies as batched transforms of uint8 image batches.
+"""Augmentation policies as named, batched transforms of uint8 image batches.
 
-`simple` is the only policy so far: scale to [0, 1]. Validation and test batches
-get the deterministic part of a policy only.
+Every op takes and returns a whole batch (B, H, W, C), eagerly or inside a tf.data
+map, so its cost is one op per batch, never one per image.
+
+- `simple`: uint8 [0, 255] -> float32 [0, 1].
+- `complex`: random flips (`flip`) and random zoom up to `zoom_range`, then per-channel
+  centring and std scaling with the mean and std of the trial's training split.
+- `whitening`: the same normalisation, then ZCA whitening fitted on the training split
+  (`zca_epsilon` added to the covariance eigenvalues); normalisation and ZCA are folded
+  into one affine map, applied as one matrix product per batch.
+
+Validation and test batches get the deterministic part only (the normalisation or
+ZCA), never flips or zoom. Statistics are fitted once per dataset, training split and
+epsilon, in float64, and cached on the node's disk (`KERAS_HPO_CACHE`, default
+~/.cache/keras-hpo), so trials after the first on a node load them in milliseconds
+and no epoch ever refits them.
+
+Transfer models (resnet50, inception_resnet_v2) get their backbone's own input
+transform (resize + `preprocess_input`) instead of a fitted normalisation; `complex`
+then adds the flips and zoom to training batches.
 """
 
 from __future__ import annotations
 
-import numpy as np
+import dataclasses
+import hashlib
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
 
-from trainables.config import TrialConfig
+import numpy as np
+import tensorflow as tf
+
+from trainables.config import TRANSFER_MODELS, TrialConfig
 from trainables.data import ImageDataset
 from trainables.pipeline import BatchFn, to_unit_float
 
+CACHE_ENV = "KERAS_HPO_CACHE"
+STATS_FORMAT = 1  # bump when the cached arrays change meaning, so old files are never read
+FIT_CHUNK = 1024  # images per float64 chunk while fitting: bounds fitting memory to ~25 MB at 32x32x3
 
-def policy_transforms(config: TrialConfig, data: ImageDataset,
-                      train_idx: np.ndarray) -> tuple[BatchFn, BatchFn]:
+
+# --- ops: each a small named function of a whole batch -------------------------------------------
+
+def to_float(images: tf.Tensor) -> tf.Tensor:
+    """uint8 [0, 255] -> float32 [0, 255]; the fitted normalisation sets the scale afterwards."""
+    return tf.cast(images, tf.float32)
+
+
+def compose(*ops: BatchFn) -> BatchFn:
+    def composed(images: tf.Tensor) -> tf.Tensor:
+        for op in ops:
+            images = op(images)
+        return images
+
+    composed.__name__ = "+".join(getattr(op, "__name__", type(op).__name__) for op in ops)
+    return composed
+
+
+def random_flip(mode: str, seed: int | None = None) -> BatchFn | None:
+    """Each image flipped independently with probability 1/2 per axis in `mode`
+    (horizontal, vertical, horizontal_and_vertical); None for `none`."""
+    if mode == "none":
+        return None
+    import keras
+
+    layer = keras.layers.RandomFlip(mode, seed=seed)
+
+    def flip(images: tf.Tensor) -> tf.Tensor:
+        return layer(images, training=True)
+
+    return flip
+
+
+def random_zoom(zoom_range: float, seed: int | None = None) -> BatchFn | None:
+    """Each image zoomed in or out independently by up to `zoom_range` of its side (aspect kept,
+    bilinear, borders reflected, so shape and value range are kept); None for 0."""
+    if zoom_range == 0:
+        return None
+    import keras
+
+    layer = keras.layers.RandomZoom(height_factor=(-zoom_range, zoom_range), fill_mode="reflect",
+                                    interpolation="bilinear", seed=seed)
+
+    def zoom(images: tf.Tensor) -> tf.Tensor:
+        return layer(images, training=True)
+
+    return zoom
+
+
+def normalize(mean: np.ndarray, std: np.ndarray) -> BatchFn:
+    """Per-channel (x - mean) / std with statistics fitted on the training split."""
+    mean_t = tf.constant(mean, tf.float32)
+    std_t = tf.constant(std, tf.float32)
+
+    def normalise(images: tf.Tensor) -> tf.Tensor:
+        return (tf.cast(images, tf.float32) - mean_t) / std_t
+
+    return normalise
+
+
+def zca_whiten(matrix: np.ndarray, bias: np.ndarray) -> BatchFn:
+    """Flatten (B, H, W, C) -> (B, H*W*C), one matmul with the folded ZCA matrix, add the bias,
+    reshape back."""
+    matrix_t = tf.constant(matrix, tf.float32)
+    bias_t = tf.constant(bias, tf.float32)
+    dim = int(matrix.shape[0])
+
+    def whiten(images: tf.Tensor) -> tf.Tensor:
+        flat = tf.reshape(tf.cast(images, tf.float32), (-1, dim))
+        return tf.reshape(tf.matmul(flat, matrix_t) + bias_t, tf.shape(images))
+
+    return whiten
+
+
+# --- statistics: fitted once in float64, cached on disk ---------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class FittedStats:
+    arrays: dict[str, np.ndarray]
+    source: str  # "fitted" (computed now) or "disk" (loaded from the cache)
+    path: Path | None  # the cache file, None when caching is off
+
+
+def fit_channel_stats(x: np.ndarray, idx: np.ndarray) -> dict[str, np.ndarray]:
+    """Per-channel mean and std (population) of x[idx] in pixel units, accumulated in float64."""
+    channels = x.shape[-1]
+    total, total_sq, count = np.zeros(channels), np.zeros(channels), 0
+    for start in range(0, len(idx), FIT_CHUNK):
+        chunk = x[idx[start:start + FIT_CHUNK]].astype(np.float64).reshape(-1, channels)
+        total += chunk.sum(axis=0)
+        total_sq += np.square(chunk).sum(axis=0)
+        count += len(chunk)
+    mean = total / count
+    std = np.sqrt(np.maximum(total_sq / count - mean**2, 0.0))
+    std = np.where(std > 1e-6, std, 1.0)  # a constant channel stays as it is instead of dividing by 0
+    return {"mean": mean, "std": std}
+
+
+def fit_zca(x: np.ndarray, idx: np.ndarray, epsilon: float) -> dict[str, np.ndarray]:
+    """Per-channel normalisation followed by ZCA, folded into one affine map `flat @ matrix + bias`.
+
+    With z = normalised, flattened images and mu their per-feature mean, ZCA is
+    W = U diag(1 / sqrt(S + epsilon)) U^T for the covariance U S U^T of z; folding gives
+    matrix = diag(1 / std) W and bias = -(mean / std + mu) W. Fitted in float64.
+    """
+    stats = fit_channel_stats(x, idx)
+    dim = int(np.prod(x.shape[1:]))
+    reps = dim // x.shape[-1]
+    mean_flat = np.tile(stats["mean"], reps)  # HWC flattening: channel varies fastest
+    std_flat = np.tile(stats["std"], reps)
+
+    def normalised(rows: np.ndarray) -> np.ndarray:
+        return (x[rows].reshape(-1, dim).astype(np.float64) - mean_flat) / std_flat
+
+    n = len(idx)
+    if n >= dim:  # e.g. CIFAR: 11,250 x 3,072; accumulate the covariance in chunks
+        total, gram = np.zeros(dim), np.zeros((dim, dim))
+        for start in range(0, n, FIT_CHUNK):
+            z = normalised(idx[start:start + FIT_CHUNK])
+            total += z.sum(axis=0)
+            gram += z.T @ z
+        mu = total / n
+        eigvals, eigvecs = np.linalg.eigh(gram / n - np.outer(mu, mu))
+        eigvals = np.maximum(eigvals, 0.0)  # round-off can make a zero eigenvalue slightly negative
+        whitening = (eigvecs / np.sqrt(eigvals + epsilon)) @ eigvecs.T
+    else:  # fewer images than features (digits: 1,293 x 3,072): the n x n problem is far cheaper
+        z = normalised(idx)
+        mu = z.mean(axis=0)
+        z -= mu
+        small, v = np.linalg.eigh(z @ z.T / n)  # the covariance's nonzero eigenvalues, n x n
+        keep = small > 1e-10 * max(small.max(), 1e-300)
+        eigvals = small[keep]
+        eigvecs = (z.T @ v[:, keep]) / np.sqrt(n * eigvals)  # unit eigenvectors of the covariance
+        # The covariance's null space (eigenvalue 0) is scaled by 1/sqrt(epsilon), as the full
+        # decomposition would: W = I/sqrt(eps) + U (1/sqrt(S + eps) - 1/sqrt(eps)) U^T.
+        scale = 1.0 / np.sqrt(eigvals + epsilon) - 1.0 / np.sqrt(epsilon)
+        whitening = np.eye(dim) / np.sqrt(epsilon) + (eigvecs * scale) @ eigvecs.T
+    matrix = whitening / std_flat[:, None]
+    bias = -((mean_flat / std_flat + mu) @ whitening)
+    return {**stats, "matrix": matrix.astype(np.float32), "bias": bias.astype(np.float32)}
+
+
+def stats_cache_dir() -> Path:
+    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "keras-hpo")
+
+
+def stats_key(kind: str, data: ImageDataset, train_idx: np.ndarray, epsilon: float | None = None) -> str:
+    """Names the statistics by what they depend on: the dataset's pixels (not just its name, so a
+    different --data-dir or image size never reuses stale stats), the training indices, epsilon."""
+    digest = hashlib.blake2b(digest_size=16)
+    for part in (str(STATS_FORMAT), kind, data.name, str(data.x_train.shape), repr(epsilon)):
+        digest.update(part.encode() + b"\0")
+    digest.update(memoryview(np.ascontiguousarray(data.x_train)).cast("B"))  # ~40 ms for CIFAR-25
+    digest.update(np.asarray(train_idx, dtype=np.int64).tobytes())
+    return f"{data.name}-{kind}-{digest.hexdigest()}"
+
+
+def cached_stats(kind: str, data: ImageDataset, train_idx: np.ndarray,
+                 fit: Callable[[], dict[str, np.ndarray]], epsilon: float | None = None,
+                 cache_dir: Path | None = None) -> FittedStats:
+    """Load the statistics from the node's disk cache, or fit and write them atomically.
+
+    A lock file makes trials that start together on one node fit once: the others wait
+    and then load the file.
+    """
+    from filelock import FileLock
+
+    folder = Path(cache_dir) if cache_dir is not None else stats_cache_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{stats_key(kind, data, train_idx, epsilon)}.npz"
+    with FileLock(str(path) + ".lock"):
+        if path.is_file():
+            try:
+                with np.load(path) as saved:
+                    return FittedStats({k: saved[k] for k in saved.files}, "disk", path)
+            except (OSError, ValueError, EOFError):
+                pass  # unreadable (e.g. a disk filled mid-write elsewhere): fit again and replace it
+        arrays = fit()
+        fd, tmp = tempfile.mkstemp(dir=folder, suffix=".npz.tmp")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                np.savez(f, **arrays)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+    return FittedStats(arrays, "fitted", path)
+
+
+def channel_stats(data: ImageDataset, train_idx: np.ndarray, cache_dir: Path | None = None) -> FittedStats:
+    return cached_stats("channel", data, train_idx, lambda: fit_channel_stats(data.x_train, train_idx),
+                        cache_dir=cache_dir)
+
+
+def zca_stats(data: ImageDataset, train_idx: np.ndarray, epsilon: float,
+              cache_dir: Path | None = None) -> FittedStats:
+    return cached_stats("zca", data, train_idx, lambda: fit_zca(data.x_train, train_idx, epsilon),
+                        epsilon=epsilon, cache_dir=cache_dir)
+
+
+# --- policies ---------------------------------------------------------------------------------
+
+def _random_ops(config: TrialConfig) -> list[BatchFn]:
+    ops = [random_flip(config.flip, config.seed), random_zoom(config.zoom_range, config.seed + 1)]
+    return [op for op in ops if op is not None]
+
+
+def simple(config: TrialConfig, data: ImageDataset, train_idx: np.ndarray,
+           cache_dir: Path | None = None) -> tuple[BatchFn, BatchFn]:
+    return to_unit_float, to_unit_float
+
+
+def complex_policy(config: TrialConfig, data: ImageDataset, train_idx: np.ndarray,
+                   cache_dir: Path | None = None) -> tuple[BatchFn, BatchFn]:
+    stats = channel_stats(data, train_idx, cache_dir).arrays
+    norm = normalize(stats["mean"], stats["std"])
+    # Flips and zoom act on raw pixels, then the normalisation fitted on raw training pixels.
+    return compose(to_float, *_random_ops(config), norm), compose(to_float, norm)
+
+
+def whitening(config: TrialConfig, data: ImageDataset, train_idx: np.ndarray,
+              cache_dir: Path | None = None) -> tuple[BatchFn, BatchFn]:
+    stats = zca_stats(data, train_idx, config.zca_epsilon, cache_dir).arrays
+    whiten = zca_whiten(stats["matrix"], stats["bias"])
+    return whiten, whiten
+
+
+POLICIES = {"simple": simple, "complex": complex_policy, "whitening": whitening}
+
+
+def policy_transforms(config: TrialConfig, data: ImageDataset, train_idx: np.ndarray,
+                      cache_dir: Path | None = None) -> tuple[BatchFn, BatchFn]:
     """(training transform, evaluation transform) of the config's augmentation policy."""
+    if config.model in TRANSFER_MODELS:
+        return _transfer_transforms(config)
+    return POLICIES[config.augmentation](config, data, train_idx, cache_dir)
+
+
+def _transfer_transforms(config: TrialConfig) -> tuple[BatchFn, BatchFn]:
+    from trainables.transfer import input_transform
+
+    if config.augmentation == "whitening":
+        raise ValueError(f"augmentation='whitening' does not apply to {config.model}: a pretrained "
+                         "backbone expects its own preprocess_input; use simple or complex")
+    prepare = input_transform(config)
     if config.augmentation == "simple":
-        return to_unit_float, to_unit_float
-    raise NotImplementedError(f"augmentation {config.augmentation!r} is not implemented yet")
+        return prepare, prepare
+    # Flips and zoom commute with preprocess_input (a per-channel affine map), so they can follow it.
+    return compose(prepare, *_random_ops(config)), prepare
