@@ -155,6 +155,16 @@ def test_a_driver_killed_outright_then_resume_completes(tmp_path):
         time.sleep(1.0)  # into the next trial
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=60)
+        reap(proc)
+        # The driver never wrote its tables; they are rebuilt from the experiment folder alone.
+        assert not (exp / "tables").exists()
+        rebuilt = subprocess.run([sys.executable, "-m", "analysis", str(exp), "--rebuild-tables"], cwd=PROJECT,
+                                 capture_output=True, text=True, timeout=300)
+        assert rebuilt.returncode == 0, rebuilt.stderr[-3000:]
+        trials, epochs = tables(exp)
+        done = finished(exp, 2)
+        assert (trials.set_index("trial_id").loc[done, "status"] == "completed").all()
+        assert_one_row_per_trial_and_epoch(trials, epochs)
 
     _, before, after = _interrupt_then_resume(tmp_path, sigkill)
     _assert_resumed_cleanly(tmp_path, before, after)

@@ -294,3 +294,25 @@ def test_a_crash_mid_table_write_leaves_the_previous_table_intact(tmp_path):
         assert table.num_rows == 200_000 + 1000 * version
         seen.add(version)
     assert (tmp_path / "tables" / ".trials.parquet.tmp").exists() or seen  # killed mid-write at least sometimes
+
+
+def test_replayed_epochs_after_a_restore_are_deduplicated_last_report_wins(tmp_path):
+    """What a retried trial leaves in result.json: epoch 2 reported, the worker dies, epoch 2 reported
+    again from the epoch-1 checkpoint; plus a line cut short by the kill."""
+    exp = tmp_path / "exp"
+    trial = exp / "search" / "t1"
+    trial.mkdir(parents=True)
+    (exp / "experiment.json").write_text(json.dumps({"experiment": "exp", "space": "batchnorm", "max_epochs": 3}))
+    (trial / "params.json").write_text(json.dumps({"model": "convnet", "dataset": "digits", "max_epochs": 3}))
+
+    def row(epoch, val_accuracy, t):
+        return json.dumps({"trial_id": "t1", "epoch": epoch, "loss": 1.0, "accuracy": 0.5, "val_loss": 1.0,
+                           "val_accuracy": val_accuracy, "learning_rate": 0.01, "epoch_time_s": 1.0,
+                           "timestamp": t, "time_this_iter_s": 1.0, "time_total_s": t - 99})
+
+    lines = [row(1, 0.1, 100), row(2, 0.2, 101), row(2, 0.25, 102)[:40], row(2, 0.3, 103), row(3, 0.4, 104)]
+    (trial / "result.json").write_text("\n".join(lines) + "\n")
+    trials, epochs = (t.to_pandas() for t in tables.build_tables(exp))
+    assert list(epochs["epoch"]) == [1, 2, 3]
+    assert list(epochs["val_accuracy"]) == [0.1, 0.3, 0.4]
+    assert trials.loc[0, "status"] == "completed" and trials.loc[0, "epochs_completed"] == 3
