@@ -142,7 +142,9 @@ def knob_effects(trials: pd.DataFrame, epochs: pd.DataFrame) -> plt.Figure | Non
 
 
 def asha_rungs(trials: pd.DataFrame, epochs: pd.DataFrame) -> plt.Figure | None:
-    """Where trials ended (counts per epochs_completed by status) and each trial's validation curve."""
+    """Where search trials ended (counts per epochs_completed by status) and each one's validation curve.
+    Confirm runs are left out: they run the full budget without early stopping."""
+    trials = summary.search_trials(trials)
     if trials.empty:
         return None
     fig, (ax_bar, ax_curve) = plt.subplots(1, 2, figsize=(11, 4.2))

@@ -23,6 +23,8 @@ CONFIDENCE = 0.95
 ALPHA = 1.0 - CONFIDENCE
 # Accuracies are fractions of a few thousand images; differences below this are float noise, not data.
 RESOLUTION_DECIMALS = 12
+ACCURACY = (0.0, 1.0)  # where a mean accuracy can lie
+DIFFERENCE = (-1.0, 1.0)  # where a mean difference of accuracies can lie
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,8 +41,19 @@ class Interval:
         return self.ci_low > 0 or self.ci_high < 0
 
 
-def t_interval(values: Sequence[float]) -> Interval:
-    """Mean, std, 95 % t-interval and the two-sided t-test p-value against 0."""
+def t_interval(values: Sequence[float], bounds: tuple[float, float] | None = None) -> Interval:
+    """Mean, std, 95 % t-interval and the two-sided t-test p-value against 0.
+
+    `bounds`: where the mean can lie at all (accuracies: 0..1; their differences: -1..1). With two or
+    three seeds the t-interval can reach past them; cutting it there loses no coverage."""
+    iv = _t_interval(values)
+    if bounds is None or iv.n < 2:
+        return iv
+    lo, hi = bounds
+    return dataclasses.replace(iv, ci_low=min(max(iv.ci_low, lo), hi), ci_high=max(min(iv.ci_high, hi), lo))
+
+
+def _t_interval(values: Sequence[float]) -> Interval:
     x = np.round(np.asarray(values, dtype=float), RESOLUTION_DECIMALS)
     x = x[np.isfinite(x)]
     n = int(x.size)

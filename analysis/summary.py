@@ -67,8 +67,10 @@ SUMMARY_COLUMNS: list[tuple[str, pa.DataType, str]] = [
     ("value", pa.float64(), "ranking: best validation accuracy; config, marginal: mean of metric; "
                             "paired: mean of level minus level_b; importance: importance (sums to 1)"),
     ("std", pa.float64(), "sample standard deviation (ddof=1) of what value averages; null for n < 2"),
-    ("ci_low", pa.float64(), "lower end of the 95 % t-interval of value; null for n < 2"),
-    ("ci_high", pa.float64(), "upper end of the 95 % t-interval of value; null for n < 2"),
+    ("ci_low", pa.float64(), "lower end of the 95 % t-interval of value, cut to where value can lie "
+                              "(0..1 for accuracies, -1..1 for differences); null for n < 2"),
+    ("ci_high", pa.float64(), "upper end of the 95 % t-interval of value, cut like ci_low; "
+                               "null for n < 2"),
     ("test_accuracy", pa.float64(), "ranking: the trial's test accuracy (null unless full budget); "
                                     "config: mean test accuracy of its runs"),
     ("p_value", pa.float64(), "paired: two-sided paired t-test of level == level_b"),
@@ -186,7 +188,7 @@ def config_rows(rep: pd.DataFrame, knobs: list[str]) -> list[dict[str, Any]]:
     for metric in METRICS:
         group_rows = []
         for cid, g in rep.groupby("_cid", sort=True):
-            iv = stats.t_interval(g[metric].dropna())
+            iv = stats.t_interval(g[metric].dropna(), stats.ACCURACY)
             group_rows.append({
                 "kind": "config", "metric": metric, "phase": g["phase"].iloc[0],
                 "budget_epochs": int(g["epochs_completed"].min()), "config_id": cid,
@@ -233,7 +235,7 @@ def paired_rows(rep: pd.DataFrame, knobs: list[str]) -> list[dict[str, Any]]:
                 diffs = paired_differences(rep, knob, a, b, metric)
                 if diffs.size == 0:
                     continue  # no two runs differ in this knob alone
-                iv = stats.t_interval(diffs)
+                iv = stats.t_interval(diffs, stats.DIFFERENCE)
                 family.append((knob, a, b, iv))
         adjusted = stats.holm([iv.p_value for *_, iv in family])
         for (knob, a, b, iv), p_holm in zip(family, adjusted, strict=True):
@@ -285,7 +287,7 @@ def marginal_rows(trials: pd.DataFrame, epochs: pd.DataFrame, knobs: list[str]) 
         levels = at[knob].dropna().unique().tolist()
         level_rows = []
         for level in levels:
-            iv = stats.t_interval(at.loc[at[knob] == level, "_score"])
+            iv = stats.t_interval(at.loc[at[knob] == level, "_score"], stats.ACCURACY)
             level_rows.append({
                 "kind": "marginal", "metric": BUDGET_METRIC, "phase": at["phase"].iloc[0],
                 "budget_epochs": budget, "knob": knob, "level": level_text(level), "n": iv.n,

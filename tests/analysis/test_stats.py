@@ -52,3 +52,10 @@ def test_verdict_names_the_winner_first_and_in_points() -> None:
     noisy = stats.t_interval([0.01, -0.02, 0.015, -0.01])
     line = stats.verdict("optimizer", "adam", "sgd", noisy, 0.9, "test_accuracy")
     assert "no difference detected" in line
+
+
+def test_an_interval_is_cut_to_where_the_mean_can_lie() -> None:
+    wide = stats.t_interval([0.1, 0.9])  # two seeds: t quantile 12.7
+    assert wide.ci_low < 0 and wide.ci_high > 1
+    cut = stats.t_interval([0.1, 0.9], stats.ACCURACY)
+    assert (cut.ci_low, cut.ci_high) == (0.0, 1.0) and cut.mean == wide.mean and cut.p_value == wide.p_value
