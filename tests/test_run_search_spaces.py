@@ -100,3 +100,57 @@ def test_reference_grid_runs_every_cell_twice_with_distinct_seeds(search, tmp_pa
         for knob, value in cell.items():
             mask &= trials[knob] == value
         assert sorted(trials.loc[mask, "seed"]) == [5, 6], cell
+
+
+# --- what the flags put into every trial's config (the searchers as run_search builds them; no Ray) ----
+
+def test_patience_weights_and_input_size_reach_every_trial_config():
+    import run_search
+    from trainables.config import TrialConfig
+
+    args = run_search.parse_args(["--space", "transfer", "--patience", "3", "--weights", "none",
+                                  "--input-size", "96"])
+    fixed = {"dataset": "cub200", "seed": 0, "max_epochs": 4, **run_search.fixed_knobs(args)}
+    search_alg, param_space = run_search.build_search(args, SPACES["transfer"], fixed)
+    assert param_space is None
+    for i in range(5):
+        config = TrialConfig.from_params(search_alg.suggest(str(i)))
+        assert (config.patience, config.weights, config.input_size) == (3, "none", 96)
+    # Off by default: no patience knob fixed, so trials keep TrialConfig's 0 (no early stopping).
+    assert run_search.fixed_knobs(run_search.parse_args(["--space", "basenet"])) == {}
+
+
+def test_grid_search_runs_fixed_points_one_per_cell_and_seed():
+    import run_search
+
+    args = run_search.parse_args(["--space", "augmentation", "--search", "grid", "--repeats", "3",
+                                  "--seed", "7"])
+    fixed = {"dataset": "digits", "seed": 7, "max_epochs": 2, **run_search.fixed_knobs(args)}
+    search_alg, param_space = run_search.build_search(args, SPACES["augmentation"], fixed)
+    points = search_alg._points_to_evaluate
+    assert len(points) == 9 and set(param_space) == set(points[0])
+    assert sorted((p["augmentation"], p["seed"]) for p in points) == sorted(
+        (a, s) for a in ("simple", "complex", "whitening") for s in (7, 8, 9))
+
+
+def test_confirm_configs_take_the_best_distinct_configs_at_the_largest_budget_with_new_seeds():
+    import run_search
+    from trainables.config import TrialConfig
+
+    def row(trial_id, lr, epochs, acc, seed=4, status="stopped"):
+        return {**TrialConfig(learning_rate=lr, seed=seed, max_epochs=3, patience=2).to_dict(),
+                "phase": "search", "trial_id": trial_id, "status": status, "epochs_completed": epochs,
+                "best_val_accuracy": acc}
+
+    trials = pd.DataFrame([
+        row("a", 0.1, 1, 0.99),                          # best score, but only at a 1-epoch budget
+        row("b", 0.2, 3, 0.80, status="completed"),
+        row("c", 0.2, 3, 0.79, seed=5, status="completed"),  # the same config again (grid repeat)
+        row("d", 0.3, 3, 0.70, status="completed"),
+        row("e", 0.4, 3, 0.60, status="completed"),
+        row("f", 0.5, 3, 0.95, status="error"),
+    ])
+    configs = run_search.confirm_configs(trials, top=2, repeats=2, max_epochs=3)
+    assert [(c["learning_rate"], c["seed"]) for c in configs] == [(0.2, 6), (0.2, 7), (0.3, 6), (0.3, 7)]
+    assert all(c["patience"] == 0 and c["max_epochs"] == 3 for c in configs)
+    assert run_search.confirm_configs(trials[trials["status"] == "error"], 2, 2, 3) == []
