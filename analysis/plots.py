@@ -17,7 +17,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pyarrow.fs as pafs  # noqa: E402
 
-from analysis import storage, summary  # noqa: E402
+from analysis import summary  # noqa: E402
 
 DPI = 110
 STATUS_COLORS = {"completed": "tab:green", "stopped": "tab:orange", "error": "tab:red"}
