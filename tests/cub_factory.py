@@ -15,7 +15,7 @@ import numpy as np
 from PIL import Image
 
 
-def make_cub_folder(root: str | Path, n_classes: int = 3, per_class: int = 6, size: int = 48,
+def make_cub_folder(root: str | Path, n_classes: int = 3, per_class: int = 14, size: int = 48,
                     train_per_class: int | None = None, seed: int = 0, width: int | None = None) -> Path:
     """Write `root/CUB_200_2011/` with `n_classes * per_class` JPEGs of `size` rows by `width`
     (default `size`) columns; real CUB photos are not square, so tests may pass a `width`.
@@ -23,6 +23,8 @@ def make_cub_folder(root: str | Path, n_classes: int = 3, per_class: int = 6, si
     The first `train_per_class` images of each class (default: two thirds, at least one) are
     marked train, the rest test. Each class has its own base colour, so a model can tell
     them apart; each image has a bright square in its bounding box, so cropping changes it.
+    The default 14 per class (9 train) leaves the trial's stratified 10 % validation split at
+    least one image per class (sklearn refuses fewer validation images than classes).
     Returns the `CUB_200_2011` folder.
     """
     rng = np.random.default_rng(seed)
