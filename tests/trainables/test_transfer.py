@@ -13,6 +13,9 @@ import tensorflow as tf
 from trainables.config import TrialConfig
 from trainables.transfer import WeightsUnavailable, check_weights, input_transform, transfer_model
 
+# Keras 3.15 converts variables with np.array(x) inside its own code; not ours to fix.
+pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
+
 
 def config(**kw) -> TrialConfig:
     base = dict(model="resnet50", dataset="cub200", input_size=32, weights="none", head_units=8)
