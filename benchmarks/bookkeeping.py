@@ -139,6 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     fit_s = time.perf_counter() - t0
     ray.shutdown()
     errors = sum(1 for r in grid if r.error)
+    requested, trials = trials, len(grid)  # fewer when the run was interrupted (Ctrl-C stops Tune gracefully)
 
     from analysis.tables import export_tables
 
@@ -155,6 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     per_trial_ms = 1000 * fit_s / trials
     frame = pd.DataFrame(export_rows)
     frame.insert(0, "trials", trials)
+    frame.insert(1, "trials_requested", requested)
     frame.insert(1, "epochs", args.epochs)
     frame.insert(2, "reuse_actors", args.reuse_actors)
     frame.insert(3, "errored_trials", errors)
