@@ -523,6 +523,7 @@ def run(args: argparse.Namespace) -> int:
     connect_ray(args)
     gpus = trial_gpus(args.gpus_per_trial, space.gpus_per_trial, ray.cluster_resources().get("GPU", 0.0))
     check_resources(args, gpus)
+    signal.signal(signal.SIGTERM, _sigterm_as_sigint)  # again: ray.init installs its own (sys.exit)
     meta = {
         "experiment": name, "space": space.name, "dataset": dataset_name, "max_epochs": max_epochs,
         "num_samples": num_samples, "seed": args.seed, "scheduler": args.scheduler, "search": args.search,

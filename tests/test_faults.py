@@ -168,3 +168,30 @@ def test_a_driver_killed_outright_then_resume_completes(tmp_path):
 
     _, before, after = _interrupt_then_resume(tmp_path, sigkill)
     _assert_resumed_cleanly(tmp_path, before, after)
+
+
+def test_sigterm_exits_130_and_resume_continues_the_trial_from_its_checkpoint(tmp_path):
+    exp = tmp_path / "x"
+    log = tmp_path / "log"
+    proc = start(*SEARCH, "--num-samples", "1", "--max-epochs", "3", "--storage-path", str(tmp_path),
+                 "--name", "x", log=log)
+    try:
+        wait_for(lambda: any(r.get("epoch") == 1 for rows in reports(exp).values() for r in rows), proc, log)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=300) == 130, log.read_text()[-4000:]
+    finally:
+        reap(proc)
+    assert "resume with: python run_search.py --resume --name x" in log.read_text()
+    trials, epochs = tables(exp)
+    assert len(trials) == 1 and 1 <= trials.loc[0, "epochs_completed"] < 3
+    stopped_at = int(trials.loc[0, "epochs_completed"])
+
+    resume = subprocess.run([sys.executable, str(PROJECT / "run_search.py"), "--resume", "--name", "x",
+                             "--storage-path", str(tmp_path)], cwd=PROJECT, capture_output=True, text=True,
+                            timeout=900)
+    assert resume.returncode == 0, resume.stdout[-3000:] + resume.stderr[-3000:]
+    trials, epochs = tables(exp)
+    assert list(trials["status"]) == ["completed"] and list(epochs["epoch"]) == [1, 2, 3]
+    (rows,) = reports(exp).values()
+    first_after = next(r for r in rows if r["epoch"] == stopped_at + 1)
+    assert first_after["iterations_since_restore"] == 1  # continued from the checkpoint, not from scratch

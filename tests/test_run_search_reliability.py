@@ -85,12 +85,13 @@ def test_non_positive_counts(search, store, flag, value):
     refused(search, store, *DIGITS, flag, value, expect=(f"{flag} must be a positive integer",))
 
 
-def test_non_positive_repeats(search, store):
-    from run_search import parse_args
-
-    if "repeats" not in vars(parse_args(["--space", "batchnorm"])):
-        pytest.fail("--repeats (issue 3) is not in run_search.py yet")
-    refused(search, store, *DIGITS, "--repeats", "0", expect=("--repeats",))
+@pytest.mark.parametrize("argv,expect", [
+    (("--repeats", "-1", "--confirm-top", "2"), "--repeats must be >= 0"),
+    (("--repeats", "0", "--confirm-top", "2"), "--confirm-top K needs --repeats R (R >= 1)"),
+])
+def test_non_positive_repeats(search, store, argv, expect):
+    # --repeats 0 is the default (no confirmation stage), so 0 is refused only where repeats are asked for.
+    refused(search, store, *DIGITS, *argv, expect=(expect,))
 
 
 def test_negative_max_failures(search, store):
