@@ -427,7 +427,8 @@ def check_storage_writable(storage_path: str) -> None:
     try:
         tempfile.TemporaryDirectory(dir=probe, prefix=".write-probe-").cleanup()
     except OSError as e:
-        raise UsageError(f"--storage-path {storage_path} is not writable ({e.strerror or e}); "
+        raise UsageError(f"--storage-path {storage_path} is not writable: cannot create a folder in {probe} "
+                         f"({e.strerror or e}); "
                          "point --storage-path at a folder you can write to") from None
 
 
