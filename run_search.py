@@ -503,7 +503,6 @@ def run(args: argparse.Namespace) -> int:
     space = resolve_space(args)
     dataset_name = args.dataset or space.dataset
     max_epochs = args.max_epochs or space.max_epochs
-    num_samples = args.num_samples or space.num_samples
     num_samples = check_search_flags(args, space, dataset_name, max_epochs)
     if args.max_failures < 0:
         raise UsageError(f"--max-failures must be >= 0, got {args.max_failures}")
@@ -624,8 +623,6 @@ def summarize(trials: Any, folder: str) -> int:
 
 
 def _json(obj: Any) -> str:
-    import json
-
     return json.dumps(obj, indent=2, default=str)
 
 
