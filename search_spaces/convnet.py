@@ -13,7 +13,7 @@ import optuna
 from search_spaces.augmentation import define_policy
 from search_spaces.base import SearchSpace
 from search_spaces.depth import define_shape
-from search_spaces.learning_rate import BATCH_SIZES, define_optimizer
+from search_spaces.learning_rate import define_training
 from trainables.config import BN_POSITIONS
 
 
@@ -21,9 +21,7 @@ def define(trial: optuna.Trial) -> dict[str, Any]:
     define_shape(trial)
     trial.suggest_categorical("bn_position", BN_POSITIONS)
     define_policy(trial)
-    define_optimizer(trial)
-    trial.suggest_categorical("batch_size", BATCH_SIZES)
-    trial.suggest_float("weight_decay", 1e-6, 1e-2, log=True)
+    define_training(trial)
     return {"model": "convnet"}
 
 

@@ -19,11 +19,16 @@ def define_optimizer(trial: optuna.Trial) -> None:
     trial.suggest_float("learning_rate", 1e-4, 1e-1, log=True)
 
 
-def define(trial: optuna.Trial) -> dict[str, Any]:
+def define_training(trial: optuna.Trial) -> None:
+    """The optimisation knobs: optimizer (and its own), learning rate, batch size, weight decay."""
     define_optimizer(trial)
     trial.suggest_categorical("batch_size", BATCH_SIZES)
     # Decoupled weight decay per step, scaled by the learning rate (keras.optimizers' weight_decay).
     trial.suggest_float("weight_decay", 1e-6, 1e-2, log=True)
+
+
+def define(trial: optuna.Trial) -> dict[str, Any]:
+    define_training(trial)
     return {"model": "convnet"}
 
 
