@@ -59,3 +59,11 @@ def test_an_interval_is_cut_to_where_the_mean_can_lie() -> None:
     assert wide.ci_low < 0 and wide.ci_high > 1
     cut = stats.t_interval([0.1, 0.9], stats.ACCURACY)
     assert (cut.ci_low, cut.ci_high) == (0.0, 1.0) and cut.mean == wide.mean and cut.p_value == wide.p_value
+
+
+def test_verdict_flags_an_unadjusted_interval_that_the_holm_test_overrules() -> None:
+    clear = stats.t_interval([0.12, 0.14, 0.13])  # excludes 0 on its own
+    line = stats.verdict("bn_position", "after_relu", "none", clear, 0.17, "test_accuracy")
+    assert "no difference detected" in line and "unadjusted CI excludes 0" in line
+    noisy = stats.t_interval([0.01, -0.02, 0.015, -0.01])
+    assert "unadjusted" not in stats.verdict("optimizer", "adam", "sgd", noisy, 0.9, "test_accuracy")
