@@ -474,9 +474,7 @@ def resume_command(args: argparse.Namespace, name: str) -> str:
 def search_incomplete(grid: Any, num_samples: int) -> bool:
     """True when Tune returned early (its SIGINT handler stops gracefully and returns): a trial
     still pending, running or paused, or fewer trials than asked for."""
-    trials = grid._experiment_analysis.trials  # noqa: SLF001 - ResultGrid has no public status list
-    unfinished = [t for t in trials if t.status not in ("TERMINATED", "ERROR")]
-    return bool(unfinished) or len(trials) < num_samples
+    return grid.num_terminated + grid.num_errors < max(len(grid), num_samples)
 
 
 def run(args: argparse.Namespace) -> int:

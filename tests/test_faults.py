@@ -78,11 +78,16 @@ def assert_one_row_per_trial_and_epoch(trials: pd.DataFrame, epochs: pd.DataFram
 SEARCH = ("--space", "batchnorm", "--dataset", "digits", "--scheduler", "fifo", "--max-concurrent", "1")
 
 
-def test_a_worker_killed_mid_epoch_is_retried_from_its_checkpoint(tmp_path):
-    exp = tmp_path / "x"
+def start_one_trial(tmp_path):
+    """A one-trial, 3-epoch search in experiment `x`: (experiment folder, log, process)."""
     log = tmp_path / "log"
     proc = start(*SEARCH, "--num-samples", "1", "--max-epochs", "3", "--storage-path", str(tmp_path),
                  "--name", "x", log=log)
+    return tmp_path / "x", log, proc
+
+
+def test_a_worker_killed_mid_epoch_is_retried_from_its_checkpoint(tmp_path):
+    exp, log, proc = start_one_trial(tmp_path)
     try:
         first = wait_for(lambda: next((r for rows in reports(exp).values() for r in rows if r.get("epoch") == 1),
                                       None), proc, log)
@@ -171,10 +176,7 @@ def test_a_driver_killed_outright_then_resume_completes(tmp_path):
 
 
 def test_sigterm_exits_130_and_resume_continues_the_trial_from_its_checkpoint(tmp_path):
-    exp = tmp_path / "x"
-    log = tmp_path / "log"
-    proc = start(*SEARCH, "--num-samples", "1", "--max-epochs", "3", "--storage-path", str(tmp_path),
-                 "--name", "x", log=log)
+    exp, log, proc = start_one_trial(tmp_path)
     try:
         wait_for(lambda: any(r.get("epoch") == 1 for rows in reports(exp).values() for r in rows), proc, log)
         proc.send_signal(signal.SIGTERM)

@@ -58,7 +58,7 @@ class EpochReporter(keras.callbacks.Callback):
         diverged = None
         if not math.isfinite(metrics["loss"]):
             diverged = f"non-finite training loss ({metrics['loss']}) at epoch {done}"
-        elif not all(np.isfinite(w).all() for w in self.model.get_weights()):
+        elif not all(bool(keras.ops.all(keras.ops.isfinite(w))) for w in self.model.trainable_weights):
             diverged = f"non-finite weights after epoch {done} (training loss {metrics['loss']:.3g})"
         if diverged:
             metrics["error"] = diverged
