@@ -25,7 +25,7 @@ from typing import Any
 import pyarrow.fs as pafs
 
 from analysis import storage
-from analysis.tables import export_tables
+from analysis.tables import CONFIG_VERSION, export_tables
 from search_spaces import SPACES, SearchSpace
 from trainables.config import DATASETS, TRANSFER_MODELS, TrialConfig
 
@@ -55,6 +55,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--repeats", type=int, default=0, metavar="R",
                    help="with --search grid: run every cell R times (seeds S, S+1, ...); with --confirm-top: "
                         "retrain each of the best configs R times")
+    p.add_argument("--cells", action="append", default=None, metavar="KNOB=VALUE",
+                   help="with --search grid: run only the cells whose KNOB is VALUE (repeatable; all must "
+                        "match), e.g. --cells model=basenet")
     p.add_argument("--confirm-top", type=int, default=0, metavar="K",
                    help="after the search, retrain the best K configs --repeats times with new seeds, "
                         "full budget, no early stopping (phase 'confirm')")
@@ -124,9 +127,22 @@ def build_search(args: argparse.Namespace, space: SearchSpace,
     from search_spaces.optuna_search import build_optuna_search, fixed_configs_search, grid_configs
 
     if args.search == "grid":
-        return fixed_configs_search(grid_configs(space, fixed, args.seed, args.repeats))
+        return fixed_configs_search(grid_configs(space, fixed, args.seed, args.repeats, cell_filter(args)))
     return build_optuna_search(space, fixed, metric=METRIC, mode=MODE, seed=args.seed,
                                random=args.search == "random", max_epochs=fixed["max_epochs"]), None
+
+
+def cell_filter(args: argparse.Namespace) -> dict[str, str]:
+    """--cells KNOB=VALUE ... as {knob: value}; a knob that is not a TrialConfig field is refused."""
+    from trainables.config import knob_types
+
+    where: dict[str, str] = {}
+    for item in getattr(args, "cells", None) or []:
+        knob, sep, value = item.partition("=")
+        if not sep or knob not in knob_types():
+            raise UsageError(f"--cells {item!r}: expected KNOB=VALUE with KNOB one of {', '.join(knob_types())}")
+        where[knob] = value
+    return where
 
 
 TRANSFER_ONLY_FLAGS = {"weights": "--weights", "input_size": "--input-size"}
@@ -150,6 +166,8 @@ def check_search_flags(args: argparse.Namespace, space: SearchSpace, dataset: st
     if args.confirm_top and not args.repeats:
         raise UsageError("--confirm-top K needs --repeats R (R >= 1): how often each of the K best configs "
                          "is retrained")
+    if getattr(args, "cells", None) and args.search != "grid":
+        raise UsageError("--cells selects cells of a grid; add --search grid or drop --cells")
     if args.repeats and not args.confirm_top and args.search != "grid":
         raise UsageError("--repeats R needs --confirm-top K (retrain the K best configs R times) "
                          "or --search grid (run every cell R times)")
@@ -158,6 +176,9 @@ def check_search_flags(args: argparse.Namespace, space: SearchSpace, dataset: st
             with_grid = sorted(name for name, s in SPACES.items() if s.cells())
             raise UsageError(f"--search grid: space {space.name!r} has no grid; spaces with one: "
                              f"{', '.join(with_grid)}; or use --search optuna or random")
+        if not space.cells(cell_filter(args)):
+            raise UsageError(f"--cells {' '.join(args.cells)}: no cell of space {space.name!r} matches; its cells: "
+                             + "; ".join(", ".join(f"{k}={v}" for k, v in c.items()) for c in space.cells()))
         if args.num_samples is not None:
             raise UsageError("--num-samples does not apply to --search grid, which runs every cell "
                              "(--repeats times); drop --num-samples")
@@ -182,7 +203,7 @@ def check_search_flags(args: argparse.Namespace, space: SearchSpace, dataset: st
             flags = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in knobs.items()) or "its defaults"
             raise UsageError(f"space {space.name!r} with {flags}: {e}") from None
     if args.search == "grid":
-        return len(space.cells()) * max(1, args.repeats)
+        return len(space.cells(cell_filter(args))) * max(1, args.repeats)
     return args.num_samples or space.num_samples
 
 
@@ -526,6 +547,7 @@ def run(args: argparse.Namespace) -> int:
         "experiment": name, "space": space.name, "dataset": dataset_name, "max_epochs": max_epochs,
         "num_samples": num_samples, "seed": args.seed, "scheduler": args.scheduler, "search": args.search,
         "cpus_per_trial": args.cpus_per_trial, "gpus_per_trial": gpus, "argv": sys.argv[1:],
+        "config_version": CONFIG_VERSION,  # which defaults a params.json without a knob means
         "created_at": dt.datetime.now(dt.UTC).isoformat(), **provenance(),
         # Everything --resume needs to rebuild this run with no other flags.
         "args": {k: v for k, v in vars(args).items() if k not in ("explicit", "resume", "resume_hint")},

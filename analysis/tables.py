@@ -128,10 +128,31 @@ def _num(value: Any) -> float | None:
     return value  # NaN stays NaN: a diverged epoch is data, not a missing value
 
 
+# Defaults that changed since experiments first recorded their config version (experiment.json
+# `config_version`; absent = 1). A trial's params.json holds only the knobs its space set, so a knob it
+# left out took the default of the code that ran it: rebuilding the tables must use that default.
+CONFIG_VERSION = 2
+LEGACY_DEFAULTS: dict[int, dict[str, dict[str, Any]]] = {
+    1: {"convnet": {"bn_position": "none"}},  # version 2: the ConvNet's default became BN after ReLU
+}
+
+
+def legacy_params(meta: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
+    """params completed with the defaults of the config version that wrote them."""
+    version = int(meta.get("config_version", 1))
+    model = params.get("model", "convnet")
+    filled = dict(params)
+    for old, defaults in LEGACY_DEFAULTS.items():
+        if version <= old:
+            for knob, value in defaults.get(model, {}).items():
+                filled.setdefault(knob, value)
+    return filled
+
+
 def trial_record(meta: dict[str, Any], phase: str, trial_dir: str, params: dict[str, Any],
                  rows: list[dict[str, Any]], ray_error: str | None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     epochs = _epochs_of(rows)
-    config = TrialConfig.from_params(params).to_dict() if params else {}
+    config = TrialConfig.from_params(legacy_params(meta, params)).to_row() if params else {}
     trial_id = next((r["trial_id"] for r in rows if "trial_id" in r), posixpath.basename(trial_dir))
     last = epochs[-1] if epochs else {}
     max_epochs = config.get("max_epochs", meta.get("max_epochs"))

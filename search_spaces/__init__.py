@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from search_spaces import augmentation, basenet, batchnorm, convnet, depth, learning_rate, reference, transfer
+from search_spaces import augmentation, basenet, batchnorm, convnet, depth, learning_rate, reference, reference_cub, transfer
 from search_spaces.base import SearchSpace
 
 SPACES: dict[str, SearchSpace] = {space.name: space for space in (
@@ -14,6 +14,7 @@ SPACES: dict[str, SearchSpace] = {space.name: space for space in (
     convnet.SPACE,
     transfer.SPACE,
     reference.SPACE,
+    reference_cub.SPACE,
 )}
 
 __all__ = ["SPACES", "SearchSpace"]

@@ -1,4 +1,4 @@
-"""Which augmentation helps the ConvNet: none (`simple`), flips and zoom (`complex`), or ZCA (`whitening`).
+"""Which augmentation helps the ConvNet (the study's network, BN after every ReLU): none (`simple`), flips and zoom (`complex`), or ZCA (`whitening`).
 
 Conditional: a policy's own knobs are sampled only when that policy is chosen, so
 TPE never learns from a zoom range that a `simple` trial ignored.
@@ -26,16 +26,16 @@ def define_policy(trial: optuna.Trial) -> None:
 
 def define(trial: optuna.Trial) -> dict[str, Any]:
     define_policy(trial)
-    return {"model": "convnet"}
+    return {"model": "convnet", "bn_position": "after_relu"}
 
 
 SPACE = SearchSpace(
     name="augmentation",
-    description="ConvNet: augmentation simple | complex (flip, zoom) | whitening (ZCA epsilon)",
+    description="ConvNet (BN after ReLU): augmentation simple | complex (flip, zoom) | whitening (ZCA epsilon)",
     define=define,
     dataset="cifar100_25",
     num_samples=24,
     max_epochs=30,
     # The reference study's three policies at their reference settings (TrialConfig defaults).
-    grid={"model": ["convnet"], "augmentation": list(AUGMENTATIONS)},
+    grid={"model": ["convnet"], "bn_position": ["after_relu"], "augmentation": list(AUGMENTATIONS)},
 )

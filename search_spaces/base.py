@@ -49,11 +49,16 @@ class SearchSpace:
         finally:
             optuna.logging.set_verbosity(verbosity)
 
-    def cells(self) -> list[dict[str, Any]]:
-        """The grid's cells, each a dict of knobs, in a stable order; [] without a grid."""
+    def cells(self, where: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
+        """The grid's cells, each a dict of knobs, in a stable order; [] without a grid.
+
+        `where` keeps the cells whose knobs match every {knob: value} given (values compared as text,
+        as typed on the command line: `--cells model=basenet`)."""
         if self.grid is None:
             return []
         if isinstance(self.grid, Mapping):
             names = list(self.grid)
-            return [dict(zip(names, values)) for values in itertools.product(*self.grid.values())]
-        return [dict(cell) for cell in self.grid]
+            cells = [dict(zip(names, values)) for values in itertools.product(*self.grid.values())]
+        else:
+            cells = [dict(cell) for cell in self.grid]
+        return [c for c in cells if all(k in c and str(c[k]) == v for k, v in (where or {}).items())]

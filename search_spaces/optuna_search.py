@@ -112,9 +112,11 @@ def fixed_configs_search(configs: Sequence[Mapping[str, Any]]) -> tuple[BasicVar
     return BasicVariantGenerator(points_to_evaluate=points), param_space
 
 
-def grid_configs(space: SearchSpace, fixed: Mapping[str, Any], seed: int, repeats: int) -> list[dict[str, Any]]:
-    """Every cell of the space's grid, `repeats` times with seeds seed, seed+1, ...
+def grid_configs(space: SearchSpace, fixed: Mapping[str, Any], seed: int, repeats: int,
+                 where: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
+    """Every cell of the space's grid (those matching `where`), `repeats` times with seeds seed, seed+1, ...
 
     Repeat-major: every cell once before any cell twice, so a search cut short still covers the grid.
     """
-    return [{**cell, **fixed, "seed": seed + r} for r in range(max(1, repeats)) for cell in space.cells()]
+    cells = space.cells(where)
+    return [{**cell, **fixed, "seed": seed + r} for r in range(max(1, repeats)) for cell in cells]

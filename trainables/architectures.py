@@ -10,7 +10,7 @@ from trainables.config import TrialConfig, conv_feature_sizes
 
 def build_model(config: TrialConfig, input_shape: tuple[int, int, int], num_classes: int) -> keras.Model:
     if config.model == "basenet":
-        return basenet(input_shape, num_classes)
+        return basenet(config, input_shape, num_classes)
     if config.model == "convnet":
         return convnet(config, input_shape, num_classes)
     from trainables.transfer import transfer_model  # keras.applications is heavy; load on demand
@@ -18,18 +18,33 @@ def build_model(config: TrialConfig, input_shape: tuple[int, int, int], num_clas
     return transfer_model(config, num_classes)
 
 
-def basenet(input_shape: tuple[int, int, int], num_classes: int) -> keras.Model:
-    """The reference BaseNet: conv5x5(6)-relu-pool, conv5x5(16)-relu-pool, dense(50)-relu, softmax."""
-    return keras.Sequential([
-        keras.Input(shape=input_shape),
-        layers.Conv2D(6, 5, padding="valid", activation="relu", name="conv1"),
-        layers.MaxPooling2D(2, name="pool1"),
-        layers.Conv2D(16, 5, padding="valid", activation="relu", name="conv2"),
-        layers.MaxPooling2D(2, name="pool2"),
+def conv_block(filters: int, kernel_size: int, bn_position: str, block: int) -> list[layers.Layer]:
+    """A 'valid' conv, its ReLU, and a BatchNorm before or after that ReLU (or none)."""
+    # Bias is redundant right before a BatchNorm, which has its own shift.
+    conv = layers.Conv2D(filters, kernel_size, padding="valid", use_bias=bn_position != "before_relu",
+                         name=f"conv{block}")
+    relu = layers.ReLU(name=f"relu{block}")
+    if bn_position == "before_relu":
+        return [conv, layers.BatchNormalization(name=f"bn{block}"), relu]
+    if bn_position == "after_relu":
+        return [conv, relu, layers.BatchNormalization(name=f"bn{block}")]
+    return [conv, relu]
+
+
+def basenet(config: TrialConfig, input_shape: tuple[int, int, int], num_classes: int) -> keras.Model:
+    """The reference BaseNet: conv5x5(6)-relu-pool, conv5x5(16)-relu-pool, dense(50)-relu, softmax; with
+    `bn_position` a BatchNorm after each conv, before or after its ReLU (the study's BaseNet-BatchBefore
+    and BaseNetBatchAfter)."""
+    stack: list[layers.Layer] = [keras.Input(shape=input_shape)]
+    for block, filters in enumerate((6, 16), start=1):
+        stack += conv_block(filters, 5, config.bn_position, block)
+        stack.append(layers.MaxPooling2D(2, name=f"pool{block}"))
+    stack += [
         layers.Flatten(name="flatten"),
         layers.Dense(50, activation="relu", name="dense"),
         layers.Dense(num_classes, activation="softmax", name="classes"),
-    ], name="basenet")
+    ]
+    return keras.Sequential(stack, name="basenet")
 
 
 def convnet(config: TrialConfig, input_shape: tuple[int, int, int], num_classes: int) -> keras.Model:
@@ -43,16 +58,7 @@ def convnet(config: TrialConfig, input_shape: tuple[int, int, int], num_classes:
     stack: list[layers.Layer] = [keras.Input(shape=input_shape)]
     for i in range(config.depth):
         block = i + 1
-        # Bias is redundant right before a BatchNorm, which has its own shift.
-        use_bias = config.bn_position != "before_relu"
-        stack.append(layers.Conv2D(config.base_width * 2**i, config.kernel_size, padding="valid",
-                                   use_bias=use_bias, name=f"conv{block}"))
-        if config.bn_position == "before_relu":
-            stack += [layers.BatchNormalization(name=f"bn{block}"), layers.ReLU(name=f"relu{block}")]
-        elif config.bn_position == "after_relu":
-            stack += [layers.ReLU(name=f"relu{block}"), layers.BatchNormalization(name=f"bn{block}")]
-        else:
-            stack.append(layers.ReLU(name=f"relu{block}"))
+        stack += conv_block(config.base_width * 2**i, config.kernel_size, config.bn_position, block)
         if block in config.pools:
             stack.append(layers.MaxPooling2D(2, name=f"pool{block}"))
     stack += [

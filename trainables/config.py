@@ -8,6 +8,7 @@ spaces and the table schema can use it.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -40,8 +41,10 @@ class TrialConfig:
     weight_decay: float = 0.0  # decoupled, as keras.optimizers' weight_decay
     batch_size: int = 32
     patience: int = 0  # epochs without val_loss improvement before stopping; 0 = off
+    # BatchNorm after each conv, before or after its ReLU (BaseNet and ConvNet). None: the model's
+    # own default (MODEL_DEFAULTS), which is the reference study's network of that name.
+    bn_position: str | None = None
     # ConvNet shape (DESIGN section 1); BaseNet ignores these.
-    bn_position: str = "none"
     depth: int = 5  # conv blocks
     base_width: int = 16  # filters of the first conv; doubles per block
     kernel_size: int = 3
@@ -61,6 +64,11 @@ class TrialConfig:
 
     def __post_init__(self) -> None:
         _one_of("model", self.model, MODELS)
+        for name, value in MODEL_DEFAULTS.get(self.model, {}).items():
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, value)  # frozen: fill the model's default once, here
+        if self.bn_position is None:
+            object.__setattr__(self, "bn_position", "none")  # transfer models read no bn_position
         _one_of("dataset", self.dataset, DATASETS)
         _one_of("optimizer", self.optimizer, OPTIMIZERS)
         _one_of("bn_position", self.bn_position, BN_POSITIONS)
@@ -107,10 +115,45 @@ class TrialConfig:
         unknown = sorted(set(params) - set(known))
         if unknown:
             raise ValueError(f"unknown config keys {unknown}; known keys: {sorted(known)}")
-        return cls(**{k: _coerce(known[k], v) for k, v in params.items()})
+        # A null knob (a table row's "not read by this trial") takes the default, which the trial ignores.
+        return cls(**{k: _coerce(known[k], v) for k, v in params.items() if not _is_null(v)})
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def applicable(self) -> frozenset[str]:
+        """The knobs this trial reads: always-read ones plus those of its model, optimizer and policy."""
+        return frozenset(ALWAYS_READ + MODEL_KNOBS[self.model] + OPTIMIZER_KNOBS[self.optimizer]
+                         + AUGMENTATION_KNOBS[self.augmentation])
+
+    def to_row(self) -> dict[str, Any]:
+        """Every knob, None where this trial does not read it (a BaseNet row has no `depth`, an Adam row
+        no `momentum`): what trials.parquet stores, so "not applicable" is never a measured level."""
+        read = self.applicable()
+        return {k: (v if k in read else None) for k, v in self.to_dict().items()}
+
+
+# Which knobs a model, an optimizer and an augmentation policy read: declared once, here. A knob that
+# no part of a trial reads is null in trials.parquet, and the analysis skips it (DESIGN section 3).
+ALWAYS_READ: tuple[str, ...] = ("model", "dataset", "seed", "max_epochs", "optimizer", "learning_rate",
+                                "weight_decay", "batch_size", "patience", "augmentation")
+CONVNET_SHAPE = ("depth", "base_width", "kernel_size", "pool_after", "dense_units")
+TRANSFER_KNOBS = ("transfer_mode", "head_units", "dropout", "input_size", "weights")
+MODEL_KNOBS: dict[str, tuple[str, ...]] = {
+    "basenet": ("bn_position",),
+    "convnet": ("bn_position", *CONVNET_SHAPE),
+    "resnet50": TRANSFER_KNOBS,
+    "inception_resnet_v2": TRANSFER_KNOBS,
+}
+OPTIMIZER_KNOBS: dict[str, tuple[str, ...]] = {"sgd": ("momentum", "nesterov"), "adam": ()}
+AUGMENTATION_KNOBS: dict[str, tuple[str, ...]] = {
+    "simple": (), "complex": ("flip", "zoom_range"), "whitening": ("zca_epsilon",)}
+# A model's own defaults, where they differ between models: BaseNet is the reference BaseNet (no BN);
+# the ConvNet is the study's improved network, BN after every ReLU.
+MODEL_DEFAULTS: dict[str, dict[str, Any]] = {
+    "basenet": {"bn_position": "none"},
+    "convnet": {"bn_position": "after_relu"},
+}
 
 
 def knob_types() -> dict[str, type]:
@@ -119,7 +162,7 @@ def knob_types() -> dict[str, type]:
 
 
 _TYPES: dict[Any, type] = {"str": str, "int": int, "float": float, "bool": bool,
-                           str: str, int: int, float: float, bool: bool}
+                           str: str, int: int, float: float, bool: bool, "str | None": str}
 
 
 def _coerce(field: dataclasses.Field, value: Any) -> Any:
@@ -134,6 +177,10 @@ def _coerce(field: dataclasses.Field, value: Any) -> Any:
             raise ValueError(f"{field.name} must be an integer, got {value!r}")
         return int(value)
     return kind(value)
+
+
+def _is_null(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
 
 
 def _one_of(name: str, value: Any, choices: tuple[str, ...]) -> None:

@@ -13,7 +13,7 @@ from trainables.config import DATASETS, TrialConfig, conv_feature_sizes
 
 PROJECT = Path(__file__).resolve().parents[2]
 MODULES = ["basenet", "batchnorm", "depth", "augmentation", "learning_rate", "convnet", "transfer",
-           "reference", "base", "optuna_search"]
+           "reference", "reference_cub", "base", "optuna_search"]
 N = 50
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -33,7 +33,7 @@ def sampled_configs(space, sampler, n=N):
 
 def test_registry_names_every_space_by_its_own_name():
     assert set(SPACES) == {"basenet", "batchnorm", "depth", "augmentation", "learning_rate", "convnet",
-                           "transfer", "reference"}
+                           "transfer", "reference", "reference_cub"}
     for name, space in SPACES.items():
         assert space.name == name
         assert space.dataset in DATASETS and space.num_samples >= 1 and space.max_epochs >= 1
@@ -95,22 +95,57 @@ def test_transfer_space_samples_backbones_and_modes_on_cub_with_a_gpu_each():
     assert {c.head_units for c in configs} == {500, 1024}
 
 
-def test_reference_grid_has_the_reference_cells_fully_specified():
+def test_reference_grid_is_exactly_the_studys_six_cifar_cells():
     cells = SPACES["reference"].cells()
     configs = [TrialConfig.from_params(c) for c in cells]
-    keyed = {(c.model, c.bn_position, c.augmentation) for c in configs}
-    assert len(keyed) == len(cells) == 6
-    assert keyed == {("basenet", "none", "simple"),
-                     ("convnet", "none", "simple"), ("convnet", "before_relu", "simple"),
-                     ("convnet", "after_relu", "simple"),
-                     ("convnet", "none", "complex"), ("convnet", "none", "whitening")}
-    assert all(c.optimizer == "sgd" and c.batch_size == 32 and c.learning_rate == 0.01 for c in configs)
+    assert [(c.model, c.bn_position, c.augmentation) for c in configs] == [
+        ("basenet", "none", "simple"), ("basenet", "before_relu", "simple"), ("basenet", "after_relu", "simple"),
+        ("convnet", "after_relu", "simple"), ("convnet", "after_relu", "complex"),
+        ("convnet", "after_relu", "whitening")]
+    assert all(c.optimizer == "sgd" and c.learning_rate == 0.01 and c.momentum == 0.0 and c.batch_size == 32
+               for c in configs)
+    assert SPACES["reference"].max_epochs == 30 and SPACES["reference"].dataset == "cifar100_25"
+    # The policies run at the study's settings: flips both ways, 20 % zoom.
+    complex_cell = next(c for c in configs if c.augmentation == "complex")
+    assert complex_cell.flip == "horizontal_and_vertical" and complex_cell.zoom_range == 0.2
+
+
+def test_reference_cub_grid_is_the_studys_three_cub_cells():
+    space = SPACES["reference_cub"]
+    configs = [TrialConfig.from_params({**c, "input_size": 224}) for c in space.cells()]
+    assert [(c.model, c.transfer_mode) for c in configs] == [
+        ("resnet50", "extract"), ("resnet50", "finetune"), ("inception_resnet_v2", "extract")]
+    assert space.dataset == "cub200" and space.max_epochs <= 5
+    assert all(c.optimizer == "sgd" and c.learning_rate == 0.01 and c.batch_size == 32 for c in configs)
+
+
+def test_cells_filter_keeps_the_matching_cells():
+    space = SPACES["reference"]
+    assert [c["bn_position"] for c in space.cells({"model": "basenet"})] == ["none", "before_relu", "after_relu"]
+    assert [c["augmentation"] for c in space.cells({"model": "convnet", "bn_position": "after_relu"})] == [
+        "simple", "complex", "whitening"]
+    assert space.cells({"model": "resnet50"}) == []
+
+
+def test_batchnorm_space_asks_both_networks():
+    space = SPACES["batchnorm"]
+    configs = [TrialConfig.from_params(k) for _, k in sampled_configs(space, optuna.samplers.RandomSampler(seed=0))]
+    assert {(c.model, c.bn_position) for c in configs} == {
+        (m, bn) for m in ("basenet", "convnet") for bn in ("none", "before_relu", "after_relu")}
+    assert len(space.cells()) == 6
+
+
+def test_augmentation_space_trains_the_studys_convnet():
+    space = SPACES["augmentation"]
+    configs = [TrialConfig.from_params(k) for _, k in sampled_configs(space, optuna.samplers.RandomSampler(seed=0))]
+    assert {c.bn_position for c in configs} == {"after_relu"}
+    assert {TrialConfig.from_params(c).bn_position for c in space.cells()} == {"after_relu"}
 
 
 def test_grid_cells_are_valid_and_only_some_spaces_have_one():
     with_grid = {name for name, space in SPACES.items() if space.cells()}
-    assert with_grid == {"augmentation", "reference"}
+    assert with_grid == {"augmentation", "batchnorm", "reference", "reference_cub"}
     for name in with_grid:
         for cell in SPACES[name].cells():
-            TrialConfig.from_params(cell)
+            TrialConfig.from_params({"input_size": 224, **cell})
     assert [c["augmentation"] for c in SPACES["augmentation"].cells()] == ["simple", "complex", "whitening"]

@@ -9,9 +9,31 @@ def _kinds(model):
 
 
 def test_basenet_has_the_reference_parameter_count():
-    model = basenet((32, 32, 3), 25)
+    model = basenet(TrialConfig(model="basenet"), (32, 32, 3), 25)
     assert model.count_params() == 24_197
-    assert _kinds(model) == ["Conv2D", "MaxPooling2D", "Conv2D", "MaxPooling2D", "Flatten", "Dense", "Dense"]
+    assert _kinds(model) == ["Conv2D", "ReLU", "MaxPooling2D", "Conv2D", "ReLU", "MaxPooling2D", "Flatten",
+                             "Dense", "Dense"]
+
+
+@pytest.mark.parametrize("bn_position, block, params", [
+    ("none", ["Conv2D", "ReLU"], 24_197),
+    # No conv bias before a BN (-6 -16), each BN 4 x filters (+88).
+    ("before_relu", ["Conv2D", "BatchNormalization", "ReLU"], 24_197 - 22 + 88),
+    ("after_relu", ["Conv2D", "ReLU", "BatchNormalization"], 24_197 + 88),
+])
+def test_basenet_layer_order_per_bn_position(bn_position, block, params):
+    model = basenet(TrialConfig(model="basenet", bn_position=bn_position), (32, 32, 3), 25)
+    assert _kinds(model) == [*block, "MaxPooling2D", *block, "MaxPooling2D", "Flatten", "Dense", "Dense"]
+    convs = [layer for layer in model.layers if type(layer).__name__ == "Conv2D"]
+    assert [c.filters for c in convs] == [6, 16] and all(c.kernel_size == (5, 5) for c in convs)
+    assert all(c.use_bias == (bn_position != "before_relu") for c in convs)
+    assert model.count_params() == params
+
+
+def test_each_model_defaults_to_the_reference_network():
+    assert TrialConfig(model="basenet").bn_position == "none"
+    assert TrialConfig(model="convnet").bn_position == "after_relu"  # the study's improved ConvNet
+    assert TrialConfig(model="convnet", bn_position="none").bn_position == "none"
 
 
 @pytest.mark.parametrize("bn_position, block", [

@@ -9,7 +9,7 @@ def test_defaults_are_the_reference_convnet():
     config = TrialConfig()
     assert (config.model, config.depth, config.base_width, config.kernel_size) == ("convnet", 5, 16, 3)
     assert config.pools == (2, 5)
-    assert config.bn_position == "none" and config.augmentation == "simple"
+    assert config.bn_position == "after_relu" and config.augmentation == "simple"
 
 
 def test_unknown_keys_are_refused_by_name():
