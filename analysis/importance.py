@@ -4,6 +4,11 @@ The study is in memory: one `optuna.trial.create_trial` per search trial that re
 budget, valued by its best validation accuracy by that epoch, with distributions inferred from the
 column: categorical for strings and bools, float for floats (log scale for learning_rate and
 weight_decay when every value is positive), int for ints. Only knobs that vary take part.
+
+A null is "this trial did not read the knob" (a BaseNet trial has no `depth`), never a level: a knob
+that is null for some of the trials is left out of the fANOVA (which needs every knob in every trial)
+and named in the note. Counting its nulls as a level would credit it with the effect of whatever
+decides whether it is read (the model, the optimizer, the policy).
 """
 
 from __future__ import annotations
@@ -13,10 +18,10 @@ from typing import Any
 
 import pandas as pd
 
-from analysis import summary
+from analysis import knobs as knobs_
 
 LOG_KNOBS = ("learning_rate", "weight_decay")
-MIN_TRIALS = summary.MIN_TRIALS_AT_BUDGET  # fANOVA's random forest on fewer trials ranks noise
+MIN_TRIALS = knobs_.MIN_TRIALS_AT_BUDGET  # fANOVA's random forest on fewer trials ranks noise
 EVALUATOR = "fanova"
 
 
@@ -41,19 +46,22 @@ def param_importances(trials: pd.DataFrame, epochs: pd.DataFrame) -> tuple[dict[
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # no 'study created' chatter in the report run
-    search = summary.search_trials(trials)
+    search = knobs_.search_trials(trials)
     search = search[search["status"] != "error"]
-    budget, score = summary.matched_budget(search, epochs)
+    budget, score = knobs_.matched_budget(search, epochs)
     if budget is None:
         return {}, None, 0, "importance skipped: no trial reported a validation accuracy"
     at = search.set_index("trial_id").loc[score.index]
-    knobs = summary.varying_knobs(at)
+    varying = knobs_.varying_knobs(at)
+    conditional = [k for k in varying if at[k].isna().any()]
+    knobs = [k for k in varying if k not in conditional]
     n = len(at)
     if n < MIN_TRIALS:
         return {}, budget, n, (f"importance skipped: {n} search trials reached epoch {budget}, "
                                f"need at least {MIN_TRIALS}")
+    skipped = (f"; left out, as not read by every trial: {', '.join(conditional)}" if conditional else "")
     if not knobs:
-        return {}, budget, n, "importance skipped: no knob varies among the trials"
+        return {}, budget, n, f"importance skipped: no knob read by every trial varies{skipped}"
     dists = {k: distribution(at[k], k) for k in knobs}
     study = optuna.create_study(direction="maximize")
     study.add_trials([
@@ -63,13 +71,13 @@ def param_importances(trials: pd.DataFrame, epochs: pd.DataFrame) -> tuple[dict[
     result = optuna.importance.get_param_importances(
         study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0))
     note = (f"fANOVA (Optuna) over {n} search trials at matched budget {budget} epochs "
-            f"(best validation accuracy by then)")
+            f"(best validation accuracy by then){skipped}")
     return {k: float(v) for k, v in result.items()}, budget, n, note
 
 
 def importance_rows(trials: pd.DataFrame, epochs: pd.DataFrame) -> list[dict[str, Any]]:
     values, budget, n, note = param_importances(trials, epochs)
-    phase = summary.search_trials(trials)["phase"].iloc[0] if len(trials) else None
+    phase = knobs_.search_trials(trials)["phase"].iloc[0] if len(trials) else None
     if not values:
         return [{"kind": "importance", "metric": "fanova_importance", "phase": phase, "budget_epochs": budget,
                  "n": n, "note": note}]

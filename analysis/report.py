@@ -17,7 +17,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from analysis import storage, summary, tables
+from analysis import questions, storage, summary, tables
 
 REPORT_DIR = "report"
 EXIT_OK, EXIT_USAGE = 0, 2
@@ -121,6 +121,29 @@ def md_table(df: pd.DataFrame) -> str:
                           for row in df.itertuples(index=False))
 
 
+def question_section(s: pd.DataFrame) -> list[str]:
+    """The reference study's questions, first, in their own words (analysis.questions); [] when the
+    experiment holds no two levels of either question."""
+    q = s[s["kind"] == "question"]
+    if q.empty:
+        return []
+    out = ["## The study's questions\n",
+           "Test accuracy of full-budget runs over seeds (95 % t-interval); differences paired by seed, "
+           "paired t-test, Holm-corrected within each question.\n"]
+    for text in dict.fromkeys(q["question"]):
+        rows = q[q["question"] == text]
+        levels = rows[rows["level_b"].isna()].sort_values("rank")
+        pairs = rows[rows["level_b"].notna()]
+        out.append(f"### {text}\n")
+        out.append(questions.answer(s, text) + "\n")
+        out.append(md_table(levels[["rank", "level", "n", "value", "std", "ci_low", "ci_high", "note"]]
+                            .rename(columns={"level": rows["knob"].iloc[0], "value": "mean test acc.",
+                                             "ci_low": "95% CI low", "ci_high": "95% CI high", "note": "seeds"})))
+        out.extend(f"- {v}" for v in pairs["verdict"])
+        out.append("")
+    return out
+
+
 def markdown(experiment: str, trials: pd.DataFrame, s: pd.DataFrame, drawn: Sequence[str]) -> str:
     name = trials["experiment"].iloc[0] if len(trials) and "experiment" in trials else experiment
     counts = ", ".join(f"{n} {st}" for st, n in trials["status"].value_counts().items())
@@ -131,6 +154,7 @@ def markdown(experiment: str, trials: pd.DataFrame, s: pd.DataFrame, drawn: Sequ
            f"Written {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC from `tables/*.parquet`; every number "
            "below is a row of `summary.parquet` (column docs in its Parquet field metadata).\n"]
 
+    out.extend(question_section(s))
     out.append("## Answer: paired-by-seed comparisons\n")
     paired = s[(s["kind"] == "paired") & (s["metric"] == "test_accuracy")]
     if paired.empty and (s["kind"] == "config").any():
@@ -218,6 +242,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"python -m analysis: error: {args.experiment}: {_one_line(e)}", file=sys.stderr)
         return EXIT_USAGE
     print(f"report: {result['folder']}/report.md ({len(result['files'])} files)")
+    for text in dict.fromkeys(result["summary"].query("kind == 'question'")["question"]):
+        print(f"  {text} {questions.answer(result['summary'], text)}".replace("**", ""))
     for v in result["summary"].query("kind == 'paired' and metric == 'test_accuracy'")["verdict"]:
         print(f"  {v}")
     return EXIT_OK

@@ -2,6 +2,9 @@
 
 Row kinds (every column is documented in `SUMMARY_COLUMNS` and in the Parquet field metadata):
 
+- `question`: the reference study's questions in their own words (analysis.questions): per level
+  of the question's knob, mean test accuracy over seeds with a 95 % t-interval; per two levels, the
+  seed-paired difference, interval, Holm-corrected test and verdict.
 - `ranking`: one row per trial that did not fail, ranked at matched budget: trials are ordered by
   budget reached (`epochs_completed`, most first), then by best validation accuracy, so a trial that
   ASHA stopped after one epoch never ranks above a trial that ran the full budget.
@@ -30,21 +33,22 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from analysis import stats
-from analysis.tables import SCHEMA_VERSION, knob_columns
+from analysis import importance, questions, stats
+from analysis.knobs import (MAX_LEVELS, MIN_TRIALS_AT_BUDGET, NOT_KNOBS, is_discrete, knob_names,  # noqa: F401
+                            level_text, matched_budget, paired_differences, repeated_runs, search_trials,
+                            varying_knobs)
+from analysis.knobs import finite as _finite
+from analysis.knobs import plain as _plain
+from analysis.tables import SCHEMA_VERSION
 
-KINDS = ("ranking", "config", "paired", "marginal", "importance")
+KINDS = ("question", "ranking", "config", "paired", "marginal", "importance")
 METRICS = ("test_accuracy", "best_val_accuracy")  # of repeated runs; test first: it is the held-out answer
 BUDGET_METRIC = "val_accuracy_at_budget"
-# Knobs with more distinct values than this are continuous: plotted, not split into levels.
-MAX_LEVELS = 8
-# A matched budget is the deepest epoch at least this many search trials reached.
-MIN_TRIALS_AT_BUDGET = 8
-NOT_KNOBS = ("seed",)  # varies between repeats on purpose; it is what pairs runs, not a knob to tune
 
 SUMMARY_COLUMNS: list[tuple[str, pa.DataType, str]] = [
-    ("kind", pa.string(), "row kind: 'ranking', 'config', 'paired', 'marginal' or 'importance' "
-                          "(see analysis.summary)"),
+    ("kind", pa.string(), "row kind: 'question', 'ranking', 'config', 'paired', 'marginal' or "
+                          "'importance' (see analysis.summary)"),
+    ("question", pa.string(), "question rows: the reference study's question they answer (analysis.questions)"),
     ("metric", pa.string(), "what value/std/ci_low/ci_high describe: 'best_val_accuracy', 'test_accuracy', "
                             "'val_accuracy_at_budget' (best validation accuracy by epoch budget_epochs) "
                             "or 'fanova_importance'"),
@@ -84,33 +88,6 @@ SUMMARY_SCHEMA = pa.schema(
     metadata={"schema_version": SCHEMA_VERSION, "table": "summary"})
 
 
-def knob_names() -> list[str]:
-    return [name for name, _, _ in knob_columns()]
-
-
-def varying_knobs(trials: pd.DataFrame) -> list[str]:
-    """Knobs (TrialConfig fields, seed excepted) with more than one value among these trials."""
-    return [k for k in knob_names()
-            if k in trials and k not in NOT_KNOBS and trials[k].nunique(dropna=True) > 1]
-
-
-def is_discrete(values: pd.Series) -> bool:
-    """A knob with a few levels (strings, bools, small ints, or floats that repeat, as on a grid),
-    rather than a continuous one sampled afresh per trial."""
-    distinct = values.nunique(dropna=True)
-    if not 2 <= distinct <= MAX_LEVELS:
-        return False
-    if pd.api.types.is_float_dtype(values):
-        return bool(distinct * 2 <= values.notna().sum())
-    return True
-
-
-def level_text(value: Any) -> str:
-    if isinstance(value, float | np.floating):
-        return f"{value:.3g}"
-    return str(value)
-
-
 def config_ids(trials: pd.DataFrame) -> pd.Series:
     """A stable id per configuration: every knob except the seed."""
     knobs = [k for k in knob_names() if k in trials and k not in NOT_KNOBS]
@@ -126,18 +103,6 @@ def config_labels(trials: pd.DataFrame, knobs: list[str]) -> pd.Series:
     if not knobs:
         return pd.Series(["(the only configuration)"] * len(trials), index=trials.index)
     return trials.apply(lambda r: ", ".join(f"{k}={level_text(r[k])}" for k in knobs), axis=1)
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    return value
-
-
-def _finite(x: Any) -> bool:
-    return x is not None and not pd.isna(x) and math.isfinite(float(x))
 
 
 # ---------------------------------------------------------------- ranking
@@ -171,13 +136,6 @@ def ranking_rows(trials: pd.DataFrame, knobs: list[str]) -> list[dict[str, Any]]
 
 # ---------------------------------------------------------------- repeated runs
 
-def repeated_runs(trials: pd.DataFrame) -> pd.DataFrame:
-    """Finished full-budget runs for per-configuration statistics: confirm phase if it has any, else search."""
-    done = trials[(trials["status"] == "completed") & (trials["epochs_completed"] >= trials["max_epochs"])]
-    confirm = done[done["phase"] == "confirm"]
-    return (confirm if len(confirm) else done).copy()
-
-
 def config_rows(rep: pd.DataFrame, knobs: list[str]) -> list[dict[str, Any]]:
     if rep.empty:
         return []
@@ -203,22 +161,6 @@ def config_rows(rep: pd.DataFrame, knobs: list[str]) -> list[dict[str, Any]]:
             group_rows[j]["rank"] = rank
         rows.extend(group_rows[j] for j in order)
     return rows
-
-
-def paired_differences(rep: pd.DataFrame, knob: str, level_a: Any, level_b: Any, metric: str) -> np.ndarray:
-    """metric(knob=a) - metric(knob=b) for runs that share the seed and every other knob."""
-    others = [k for k in knob_names() if k in rep and k != knob]
-    sub = rep[rep[knob].isin([level_a, level_b]) & rep[metric].notna()]
-    if sub.empty:
-        return np.array([])
-    keyed = sub[others + [knob, metric]].copy()
-    for k in others:  # NaN never equals NaN in a merge key; a missing knob value is its own level
-        keyed[k] = keyed[k].map(lambda v: json.dumps(_plain(v), default=str))
-    mean = keyed.groupby(others + [knob], dropna=False)[metric].mean().reset_index()  # duplicate runs averaged
-    a = mean[mean[knob] == level_a].drop(columns=knob)
-    b = mean[mean[knob] == level_b].drop(columns=knob)
-    joined = a.merge(b, on=others, suffixes=("_a", "_b"))
-    return (joined[f"{metric}_a"] - joined[f"{metric}_b"]).to_numpy(dtype=float)
 
 
 def paired_rows(rep: pd.DataFrame, knobs: list[str]) -> list[dict[str, Any]]:
@@ -252,27 +194,6 @@ def paired_rows(rep: pd.DataFrame, knobs: list[str]) -> list[dict[str, Any]]:
 
 
 # ---------------------------------------------------------------- matched budget (search trials)
-
-def search_trials(trials: pd.DataFrame) -> pd.DataFrame:
-    search = trials[trials["phase"] == "search"]
-    return search if len(search) else trials
-
-
-def matched_budget(trials: pd.DataFrame, epochs: pd.DataFrame,
-                   min_trials: int = MIN_TRIALS_AT_BUDGET) -> tuple[int | None, pd.Series]:
-    """(budget, best validation accuracy by that epoch per trial_id) at the deepest epoch that at least
-    `min_trials` trials reached (or, with fewer trials than that, that all of them reached)."""
-    ep = epochs[epochs["trial_id"].isin(trials["trial_id"]) & epochs["val_accuracy"].notna()]
-    ep = ep[np.isfinite(ep["val_accuracy"].astype(float))]
-    if ep.empty:
-        return None, pd.Series(dtype=float)
-    reached = ep.groupby("trial_id")["epoch"].max()
-    need = min(min_trials, len(reached))
-    budget = max(e for e in sorted(ep["epoch"].unique()) if (reached >= e).sum() >= need)
-    at = ep[ep["epoch"] <= budget]
-    best = at.groupby("trial_id")["val_accuracy"].max()
-    return int(budget), best[reached.reindex(best.index) >= budget]
-
 
 def marginal_rows(trials: pd.DataFrame, epochs: pd.DataFrame, knobs: list[str]) -> list[dict[str, Any]]:
     search = search_trials(trials)
@@ -310,11 +231,9 @@ def _nan_none(x: float | None) -> float | None:
 
 def build_summary(trials: pd.DataFrame, epochs: pd.DataFrame) -> pa.Table:
     """Every row kind, in KINDS order, as a table with SUMMARY_SCHEMA."""
-    from analysis import importance  # Optuna is imported only when the summary is built
-
     knobs = varying_knobs(trials)
     rep = repeated_runs(trials)
     rep_knobs = varying_knobs(rep) if len(rep) else []
-    rows = (ranking_rows(trials, knobs) + config_rows(rep, knobs) + paired_rows(rep, rep_knobs)
-            + marginal_rows(trials, epochs, knobs) + importance.importance_rows(trials, epochs))
+    rows = (questions.question_rows(rep) + ranking_rows(trials, knobs) + config_rows(rep, knobs)
+            + paired_rows(rep, rep_knobs) + marginal_rows(trials, epochs, knobs) + importance.importance_rows(trials, epochs))
     return pa.Table.from_pylist(rows, schema=SUMMARY_SCHEMA)

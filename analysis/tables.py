@@ -23,7 +23,8 @@ import pyarrow.parquet as pq
 from analysis import storage
 from trainables.config import TrialConfig, knob_types
 
-SCHEMA_VERSION = "1"
+# 2: knobs a trial did not read are null (were their defaults); summary.parquet gained `question`.
+SCHEMA_VERSION = "2"
 PHASES = ("search", "confirm")  # sub-folders of the experiment, one Ray Tune run each
 STATUSES = ("completed", "stopped", "error")
 

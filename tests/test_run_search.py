@@ -48,7 +48,7 @@ def test_batchnorm_search_on_digits_writes_the_design_tables(search, tmp_path):
     assert list(epochs.columns) == DESIGN_EPOCH_COLUMNS
     assert pq.read_schema(tables / "trials.parquet").equals(TRIALS_SCHEMA, check_metadata=False)
     assert pq.read_schema(tables / "epochs.parquet").equals(EPOCHS_SCHEMA, check_metadata=False)
-    assert pq.read_schema(tables / "trials.parquet").metadata[b"schema_version"] == b"1"
+    assert pq.read_schema(tables / "trials.parquet").metadata[b"schema_version"] == b"2"
 
     # Exactly one row per reported epoch, numbered 1..epochs_completed without gaps.
     assert len(epochs) == trials["epochs_completed"].sum()
@@ -58,8 +58,16 @@ def test_batchnorm_search_on_digits_writes_the_design_tables(search, tmp_path):
 
     assert (trials[["experiment", "space", "phase", "dataset"]].iloc[0].tolist()
             == ["x", "batchnorm", "search", "digits"])
-    assert (trials["seed"] == 0).all() and (trials["model"] == "convnet").all()
+    assert (trials["seed"] == 0).all() and set(trials["model"]) <= {"basenet", "convnet"}
     assert set(trials["bn_position"]) <= {"none", "before_relu", "after_relu"}
+    # Knobs a trial did not read are null, never their defaults (DESIGN section 3).
+    basenet, convnet = trials[trials["model"] == "basenet"], trials[trials["model"] == "convnet"]
+    for knob in ("depth", "base_width", "kernel_size", "pool_after", "dense_units"):
+        assert basenet[knob].isna().all() and convnet[knob].notna().all(), knob
+    adam, sgd = trials[trials["optimizer"] == "adam"], trials[trials["optimizer"] == "sgd"]
+    assert adam["momentum"].isna().all() and adam["nesterov"].isna().all()
+    assert sgd["momentum"].notna().all()
+    assert trials[["flip", "zoom_range", "zca_epsilon", "transfer_mode", "head_units"]].isna().all().all()
     stopped = trials[trials["stopped_early"]]
     full = trials[trials["epochs_completed"] == 3]
     assert (stopped["epochs_completed"] < 3).all() and stopped["test_accuracy"].isna().all()

@@ -91,7 +91,7 @@ class TrialConfig:
             raise ValueError(f"zca_epsilon must be > 0, got {self.zca_epsilon}")
         if self.momentum < 0 or self.weight_decay < 0:
             raise ValueError("momentum and weight_decay must be >= 0")
-        pools = self.pools
+        pools = self.pools if "pool_after" in self.applicable() else ()  # BaseNet reads no pool_after
         if any(p < 1 or p > self.depth for p in pools):
             raise ValueError(f"pool_after={self.pool_after!r} names blocks outside 1..depth={self.depth}")
         if self.model in MIN_INPUT_SIZE and self.input_size < MIN_INPUT_SIZE[self.model]:

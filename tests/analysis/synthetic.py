@@ -4,7 +4,6 @@ A plain module (not conftest) so that tests import it by a name no other conftes
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import json
 from pathlib import Path
@@ -19,7 +18,7 @@ from trainables.config import TrialConfig
 
 def trial_row(trial_id: str, phase: str = "search", status: str = "completed", epochs: int = 3,
               best_val: float = 0.8, test: float | None = None, **knobs: Any) -> dict[str, Any]:
-    config = dataclasses.asdict(TrialConfig(**{"dataset": "digits", "max_epochs": 3, **knobs}))
+    config = TrialConfig(**{"dataset": "digits", "max_epochs": 3, **knobs}).to_row()  # nulls where not read
     start = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
     return {
         "experiment": "synthetic", "space": "batchnorm", "phase": phase, "trial_id": trial_id, "status": status,

@@ -53,3 +53,30 @@ def test_distributions_follow_the_column_types() -> None:
     assert isinstance(importance.distribution(pd.Series([16, 32, 64]), "batch_size"), d.IntDistribution)
     assert not importance.distribution(pd.Series([0.0, 0.1]), "weight_decay").log  # 0 cannot be log-scaled
     assert isinstance(importance.distribution(pd.Series([True, False]), "nesterov"), d.CategoricalDistribution)
+
+
+def conditional_rows(n: int = 24) -> list[dict]:
+    """The model decides the accuracy; `depth` is read by the ConvNet only (null for BaseNet) and is
+    noise within the ConvNet trials."""
+    rng = np.random.default_rng(1)
+    rows = []
+    for i in range(n):
+        model = ("basenet", "convnet")[i % 2]
+        shape = {"depth": int(rng.integers(5, 8))} if model == "convnet" else {}
+        rows.append(trial_row(f"t{i:02d}", best_val=(0.4 if model == "basenet" else 0.8) + float(rng.normal(0, 0.01)),
+                              model=model, bn_position="none", learning_rate=float(10 ** rng.uniform(-4, -1)),
+                              **shape))
+    return rows
+
+
+def test_a_knob_null_for_half_the_trials_does_not_borrow_the_models_importance() -> None:
+    trials, epochs = frames(conditional_rows())
+    assert trials.loc[trials["model"] == "basenet", "depth"].isna().all()
+    # Counted as a level, "not read" would stand in for the model and look important:
+    counted = trials.assign(depth=trials["depth"].fillna(0).astype("int64"))
+    as_level, *_ = importance.param_importances(counted, epochs)
+    assert as_level["depth"] > 0.1 and as_level["depth"] > 10 * as_level["learning_rate"]
+    # Skipped, it is left out and named; the model keeps the credit.
+    values, _, n, note = importance.param_importances(trials, epochs)
+    assert "depth" not in values and list(values)[0] == "model" and values["model"] > 0.8
+    assert "not read by every trial: depth" in note and n == 24

@@ -86,6 +86,6 @@ def test_bookkeeping_smoke(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_reference_study_smoke(tmp_path: Path) -> None:
     frame = bench(tmp_path, "reference_study")
-    assert len(frame) == 6  # BaseNet; ConvNet x 3 BN placements; ConvNet x 2 more augmentation policies
+    assert len(frame) == 6  # BaseNet x 3 BN placements; ConvNet (BN after ReLU) x 3 augmentation policies
     assert (frame["epochs"] == 1).all()
     assert frame["test_accuracy"].notna().all()

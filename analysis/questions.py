@@ -1,0 +1,112 @@
+"""The reference study's two questions, answered in their own words from repeated full-budget runs.
+
+- "Where does BatchNorm belong on BaseNet?": bn_position none / before_relu / after_relu, BaseNet rows.
+- "Which augmentation helps the ConvNet?": augmentation simple / complex / whitening, ConvNet rows.
+
+Each answer is a block of `question` rows of summary.parquet: one per level (mean test accuracy over
+seeds with its 95 % t-interval, ranked) and one per two levels (the seed-paired difference, its
+interval, paired t-test and Holm correction within the question, and the verdict). An experiment that
+holds fewer than two levels of a question's knob on its model gets no rows for it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import pandas as pd
+
+from analysis import knobs, stats
+
+METRIC = "test_accuracy"  # the held-out answer; validation chose nothing here (every cell is fixed)
+
+
+@dataclasses.dataclass(frozen=True)
+class Question:
+    text: str
+    knob: str
+    where: Mapping[str, Any]  # the rows the question is about, e.g. {"model": "basenet"}
+
+
+QUESTIONS = (
+    Question("Where does BatchNorm belong on BaseNet?", "bn_position", {"model": "basenet"}),
+    Question("Which augmentation helps the ConvNet?", "augmentation", {"model": "convnet"}),
+)
+
+
+def _rows_of(rep: pd.DataFrame, question: Question) -> pd.DataFrame:
+    mask = pd.Series(True, index=rep.index)
+    for knob, value in question.where.items():
+        mask &= rep[knob] == value if knob in rep else False
+    return rep[mask & rep[question.knob].notna() & rep[METRIC].notna()] if question.knob in rep else rep[:0]
+
+
+def _none(x: float) -> float | None:
+    return None if x is None or (isinstance(x, float) and math.isnan(x)) else float(x)
+
+
+def question_rows(rep: pd.DataFrame, questions: tuple[Question, ...] = QUESTIONS) -> list[dict[str, Any]]:
+    """`question` rows for each question whose rows hold two or more levels of its knob."""
+    rows: list[dict[str, Any]] = []
+    for q in questions:
+        sub = _rows_of(rep, q)
+        levels = sorted(sub[q.knob].unique().tolist(), key=knobs.level_text) if len(sub) else []
+        if len(levels) < 2:
+            continue
+        common = {"kind": "question", "question": q.text, "metric": METRIC, "knob": q.knob,
+                  "phase": sub["phase"].iloc[0], "budget_epochs": int(sub["epochs_completed"].min())}
+        level_rows = []
+        for level in levels:
+            runs = sub[sub[q.knob] == level]
+            iv = stats.t_interval(runs[METRIC], stats.ACCURACY)
+            level_rows.append({**common, "level": knobs.level_text(level), "n": iv.n, "value": _none(iv.mean),
+                               "std": _none(iv.std), "ci_low": _none(iv.ci_low), "ci_high": _none(iv.ci_high),
+                               "note": f"seeds {sorted(int(s) for s in runs['seed'].unique())}"})
+        level_rows.sort(key=lambda r: -(r["value"] if r["value"] is not None else -math.inf))
+        for rank, r in enumerate(level_rows, 1):
+            r["rank"] = rank
+        pairs = []
+        for a, b in itertools.combinations(levels, 2):
+            diffs = knobs.paired_differences(sub, q.knob, a, b, METRIC)
+            if diffs.size:
+                pairs.append((a, b, stats.t_interval(diffs, stats.DIFFERENCE)))
+        adjusted = stats.holm([iv.p_value for *_, iv in pairs])  # Holm within this question's comparisons
+        pair_rows = [{**common, "level": knobs.level_text(a), "level_b": knobs.level_text(b), "n": iv.n,
+                      "value": _none(iv.mean), "std": _none(iv.std), "ci_low": _none(iv.ci_low),
+                      "ci_high": _none(iv.ci_high), "p_value": _none(iv.p_value), "p_holm": _none(p),
+                      "verdict": stats.verdict(q.knob, knobs.level_text(a), knobs.level_text(b), iv, p, METRIC),
+                      "note": f"paired t-test over {iv.n} seed pairs; Holm across the {len(pairs)} comparisons "
+                              "of this question"}
+                     for (a, b, iv), p in zip(pairs, adjusted, strict=True)]
+        rows += level_rows + pair_rows
+    return rows
+
+
+def answer(rows: pd.DataFrame, question: str) -> str:
+    """The question's answer in one paragraph: the best level, and whether it beat each other level."""
+    q = rows[(rows["kind"] == "question") & (rows["question"] == question)]
+    levels = q[q["level_b"].isna()].sort_values("rank")
+    if levels.empty:
+        return ""
+    best = levels.iloc[0]
+    pairs = q[q["level_b"].notna()]
+    beaten = [r for r in pairs.itertuples() if best["level"] in (r.level, r.level_b)
+              and r.p_holm is not None and not pd.isna(r.p_holm) and r.p_holm < stats.ALPHA
+              and (r.value > 0) == (r.level == best["level"])]
+    others = [lv for lv in levels["level"] if lv != best["level"]]
+    losers = {r.level_b if r.level == best["level"] else r.level for r in beaten}
+    if pairs.empty:
+        verdict = "no seed-paired runs, so no difference can be tested"
+    elif losers == set(others):
+        verdict = f"it beats every other placement/policy ({', '.join(others)}) on seed-paired runs"
+    elif losers:
+        verdict = (f"it beats {', '.join(sorted(losers))} on seed-paired runs; against "
+                   f"{', '.join(sorted(set(others) - losers))} no difference is detected")
+    else:
+        verdict = "but no difference between levels is detected on seed-paired runs (Holm-corrected)"
+    return (f"**{best['level']}** has the highest mean {METRIC} ({best['value']:.4f} over n={int(best['n'])} seeds"
+            + (f", 95 % CI {best['ci_low']:.4f} to {best['ci_high']:.4f}" if not pd.isna(best["ci_low"]) else "")
+            + f"); {verdict}.")

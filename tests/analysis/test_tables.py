@@ -1,0 +1,71 @@
+"""analysis.tables: rows in Ray Tune's trial-folder format -> trials.parquet, with nulls for knobs a
+trial did not read, and experiments written before schema version 2 rebuilt the same way."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pyarrow.parquet as pq
+
+from analysis import report, storage, tables
+
+LEGACY = Path(__file__).resolve().parents[1] / "data" / "legacy_v1"  # written by the code before v2
+
+
+def write_trial(root: Path, trial_id: str, params: dict, epochs: int = 2) -> None:
+    """A trial folder as Ray Tune writes it: params.json and one result.json line per report."""
+    folder = root / "search" / trial_id
+    folder.mkdir(parents=True)
+    (folder / "params.json").write_text(json.dumps(params))
+    lines = [{"trial_id": trial_id, "epoch": e, "loss": 1.0 / e, "accuracy": 0.5, "val_loss": 1.0 / e,
+              "val_accuracy": 0.4 + 0.1 * e, "learning_rate": 0.01, "epoch_time_s": 1.0,
+              "timestamp": 1_800_000_000 + e, "time_total_s": float(e), "node": "host:1",
+              **({"test_accuracy": 0.55} if e == epochs else {})} for e in range(1, epochs + 1)]
+    (folder / "result.json").write_text("\n".join(json.dumps(x) for x in lines) + "\n")
+
+
+def test_written_table_has_nulls_where_a_trial_read_no_knob(tmp_path: Path) -> None:
+    root = tmp_path / "exp"
+    root.mkdir()
+    (root / storage.EXPERIMENT_FILE).write_text(json.dumps({
+        "experiment": "exp", "space": "reference", "max_epochs": 2, "config_version": tables.CONFIG_VERSION}))
+    base = {"dataset": "digits", "max_epochs": 2, "seed": 0}
+    write_trial(root, "basenet_adam", {**base, "model": "basenet", "optimizer": "adam"})
+    write_trial(root, "convnet_sgd_simple", {**base, "model": "convnet", "optimizer": "sgd"})
+    write_trial(root, "convnet_complex", {**base, "model": "convnet", "augmentation": "complex"})
+    write_trial(root, "convnet_whitening", {**base, "model": "convnet", "augmentation": "whitening"})
+    tables.export_tables(root)
+    trials = pd.read_parquet(root / "tables" / "trials.parquet").set_index("trial_id")
+    assert pq.read_schema(root / "tables" / "trials.parquet").metadata[b"schema_version"] == b"2"
+
+    basenet = trials.loc["basenet_adam"]
+    for knob in ("depth", "base_width", "kernel_size", "pool_after", "dense_units", "momentum", "nesterov",
+                 "flip", "zoom_range", "zca_epsilon", "transfer_mode", "head_units", "input_size", "weights"):
+        assert pd.isna(basenet[knob]), knob
+    assert basenet["bn_position"] == "none" and basenet["learning_rate"] == 0.01
+
+    simple = trials.loc["convnet_sgd_simple"]
+    assert simple["depth"] == 5 and simple["bn_position"] == "after_relu" and simple["momentum"] == 0.0
+    assert simple[["flip", "zoom_range", "zca_epsilon"]].isna().all()
+    assert trials.loc["convnet_complex", "flip"] == "horizontal_and_vertical"
+    assert trials.loc["convnet_complex", "zoom_range"] == 0.2 and pd.isna(trials.loc["convnet_complex", "zca_epsilon"])
+    assert trials.loc["convnet_whitening", "zca_epsilon"] == 0.1
+    assert trials.loc["convnet_whitening", ["flip", "zoom_range"]].isna().all()
+
+
+def test_an_experiment_written_before_schema_2_rebuilds_with_its_own_defaults(tmp_path: Path) -> None:
+    exp = tmp_path / "legacy"
+    shutil.copytree(LEGACY, exp)  # real trial folders of an `augmentation` search run by the v1 code
+    assert "config_version" not in json.loads((exp / storage.EXPERIMENT_FILE).read_text())
+    result = report.build_report(str(exp), rebuild_tables=True)
+    trials = pd.read_parquet(exp / "tables" / "trials.parquet")
+    assert len(trials) == 3 and (trials["status"] == "completed").all()
+    # The v1 ConvNet had no BatchNorm by default: the rebuilt rows say so, not today's after_relu.
+    assert (trials["bn_position"] == "none").all()
+    assert (trials["augmentation"] == "complex").all() and trials["zca_epsilon"].isna().all()
+    assert trials["zoom_range"].notna().all() and trials["momentum"].notna().all()  # sgd, complex
+    assert (exp / "report" / "report.md").exists() and len(result["summary"])
+    assert pq.read_schema(exp / "tables" / "trials.parquet").metadata[b"schema_version"] == b"2"
