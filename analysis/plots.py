@@ -85,6 +85,40 @@ def best_configs(summary_df: pd.DataFrame, top: int = 10) -> plt.Figure | None:
     return fig
 
 
+def study_questions(summary_df: pd.DataFrame) -> plt.Figure | None:
+    """One panel per reference-study question: each level's mean test accuracy over seeds with its 95 %
+    t-interval (left), and the seed-paired differences with theirs (right; green = Holm p < 0.05)."""
+    q = summary_df[summary_df["kind"] == "question"]
+    if q.empty:
+        return None
+    texts = list(dict.fromkeys(q["question"]))
+    fig, axes = plt.subplots(len(texts), 2, figsize=(11, 2.6 * len(texts) + 0.6), squeeze=False)
+    for (ax_lv, ax_d), text in zip(axes, texts, strict=True):
+        rows = q[q["question"] == text]
+        levels = rows[rows["level_b"].isna()].sort_values("rank").iloc[::-1]
+        y = np.arange(len(levels))
+        lo = (levels["value"] - levels["ci_low"]).fillna(0).clip(lower=0)
+        hi = (levels["ci_high"] - levels["value"]).fillna(0).clip(lower=0)
+        ax_lv.errorbar(levels["value"], y, xerr=[lo, hi], fmt="o", capsize=4, color="tab:blue")
+        ax_lv.set_yticks(y, [f"{lv} (n={n})" for lv, n in zip(levels["level"], levels["n"], strict=True)])
+        ax_lv.set(xlabel="test accuracy", title=text)
+        pairs = rows[rows["level_b"].notna()].iloc[::-1]
+        yd = np.arange(len(pairs))
+        val = 100 * pairs["value"]
+        dlo = (val - 100 * pairs["ci_low"]).fillna(0).clip(lower=0)
+        dhi = (100 * pairs["ci_high"] - val).fillna(0).clip(lower=0)
+        for yi, v, lo_, hi_, p in zip(yd, val, dlo, dhi, pairs["p_holm"].fillna(1.0), strict=True):
+            ax_d.errorbar([v], [yi], xerr=[[lo_], [hi_]], fmt="o", capsize=4,
+                          color="tab:green" if p < 0.05 else "tab:gray")
+        ax_d.axvline(0, color="black", lw=0.8)
+        ax_d.set_yticks(yd, [f"{a} - {b}" for a, b in zip(pairs["level"], pairs["level_b"], strict=True)])
+        ax_d.set(xlabel="seed-paired difference, points of test accuracy", title="differences, 95 % CI")
+        for ax in (ax_lv, ax_d):
+            ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
 def paired_differences(summary_df: pd.DataFrame) -> plt.Figure | None:
     """Seed-paired differences between levels of each knob, with 95 % intervals (repeated runs)."""
     rows = summary_df[(summary_df["kind"] == "paired") & (summary_df["metric"] == "test_accuracy")].iloc[::-1]

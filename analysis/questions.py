@@ -106,7 +106,7 @@ def answer(rows: pd.DataFrame, question: str) -> str:
         verdict = (f"it beats {', '.join(sorted(losers))} on seed-paired runs; against "
                    f"{', '.join(sorted(set(others) - losers))} no difference is detected")
     else:
-        verdict = "but no difference between levels is detected on seed-paired runs (Holm-corrected)"
+        verdict = "no difference between levels is detected on seed-paired runs (Holm-corrected)"
     return (f"**{best['level']}** has the highest mean {METRIC} ({best['value']:.4f} over n={int(best['n'])} seeds"
             + (f", 95 % CI {best['ci_low']:.4f} to {best['ci_high']:.4f}" if not pd.isna(best["ci_low"]) else "")
             + f"); {verdict}.")

@@ -23,6 +23,7 @@ REPORT_DIR = "report"
 EXIT_OK, EXIT_USAGE = 0, 2
 TOP = 10  # rows of each table in report.md; the summary keeps them all
 FIGURES = {  # file -> what it shows (the report's captions)
+    "study_questions.png": "The study's questions: each level over seeds, and the seed-paired differences",
     "learning_curves.png": "Learning curves of the best-ranked trials (train dashed, validation solid)",
     "best_configs.png": "The best configurations with their 95 % intervals",
     "paired_differences.png": "Seed-paired differences between levels of each knob",
@@ -80,6 +81,7 @@ def build_report(experiment: str, rebuild_tables: bool = False) -> dict[str, Any
     written.append(storage.join(folder, "summary.parquet"))
     ranked = summary.ranking(trials)
     figures = {
+        "study_questions.png": lambda: plots.study_questions(summary_df),
         "learning_curves.png": lambda: plots.learning_curves(ranked, epochs),
         "best_configs.png": lambda: plots.best_configs(summary_df),
         "paired_differences.png": lambda: plots.paired_differences(summary_df),
@@ -141,6 +143,7 @@ def question_section(s: pd.DataFrame) -> list[str]:
                                              "ci_low": "95% CI low", "ci_high": "95% CI high", "note": "seeds"})))
         out.extend(f"- {v}" for v in pairs["verdict"])
         out.append("")
+    out.append("![The study's questions](study_questions.png)\n")
     return out
 
 

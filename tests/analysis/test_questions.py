@@ -76,3 +76,4 @@ def test_report_answers_both_questions_first(tmp_path: Path) -> None:
     assert "augmentation: simple vs whitening" in md or "augmentation: simple beats whitening" in md
     kinds = set(result["summary"]["kind"])
     assert "question" in kinds and set(kinds) <= set(summary.KINDS)
+    assert (exp / "report" / "study_questions.png").stat().st_size > 5_000
