@@ -225,3 +225,70 @@ def run_replay(curves: pd.DataFrame, space: Any, *, searcher: str, scheduler: st
     )
     tuner.fit()
     return pd.DataFrame(log.rows, columns=["trial_id", "epoch", FINAL, "config_id"])
+
+
+def simulate(curves: pd.DataFrame, space: Any, *, searcher: str, scheduler: str, settings: Any, seed: int,
+             num_samples: int, budget_epochs: int | None = None, workers: int = 4) -> pd.DataFrame:
+    """The same experiment as run_replay, without Tune's execution engine: the production searcher
+    and scheduler objects get the calls Tune's controller makes, in the order it makes them
+    (scheduler.on_trial_result, then searcher.on_trial_result unless the answer is STOP; on a stop
+    or the last epoch, scheduler.on_trial_complete then searcher.on_trial_complete). `workers`
+    trials run at once; every epoch takes one unit of simulated time, so the interleaving (ASHA is
+    asynchronous) is fixed by the seed. Thousands of epochs a second, for many-seed benchmarks;
+    tests check it takes Tune's decisions. Returns the reported epochs in order, as run_replay."""
+    import heapq
+    from types import SimpleNamespace
+
+    import numpy.random
+    from ray.tune.schedulers import TrialScheduler
+
+    from search_spaces.schedulers import build_scheduler
+
+    max_epochs = int(curves["epoch"].max())
+    dataset = str(curves["dataset"].iloc[0]) if "dataset" in curves else "digits"
+    fixed = {"dataset": dataset, "seed": seed, "max_epochs": max_epochs}
+    alg = build_searcher(searcher, space, fixed, seed, max_epochs)
+    sched = build_scheduler(scheduler, settings, max_epochs, metric=FINAL, mode="max")
+    numpy.random.seed(seed)  # ASHA's bracket draw, as in run_replay
+    configs, knobs = configs_of(curves), matched_knobs(curves)
+    values = {cid: g.sort_values("epoch")[FINAL].to_numpy(float) for cid, g in curves.groupby("config_id")}
+    queue: list[tuple[int, int, str]] = []  # (time its next epoch ends, start order, trial id)
+    running: dict[str, tuple[Any, str, int]] = {}  # trial id -> (trial, config id, epochs done)
+    log: list[tuple[str, int, float, str]] = []
+    started = 0
+
+    def start(now: int) -> None:
+        nonlocal started
+        trial_id = f"{started:05d}"
+        params = alg.suggest(trial_id)
+        started += 1
+        if not isinstance(params, dict):
+            return
+        trial = SimpleNamespace(trial_id=trial_id)
+        sched.on_trial_add(None, trial)
+        running[trial_id] = (trial, nearest(params, configs, knobs), 0)
+        heapq.heappush(queue, (now + 1, started, trial_id))
+
+    now = 0
+    while budget_epochs is None or len(log) < budget_epochs:
+        while len(running) < workers and started < num_samples:
+            start(now)
+        if not queue:
+            break
+        now, order, trial_id = heapq.heappop(queue)
+        trial, config_id, done = running[trial_id]
+        epoch = done + 1
+        result = {"epoch": epoch, "training_iteration": epoch, FINAL: float(values[config_id][epoch - 1]),
+                  "trial_id": trial_id, "replayed_config": config_id}
+        decision = sched.on_trial_result(None, trial, result)
+        if decision != TrialScheduler.STOP:
+            alg.on_trial_result(trial_id, result)
+        log.append((trial_id, epoch, result[FINAL], config_id))
+        if decision == TrialScheduler.STOP or epoch >= min(max_epochs, len(values[config_id])):
+            sched.on_trial_complete(None, trial, result)
+            alg.on_trial_complete(trial_id, result=result)
+            del running[trial_id]
+        else:
+            running[trial_id] = (trial, config_id, epoch)
+            heapq.heappush(queue, (now + 1, order, trial_id))
+    return pd.DataFrame(log, columns=["trial_id", "epoch", FINAL, "config_id"])

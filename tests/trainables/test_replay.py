@@ -29,6 +29,20 @@ def curve_set() -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def crossing_set() -> pd.DataFrame:
+    """Eight SGD learning rates whose curves cross: high rates start fast and end low."""
+    rows = []
+    for i, lr in enumerate(np.logspace(-4, -1, 8)):
+        knobs = TrialConfig(model="basenet", dataset="digits", max_epochs=EPOCHS, optimizer="sgd",
+                            learning_rate=float(lr), seed=7).to_row()
+        for e in range(1, EPOCHS + 1):
+            val = 0.1 + 0.05 * i + (e - 1) * (0.12 - 0.015 * i) + 0.001 * ((i * 7) % 5)
+            rows.append({"config_id": f"lr/{i}", "epoch": e, "loss": 1.0, "accuracy": val, "val_loss": 1.0,
+                         "val_accuracy": val, "epoch_time_s": 0.1, "epoch_learning_rate": float(lr),
+                         "test_accuracy": val, "source": "lr", **knobs})
+    return pd.DataFrame(rows)
+
+
 def test_nearest_matches_categories_first_then_log_distance() -> None:
     curves = curve_set()
     configs, knobs = replay.configs_of(curves), replay.matched_knobs(curves)
@@ -72,8 +86,9 @@ def test_replayed_experiment_tables_equal_recorded_epochs(tmp_path) -> None:
         halving = SchedulerSettings(grace_period=1, reduction_factor=2)  # rungs at epochs 1 and 2 of 4
         replay.run_replay(curves, SPACES["basenet"], searcher="fidelity", scheduler="asha", settings=halving,
                           seed=7, storage=tmp_path, name="fixed-asha", num_samples=3, configs=configs)
-        tpe_log = replay.run_replay(curves, SPACES["basenet"], searcher="fidelity", scheduler="asha",
-                                    settings=halving, seed=7, storage=tmp_path, name="tpe-asha", num_samples=8)
+        tpe_log = replay.run_replay(crossing_set(), SPACES["basenet"], searcher="fidelity", scheduler="asha",
+                                    settings=halving, seed=7, storage=tmp_path, name="tpe-asha", num_samples=12,
+                                    max_concurrent=1)
     finally:
         ray.shutdown()
     _, trials, epochs = export_tables(tmp_path / "fixed")
@@ -99,11 +114,23 @@ def test_replayed_experiment_tables_equal_recorded_epochs(tmp_path) -> None:
     # The production TPE searcher picks learning rates the table never saw: each trial's epochs are a
     # prefix of the recorded curve it was matched to.
     _, t_trials, t_epochs = export_tables(tmp_path / "tpe-asha")
-    assert len(t_trials) == 8
+    assert len(t_trials) == 12
+    crossing = crossing_set()
     for trial_id, got in t_epochs.to_pandas().groupby("trial_id"):
         config_id = log_config(tpe_log, trial_id)
-        want = curves[curves["config_id"] == config_id].sort_values("epoch").head(len(got))
+        want = crossing[crossing["config_id"] == config_id].sort_values("epoch").head(len(got))
         assert np.array_equal(got.sort_values("epoch")["val_accuracy"].to_numpy(), want["val_accuracy"].to_numpy())
+    # The benchmark's fast engine (no Tune controller) takes Tune's decisions: same configs, same stops.
+    sim = replay.simulate(crossing, SPACES["basenet"], searcher="fidelity", scheduler="asha", settings=halving,
+                          seed=7, num_samples=12, workers=1)
+    assert trial_story(sim) == trial_story(tpe_log)
+    assert trial_story(sim) != [(c, 4) for c, _ in trial_story(sim)]  # ASHA stopped some: not vacuous
+
+
+def trial_story(log: pd.DataFrame) -> list[tuple[str, int]]:
+    """(replayed config, epochs reached) of each trial, in the order trials first reported."""
+    order = log.drop_duplicates("trial_id")["trial_id"]
+    return [(log_config(log, t), int(log.loc[log["trial_id"] == t, "epoch"].max())) for t in order]
 
 
 def log_config(log: pd.DataFrame, trial_id: str) -> str:
