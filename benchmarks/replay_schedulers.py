@@ -12,7 +12,10 @@ Each run is a real Ray Tune experiment (trainables.replay.run_replay): the produ
 the nearest recorded configuration; the scheduler is FIFO or search_spaces.schedulers' ASHA at each
 candidate setting. A run ends once --budget x max_epochs epochs were reported in all (FIFO: --budget
 full trainings). 4 trials run at once, as on a small cluster; ASHA is asynchronous, so arrival order
-matters and seeds differ in more than the sampler.
+matters. The default engine, trainables.replay.simulate, makes the calls Tune's controller makes on
+the same searcher and scheduler objects, without Tune's actors (tests/trainables/test_replay.py
+checks it takes Tune's decisions), with every epoch one unit of simulated time; --engine tune runs
+each seed as a real Tune experiment (seconds per run instead of milliseconds).
 
 Figure of merit: regret of the configuration the run would hand over, after each number of epochs
 spent: the recorded final val_accuracy of the best recorded configuration minus that of the run's
@@ -42,11 +45,32 @@ import _common  # noqa: E402
 
 NAME = "replay_schedulers"
 DEFAULT_CURVES = _common.RESULTS / "curves_digits_basenet.parquet"
-# (label, scheduler, grace, rf, brackets): FIFO and ASHA at the candidate settings.
-SETTINGS = [("fifo", "fifo", 1, 3, 1), ("asha g1 b1", "asha", 1, 3, 1), ("asha g2 b1", "asha", 2, 3, 1),
-            ("asha g3 b1", "asha", 3, 3, 1), ("asha g1 b3", "asha", 1, 3, 3), ("asha g2 b3", "asha", 2, 3, 3),
-            ("asha g3 b3", "asha", 3, 3, 3)]
+# (label, scheduler, grace, rf, brackets, stop_on): FIFO and ASHA at the candidate settings.
+SETTINGS = [("fifo", "fifo", 1, 3, 1, "last"), ("asha g1 b1", "asha", 1, 3, 1, "last"),
+            ("asha g2 b1", "asha", 2, 3, 1, "last"), ("asha g3 b1", "asha", 3, 3, 1, "last"),
+            ("asha g1 b3", "asha", 1, 3, 3, "last"), ("asha g2 b3", "asha", 2, 3, 3, "last"),
+            ("asha g3 b3", "asha", 3, 3, 3, "last"), ("asha g1 b1 best", "asha", 1, 3, 1, "best"),
+            ("asha g2 b1 best", "asha", 2, 3, 1, "best")]
 QUICK_SETTINGS = ["fifo", "asha g1 b1", "asha g2 b1"]
+
+
+def synthetic_curves(n: int = 24, epochs: int = 9) -> pd.DataFrame:
+    """A generated curve set over the basenet space (for --quick without a recorded set): BaseNet SGD at
+    n learning rates, curves that cross (high rates start fast and end lower)."""
+    from trainables.config import TrialConfig
+
+    rows = []
+    rng = np.random.default_rng(0)
+    for i, lr in enumerate(np.logspace(-4, -1, n)):
+        knobs = TrialConfig(model="basenet", dataset="digits", max_epochs=epochs, optimizer="sgd",
+                            learning_rate=float(lr)).to_row()
+        start, end = 0.1 + 0.5 * i / n, 0.9 - 0.6 * abs(i / n - 0.6)
+        for e in range(1, epochs + 1):
+            val = start + (end - start) * (1 - np.exp(-e / 3)) + rng.normal(0, 0.01)
+            rows.append({"config_id": f"syn/{i:02d}", "epoch": e, "loss": 1 - val, "accuracy": val, "val_loss": 1 - val,
+                         "val_accuracy": val, "epoch_time_s": 0.1, "epoch_learning_rate": float(lr),
+                         "test_accuracy": val, "source": "synthetic", **knobs})
+    return pd.DataFrame(rows)
 
 
 def regret_curve(log: pd.DataFrame, finals: pd.Series, budget: int, points: np.ndarray) -> np.ndarray:
@@ -85,8 +109,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--budget", type=int, default=10, help="epoch budget, in full trainings (x max_epochs)")
     p.add_argument("--searchers", default="fidelity,stock,random")
     p.add_argument("--settings", default=None, help="comma-separated labels of SETTINGS (default: all)")
-    p.add_argument("--max-concurrent", type=int, default=4)
+    p.add_argument("--max-concurrent", type=int, default=4, help="trials at once")
+    p.add_argument("--engine", choices=("sim", "tune"), default="sim",
+                   help="sim: trainables.replay.simulate (the production searcher and scheduler, Tune's call "
+                        "order, no Tune engine; ms per run); tune: a real Tune experiment per run (seconds)")
     p.add_argument("--quick", action="store_true", help="2 seeds, 3 settings, budget 4: a smoke run")
+    p.add_argument("--synthetic", action="store_true",
+                   help="use a generated curve set (crossing curves over the basenet space) instead of --curves")
     p.add_argument("--out", type=Path, default=None)
     p.add_argument("--figure", type=Path, default=None, help="PNG (default: beside --out)")
     p.add_argument("--workdir", type=Path, default=None)
@@ -99,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         print(f"replay_schedulers.py: error: --settings {unknown}: known {[s[0] for s in SETTINGS]}", file=sys.stderr)
         return 2
-    if not args.curves.is_file():
+    if not args.synthetic and not args.curves.is_file():
         print(f"replay_schedulers.py: error: --curves {args.curves}: no such file", file=sys.stderr)
         return 2
 
@@ -111,7 +140,9 @@ def main(argv: list[str] | None = None) -> int:
     from trainables import replay
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    curves = replay.load_curves(args.curves)
+    curves = synthetic_curves() if args.synthetic else replay.load_curves(args.curves)
+    if args.synthetic:
+        args.curves = Path("synthetic")
     space = SPACES[args.space]
     finals = replay.configs_of(curves)["final"]
     max_epochs = int(curves["epoch"].max())
@@ -126,22 +157,30 @@ def main(argv: list[str] | None = None) -> int:
           f"{len(searchers)} searchers x {len(settings)} settings", flush=True)
 
     logging.getLogger("ray").setLevel(logging.ERROR)
-    ray.init(address="local", num_cpus=args.max_concurrent, include_dashboard=False, log_to_driver=False,
-             logging_level="ERROR")
+    if args.engine == "tune":
+        ray.init(address="local", num_cpus=args.max_concurrent, include_dashboard=False, log_to_driver=False,
+                 logging_level="ERROR")
     curves_rows, runs = [], []
     started = time.perf_counter()
     try:
         for seed in range(args.seeds):
             for searcher in searchers:
-                for label, kind, grace, rf, brackets in settings:
-                    sched = SchedulerSettings(grace_period=grace, reduction_factor=rf, brackets=brackets)
+                for label, kind, grace, rf, brackets, stop_on in settings:
+                    sched = SchedulerSettings(grace_period=grace, reduction_factor=rf, brackets=brackets,
+                                              stop_on=stop_on)
                     name = f"{searcher}-{label.replace(' ', '-')}-s{seed}"
                     t0 = time.perf_counter()
-                    with contextlib.redirect_stdout(io.StringIO()):  # Tune's per-run banner
-                        log = replay.run_replay(curves, space, searcher=searcher, scheduler=kind, settings=sched,
-                                                seed=seed, storage=work, name=name, num_samples=budget,
-                                                budget_epochs=budget, max_concurrent=args.max_concurrent)
-                    shutil.rmtree(work / name, ignore_errors=True)
+                    if args.engine == "sim":
+                        log = replay.simulate(curves, space, searcher=searcher, scheduler=kind, settings=sched,
+                                              seed=seed, num_samples=budget, budget_epochs=budget,
+                                              workers=args.max_concurrent)
+                    else:
+                        with contextlib.redirect_stdout(io.StringIO()):  # Tune's per-run banner
+                            log = replay.run_replay(curves, space, searcher=searcher, scheduler=kind,
+                                                    settings=sched, seed=seed, storage=work, name=name,
+                                                    num_samples=budget, budget_epochs=budget,
+                                                    max_concurrent=args.max_concurrent)
+                        shutil.rmtree(work / name, ignore_errors=True)
                     regret = regret_curve(log, finals, budget, points)
                     runs.append({"searcher": searcher, "setting": label, "seed": seed,
                                  "trials": log["trial_id"].nunique(), "epochs": min(len(log), budget),
@@ -151,7 +190,8 @@ def main(argv: list[str] | None = None) -> int:
             done = time.perf_counter() - started
             print(f"seed {seed} done, {done:.0f} s so far", flush=True)
     finally:
-        ray.shutdown()
+        if ray.is_initialized():
+            ray.shutdown()
         shutil.rmtree(work, ignore_errors=True)
 
     per_seed = pd.DataFrame(curves_rows)
@@ -170,10 +210,10 @@ def main(argv: list[str] | None = None) -> int:
         float((per_seed[(per_seed.searcher == s) & (per_seed.setting == lb) & (per_seed.epochs_spent == e)]
                ["regret"] <= 1e-12).mean()) for s, lb, e in zip(table["searcher"], table["setting"], table["epochs_spent"])]
     table["budget_epochs"], table["max_epochs"], table["configs"] = budget, max_epochs, len(finals)
-    table["curves"] = args.curves.name
+    table["curves"], table["engine"], table["workers"] = args.curves.name, args.engine, args.max_concurrent
     for k, v in _common.machine().items():
         table[k] = v
-    out_cols = ["curves", "configs", "max_epochs", "budget_epochs", "searcher", "setting", "epochs_spent", "seeds",
+    out_cols = ["curves", "engine", "workers", "configs", "max_epochs", "budget_epochs", "searcher", "setting", "epochs_spent", "seeds",
                 "mean_regret_points", "std_points", "q25", "q75", "mean_normalised", "found_best_share",
                 "mean_trials", "host", "cpus", "date_utc", "loadavg_1m", "loadavg_5m"]
     out = args.out or _common.RESULTS / f"{NAME}.csv"
@@ -190,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
 def paired(per_seed: pd.DataFrame, budget: int, searchers: list[str], labels: list[str]) -> pd.DataFrame:
     """Regret differences at the full budget, paired by seed: each ASHA setting minus FIFO (same
     searcher), and fidelity minus stock (same setting). Negative = the first has less regret."""
-    at = per_seed[per_seed["epochs_spent"] == budget].set_index(["searcher", "setting", "seed"])["regret"]
+    at = per_seed[per_seed["epochs_spent"] == budget].set_index(["searcher", "setting", "seed"])["regret"].sort_index()
     rows = []
     pairs = [((s, lb), (s, "fifo")) for s in searchers for lb in labels if lb != "fifo" and "fifo" in labels]
     if {"fidelity", "stock"} <= set(searchers):
