@@ -73,6 +73,35 @@ def synthetic_curves(n: int = 24, epochs: int = 9) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def as_tables(curves: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """A curve set as the (trials, epochs) tables analysis.rungs reads: one FIFO trial per recorded config."""
+    max_epochs = int(curves["epoch"].max())
+    trials = pd.DataFrame({"trial_id": sorted(curves["config_id"].unique()), "phase": "search",
+                           "status": "completed", "max_epochs": max_epochs})
+    return trials, curves.rename(columns={"config_id": "trial_id"})[["trial_id", "epoch", "val_accuracy"]]
+
+
+def rung_table(curves: pd.DataFrame, name: str) -> pd.DataFrame:
+    """analysis.rungs on a curve set: what ASHA at each grace period and metric would have judged."""
+    from analysis import rungs
+
+    trials, epochs = as_tables(curves)
+    rows = []
+    for grace in (1, 2, 3):
+        for stop_on in ("last", "best"):
+            settings = {"kind": "fifo", "grace_period": grace, "reduction_factor": 3, "brackets": 1,
+                        "stop_on": stop_on, "max_t": int(curves["epoch"].max())}
+            for f in rungs.rung_figures(trials, epochs, settings):
+                if f["final"] is None:
+                    continue
+                rows.append({"curves": name, "configs": len(trials), "grace_period": grace, "stop_on": stop_on,
+                             "rung": f["rung"], "final_epoch": f["final"], "trials": f["n"],
+                             "spearman": round(f["spearman"], 3) if f["spearman"] is not None else None,
+                             "kendall": round(f["kendall"], 3) if f["kendall"] is not None else None,
+                             "top_k_behind": f["behind"], "k": f["k"], "poor": f["warning"] is not None})
+    return pd.DataFrame(rows)
+
+
 def regret_curve(log: pd.DataFrame, finals: pd.Series, budget: int, points: np.ndarray) -> np.ndarray:
     """Regret (best recorded final - final of the incumbent's config) after each number of epochs in points."""
     best = finals.max()
@@ -119,6 +148,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=None)
     p.add_argument("--figure", type=Path, default=None, help="PNG (default: beside --out)")
     p.add_argument("--workdir", type=Path, default=None)
+    p.add_argument("--rung-curves", type=Path, action="append", default=[],
+                   help="more curve sets to run only the rung diagnostics on (e.g. the CIFAR reference runs)")
     args = p.parse_args(argv)
     if args.quick:
         args.seeds, args.budget = 2, 4
@@ -222,6 +253,10 @@ def main(argv: list[str] | None = None) -> int:
     _common.emit(NAME, table[out_cols], out=out, title=f"{NAME}: regret vs epochs spent")
     _common.emit(NAME, paired(per_seed, budget, searchers, [s[0] for s in settings]),
                  out=out.with_name(out.stem + "_paired.csv"), title=f"{NAME}: seed-paired differences at {budget} epochs")
+    rung_frames = [rung_table(curves, args.curves.name)]
+    rung_frames += [rung_table(replay.load_curves(path), path.name) for path in args.rung_curves]
+    _common.emit(NAME, pd.concat(rung_frames, ignore_index=True), out=out.with_name(out.stem + "_rungs.csv"),
+                 title=f"{NAME}: rung diagnostics (analysis.rungs) of the curve sets, FIFO what-if")
     figure(table, args.figure or out.with_suffix(".png"), searchers, [s[0] for s in settings], budget)
     print(f"total wall {time.perf_counter() - started:.0f} s; median run {run_frame['wall_s'].median():.1f} s")
     return 0
