@@ -10,7 +10,8 @@ reached both the rung and the final epoch:
 - how many of the final top-k had a rung metric below the rung's cut-off (the (1 - 1/rf) quantile
   of the rung metric over every trial that reached the rung), i.e. would have been stopped there
   had ASHA judged them against the whole field;
-- a plain-words warning when the rung judges poorly, naming the setting to try.
+- a plain-words warning when the rung judges poorly (Spearman below RHO_WARN, or the final best
+  trial behind the cut-off), naming the setting to try.
 
 The final epoch is the full budget when at least MIN_PAIRS trials reached it, else the deepest epoch
 that many reached (under ASHA few trials run the full budget); each row says which. Under ASHA the
@@ -114,19 +115,26 @@ def judge(raw: pd.DataFrame, judged: pd.DataFrame, rung: int, final: int, rf: in
         tau = sps.kendalltau(both["rung"], both["final"])
         out.update(spearman=float(rho.statistic), spearman_p=float(rho.pvalue),
                    kendall=float(tau.statistic), kendall_p=float(tau.pvalue))
+    out["best_behind"] = None
     if n and out["cutoff"] is not None:
-        top = both.sort_values("final", ascending=False, kind="stable").head(out["k"])
+        # Ties in the final metric (a small validation split) go to the trial the rung favours:
+        # a verdict never rests on an arbitrary order among equals.
+        ranked = both.sort_values(["final", "rung"], ascending=False, kind="stable")
+        top = ranked.head(out["k"])
         behind = top[top["rung"] < out["cutoff"]]
         out["behind"] = len(behind)
         out["behind_ids"] = list(behind.index)
+        out["best_behind"] = bool(ranked["rung"].iloc[0] < out["cutoff"])
     return out
 
 
 def poor(figures: dict[str, Any]) -> bool:
-    """A rung judges poorly: enough pairs, and Spearman below RHO_WARN or a final top-k trial behind the cut-off."""
+    """A rung judges poorly: enough pairs, and Spearman below RHO_WARN or the final best trial behind
+    the cut-off (ASHA would have stopped the winner). How many of the top k were behind is reported,
+    not judged: losing the third best costs little."""
     if figures["n"] < MIN_PAIRS:
         return False
-    return bool((figures["spearman"] is not None and figures["spearman"] < RHO_WARN) or (figures["behind"] or 0) > 0)
+    return bool((figures["spearman"] is not None and figures["spearman"] < RHO_WARN) or figures.get("best_behind"))
 
 
 def rung_figures(trials: pd.DataFrame, epochs: pd.DataFrame, settings: dict[str, Any]) -> list[dict[str, Any]]:
@@ -182,10 +190,10 @@ def warning_text(figures: dict[str, Any], settings: dict[str, Any], suggest: str
     if figures["spearman"] is not None and figures["spearman"] < RHO_WARN:
         parts.append(f"its ranking barely predicts the final one (Spearman {figures['spearman']:.2f} between "
                      f"{METRIC} at epoch {rung} and at epoch {final}, over {figures['n']} trials)")
-    if figures["behind"]:
-        parts.append(f"{figures['behind']} of the final top {figures['k']} were behind its cut-off, so ASHA "
-                     f"(reduction factor {settings['reduction_factor']}) would have stopped "
-                     f"{'it' if figures['behind'] == 1 else 'them'} there")
+    if figures.get("best_behind"):
+        parts.append(f"the final best trial was behind its cut-off ({figures['behind']} of the final top "
+                     f"{figures['k']} were), so ASHA (reduction factor {settings['reduction_factor']}) would "
+                     "have stopped the winner there")
     return f"The rung at epoch {rung} judges poorly: " + "; ".join(parts) + f". Try {suggest}."
 
 

@@ -8,6 +8,7 @@ import pytest
 
 from analysis import rungs
 
+RHO_OK = rungs.RHO_WARN
 FIFO = {"kind": "fifo", "grace_period": 1, "reduction_factor": 3, "brackets": 1, "stop_on": "last", "max_t": 9}
 
 
@@ -88,6 +89,17 @@ def test_partial_crossing_has_positive_but_weak_rank() -> None:
     assert figures[3]["warning"] is None
 
 
+def test_losing_the_third_best_is_counted_not_warned() -> None:
+    """Strong rank agreement, only the third-best final trial behind the cut-off: no warning."""
+    curves = parallel(n=12)
+    third = sorted(curves)[-3]
+    curves[third] = [0.0] + curves[third][1:]  # last at epoch 1 only
+    trials, epochs = frames(curves)
+    first = rungs.rung_figures(trials, epochs, FIFO)[0]
+    assert first["behind"] == 1 and first["behind_ids"] == [third] and not first["best_behind"]
+    assert first["spearman"] > RHO_OK and first["warning"] is None
+
+
 def test_warning_needs_enough_trials() -> None:
     trials, epochs = frames(crossing(n=4))  # reversed, but only 4 trials: figures, no verdict
     rows = rungs.rung_rows(trials, epochs, FIFO)
@@ -105,6 +117,7 @@ def test_smoothed_metric_is_what_is_judged() -> None:
     last = {f["rung"]: f for f in rungs.rung_figures(trials, epochs, FIFO)}
     best = {f["rung"]: f for f in rungs.rung_figures(trials, epochs, {**FIFO, "stop_on": "best"})}
     assert last[3]["warning"] is not None and "--stop-on best" in last[3]["warning"]
+    assert last[3]["best_behind"] and "stopped the winner" in last[3]["warning"]
     assert best[3]["warning"] is None and best[3]["spearman"] == pytest.approx(1.0)
 
 
