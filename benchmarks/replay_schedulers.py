@@ -257,7 +257,10 @@ def main(argv: list[str] | None = None) -> int:
     rung_frames += [rung_table(replay.load_curves(path), path.name) for path in args.rung_curves]
     _common.emit(NAME, pd.concat(rung_frames, ignore_index=True), out=out.with_name(out.stem + "_rungs.csv"),
                  title=f"{NAME}: rung diagnostics (analysis.rungs) of the curve sets, FIFO what-if")
-    figure(table, args.figure or out.with_suffix(".png"), searchers, [s[0] for s in settings], budget)
+    # Before `workers` full trainings' worth of epochs no FIFO trial can have finished, and the incumbent
+    # is whichever partial trial started first: the figure starts where every scheduler has a finished one.
+    figure(table[table["epochs_spent"] >= min(budget, args.max_concurrent * max_epochs)],
+           args.figure or out.with_suffix(".png"), searchers, [s[0] for s in settings], budget)
     print(f"total wall {time.perf_counter() - started:.0f} s; median run {run_frame['wall_s'].median():.1f} s")
     return 0
 
