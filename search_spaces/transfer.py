@@ -34,5 +34,5 @@ SPACE = SearchSpace(
     gpus_per_trial=1.0,
     # No CUB learning curves were recorded (benchmarks/README.md, "Early stopping"): the settings
     # ASHA ran at before they were measured stay, a rung after every epoch of a short budget.
-    scheduler=SchedulerSettings(grace_period=1),
+    scheduler=SchedulerSettings(grace_period=1, stop_on="last"),
 )
