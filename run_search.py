@@ -49,6 +49,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--num-samples", type=int, help="trials to sample (default: the space's own)")
     p.add_argument("--max-epochs", type=int, help="full budget of a trial, ASHA's max_t (default: the space's)")
     p.add_argument("--scheduler", choices=("asha", "fifo"), default="asha")
+    p.add_argument("--grace-period", type=int, default=None, metavar="EPOCHS",
+                   help="ASHA: epochs before a trial's first judgement (default: the space's own)")
+    p.add_argument("--reduction-factor", type=int, default=None, metavar="RF",
+                   help="ASHA: each rung keeps the best 1/RF of the trials; rungs at grace*RF^k epochs "
+                        "(default: the space's own)")
+    p.add_argument("--brackets", type=int, default=None,
+                   help="ASHA brackets; bracket s first judges at grace*RF^s, hedging against a misleading "
+                        "first rung (default: the space's own)")
+    p.add_argument("--stop-on", choices=("last", "best", "ema"), default=None,
+                   help="ASHA compares at a rung: the epoch's val_accuracy, the best so far, or an "
+                        "exponential mean (weight 1/2 on the newest epoch) (default: the space's own)")
     p.add_argument("--search", choices=("optuna", "random", "grid"), default="optuna",
                    help="Optuna TPE, random, or every cell of the space's grid")
     p.add_argument("--seed", type=int, default=0, help="seeds the searcher and every trial")
@@ -288,13 +299,22 @@ def trial_dirname(trial: Any) -> str:
     return str(trial.trial_id)
 
 
-def build_scheduler(args: argparse.Namespace, max_epochs: int):  # noqa: ANN201
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+SCHEDULER_FLAGS = ("grace_period", "reduction_factor", "brackets", "stop_on")
 
-    if args.scheduler == "fifo":
-        return FIFOScheduler()
-    # Rungs at 1, 3, 9, ... epochs: a third of the trials go on at each rung.
-    return ASHAScheduler(time_attr="epoch", max_t=max_epochs, grace_period=1, reduction_factor=3)
+
+def scheduler_settings(args: argparse.Namespace, space: SearchSpace, max_epochs: int):  # noqa: ANN201
+    """ASHA's settings: the space's, with --grace-period/--reduction-factor/--brackets/--stop-on over them."""
+    from search_spaces.schedulers import resolve_settings
+
+    given = {k: getattr(args, k, None) for k in SCHEDULER_FLAGS}
+    if args.scheduler == "fifo" and any(v is not None for v in given.values()):
+        flags = ", ".join(f"--{k.replace('_', '-')}" for k, v in given.items() if v is not None)
+        raise UsageError(f"{flags} set ASHA's rungs; with --scheduler fifo nothing is stopped: drop them "
+                         "or use --scheduler asha")
+    try:
+        return resolve_settings(space, max_epochs, **given)
+    except ValueError as e:
+        raise UsageError(f"--scheduler asha: {e.args[0]} (flags --grace-period, --brackets)") from None
 
 
 def load_data(args: argparse.Namespace, dataset: str):  # noqa: ANN201
@@ -523,6 +543,7 @@ def run(args: argparse.Namespace) -> int:
     dataset_name = args.dataset or space.dataset
     max_epochs = args.max_epochs or space.max_epochs
     num_samples = check_search_flags(args, space, dataset_name, max_epochs)
+    asha = scheduler_settings(args, space, max_epochs)
     if args.max_failures < 0:
         raise UsageError(f"--max-failures must be >= 0, got {args.max_failures}")
     check_storage_writable(args.storage_path)
@@ -538,6 +559,8 @@ def run(args: argparse.Namespace) -> int:
     from ray import tune
 
     from trainables.trainable import train_trial
+    from search_spaces.schedulers import build_scheduler
+    from search_spaces.schedulers import record as scheduler_record
 
     connect_ray(args)
     gpus = trial_gpus(args.gpus_per_trial, space.gpus_per_trial, ray.cluster_resources().get("GPU", 0.0))
@@ -547,6 +570,7 @@ def run(args: argparse.Namespace) -> int:
         "experiment": name, "space": space.name, "dataset": dataset_name, "max_epochs": max_epochs,
         "num_samples": num_samples, "seed": args.seed, "scheduler": args.scheduler, "search": args.search,
         "cpus_per_trial": args.cpus_per_trial, "gpus_per_trial": gpus, "argv": sys.argv[1:],
+        "scheduler_settings": scheduler_record(args.scheduler, asha, max_epochs, METRIC, MODE),
         "config_version": CONFIG_VERSION,  # which defaults a params.json without a knob means
         "created_at": dt.datetime.now(dt.UTC).isoformat(), **provenance(),
         # Everything --resume needs to rebuild this run with no other flags.
@@ -571,7 +595,7 @@ def run(args: argparse.Namespace) -> int:
         param_space=param_space,
         tune_config=tune.TuneConfig(
             metric=METRIC, mode=MODE, num_samples=num_samples,
-            search_alg=search_alg, scheduler=build_scheduler(args, max_epochs),
+            search_alg=search_alg, scheduler=build_scheduler(args.scheduler, asha, max_epochs),
             max_concurrent_trials=args.max_concurrent,
             trial_dirname_creator=trial_dirname,
             reuse_actors=False,  # one process per trial: a finished trial returns its GPU memory

@@ -28,7 +28,8 @@ def experiment(tmp_path_factory):
     root = tmp_path_factory.mktemp("fidelity")
     out = subprocess.run(
         [sys.executable, "run_search.py", "--space", "basenet", "--dataset", "digits", "--num-samples", "6",
-         "--max-epochs", str(MAX_EPOCHS), "--scheduler", "asha", "--max-concurrent", "2", "--seed", "0",
+         "--max-epochs", str(MAX_EPOCHS), "--scheduler", "asha", "--grace-period", "1", "--max-concurrent", "2",
+         "--seed", "0",
          "--confirm-top", "2", "--repeats", "2", "--storage-path", str(root), "--name", "f"],
         cwd=PROJECT, capture_output=True, text=True, timeout=1200, env=dict(os.environ))
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]

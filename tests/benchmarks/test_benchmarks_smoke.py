@@ -48,6 +48,23 @@ def test_searcher_quality_smoke(tmp_path: Path) -> None:
     assert len(table) == 3 * 2 * 1  # bn placements x optimizers x learning rates
 
 
+def test_replay_schedulers_smoke(tmp_path: Path) -> None:
+    """On the stored digits curve set: every searcher x the quick settings, regret never negative and
+    never above the table's range, FIFO spending whole trainings."""
+    frame = bench(tmp_path, "replay_schedulers", "--figure", str(tmp_path / "replay.png"))
+    assert set(frame["searcher"]) == {"fidelity", "stock", "random"}
+    assert set(frame["setting"]) == {"fifo", "asha g1 b1", "asha g2 b1"}
+    assert (frame["seeds"] == 2).all() and (frame["mean_regret_points"] >= 0).all()
+    assert (frame["mean_normalised"] <= 1).all()
+    fifo = frame[(frame["setting"] == "fifo") & (frame["epochs_spent"] == frame["budget_epochs"])]
+    assert (fifo["mean_trials"] == fifo["budget_epochs"] / fifo["max_epochs"]).all()
+    asha = frame[(frame["setting"] == "asha g1 b1") & (frame["epochs_spent"] == frame["budget_epochs"])]
+    assert (asha["mean_trials"] > fifo["mean_trials"].max()).all()  # early stopping tries more configs
+    assert (tmp_path / "replay.png").stat().st_size > 0
+    rung_rows = pd.read_csv(tmp_path / "replay_schedulers_rungs.csv")
+    assert set(rung_rows["grace_period"]) == {1, 2, 3} and rung_rows["spearman"].between(-1, 1).all()
+
+
 @pytest.mark.slow
 def test_harness_overhead_smoke(tmp_path: Path) -> None:
     frame = bench(tmp_path, "harness_overhead")
