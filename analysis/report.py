@@ -17,7 +17,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from analysis import questions, storage, summary, tables
+from analysis import questions, rungs, storage, summary, tables
 
 REPORT_DIR = "report"
 EXIT_OK, EXIT_USAGE = 0, 2
@@ -71,7 +71,8 @@ def build_report(experiment: str, rebuild_tables: bool = False) -> dict[str, Any
         except FileNotFoundError as e:
             raise BadInput(_one_line(e)) from None
     trials, epochs = read_tables(experiment)
-    summary_table = summary.build_summary(trials, epochs)
+    scheduler = rungs.settings_from_meta(_meta(experiment))
+    summary_table = summary.build_summary(trials, epochs, scheduler)
     summary_df = summary_table.to_pandas(types_mapper={pa.int64(): pd.Int64Dtype()}.get)  # ranks stay ints
     fs, root = storage.resolve(experiment)
     folder = storage.join(root, REPORT_DIR)
@@ -100,7 +101,8 @@ def build_report(experiment: str, rebuild_tables: bool = False) -> dict[str, Any
         plots.save(fig, fs, path)
         drawn.append(name)
         written.append(path)
-    storage.write_text(fs, storage.join(folder, "report.md"), markdown(experiment, trials, summary_df, drawn))
+    md = markdown(experiment, trials, summary_df, drawn, rungs.rung_markdown(trials, epochs, scheduler))
+    storage.write_text(fs, storage.join(folder, "report.md"), md)
     written.append(storage.join(folder, "report.md"))
     return {"summary": summary_df, "files": written, "folder": folder}
 
@@ -147,7 +149,18 @@ def question_section(s: pd.DataFrame) -> list[str]:
     return out
 
 
-def markdown(experiment: str, trials: pd.DataFrame, s: pd.DataFrame, drawn: Sequence[str]) -> str:
+def _meta(experiment: str) -> dict[str, Any]:
+    """experiment.json, or {} when it is missing or unreadable (the tables alone still make a report)."""
+    fs, root = storage.resolve(experiment)
+    path = storage.join(root, storage.EXPERIMENT_FILE)
+    try:
+        return storage.read_json(fs, path) if storage.exists(fs, path) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def markdown(experiment: str, trials: pd.DataFrame, s: pd.DataFrame, drawn: Sequence[str],
+             rung_section: str = "") -> str:
     name = trials["experiment"].iloc[0] if len(trials) and "experiment" in trials else experiment
     counts = ", ".join(f"{n} {st}" for st, n in trials["status"].value_counts().items())
     phases = ", ".join(f"{n} {ph}" for ph, n in trials["phase"].value_counts().items())
@@ -207,6 +220,9 @@ def markdown(experiment: str, trials: pd.DataFrame, s: pd.DataFrame, drawn: Sequ
     else:
         out.append(f"{imp['note'].iloc[0]}.\n")
         out.append(md_table(imp[["rank", "knob", "value"]].rename(columns={"value": "importance"})))
+
+    if rung_section:
+        out.append(rung_section)
 
     errors = trials[trials["status"] == "error"]
     if len(errors):

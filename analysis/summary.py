@@ -19,6 +19,9 @@ Row kinds (every column is documented in `SUMMARY_COLUMNS` and in the Parquet fi
 - `marginal`: each level of each knob with few levels, over the search trials at one matched budget
   (`budget_epochs`): the best validation accuracy each trial had by that epoch.
 - `importance`: each varying knob's fANOVA importance (Optuna) at that matched budget.
+- `rung`: for an ASHA experiment (or, as a what-if, a FIFO one), how well each rung judged
+  (analysis.rungs): Spearman and Kendall between the rung's metric and the final one, and how many
+  of the final top-k were behind the rung's cut-off, with a warning when the rung judges poorly.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from analysis import importance, questions, stats
+from analysis import importance, questions, rungs, stats
 from analysis.knobs import (MAX_LEVELS, MIN_TRIALS_AT_BUDGET, NOT_KNOBS, is_discrete, knob_names,  # noqa: F401
                             level_text, matched_budget, paired_differences, repeated_runs, search_trials,
                             varying_knobs)
@@ -41,22 +44,23 @@ from analysis.knobs import finite as _finite
 from analysis.knobs import plain as _plain
 from analysis.tables import SCHEMA_VERSION
 
-KINDS = ("question", "ranking", "config", "paired", "marginal", "importance")
+KINDS = ("question", "ranking", "config", "paired", "marginal", "importance", "rung")
 METRICS = ("test_accuracy", "best_val_accuracy")  # of repeated runs; test first: it is the held-out answer
 BUDGET_METRIC = "val_accuracy_at_budget"
 
 SUMMARY_COLUMNS: list[tuple[str, pa.DataType, str]] = [
-    ("kind", pa.string(), "row kind: 'question', 'ranking', 'config', 'paired', 'marginal' or "
-                          "'importance' (see analysis.summary)"),
+    ("kind", pa.string(), "row kind: 'question', 'ranking', 'config', 'paired', 'marginal', 'importance' "
+                          "or 'rung' (see analysis.summary)"),
     ("question", pa.string(), "question rows: the reference study's question they answer (analysis.questions)"),
     ("metric", pa.string(), "what value/std/ci_low/ci_high describe: 'best_val_accuracy', 'test_accuracy', "
                             "'val_accuracy_at_budget' (best validation accuracy by epoch budget_epochs) "
-                            "or 'fanova_importance'"),
+                            "'fanova_importance', or for rung rows 'rung_spearman', 'rung_kendall', "
+                            "'rung_top_k_behind'"),
     ("rank", pa.int64(), "1 = best: among all ranking rows; among config rows of one metric; "
                          "among a knob's levels (marginal); among knobs (importance); null for paired"),
     ("phase", pa.string(), "trials the row rests on: 'search' or 'confirm'"),
     ("budget_epochs", pa.int64(), "epochs every trial in the row reached; rows are compared only at "
-                                  "equal budget"),
+                                  "equal budget; rung: the final epoch the rung is compared with"),
     ("config_id", pa.string(), "12 hex digits identifying the knob values except seed; joins "
                                "ranking and config rows of one configuration"),
     ("config", pa.string(), "the knobs that vary in the experiment, as 'knob=value, ...'"),
@@ -64,7 +68,7 @@ SUMMARY_COLUMNS: list[tuple[str, pa.DataType, str]] = [
     ("status", pa.string(), "ranking: the trial's status ('completed' or 'stopped'); null otherwise"),
     ("knob", pa.string(), "paired, marginal, importance: the knob (a trials.parquet column)"),
     ("level", pa.string(), "marginal: the knob's level; paired: the first level (difference = level - "
-                           "level_b)"),
+                           "level_b); rung: the rung's epoch"),
     ("level_b", pa.string(), "paired: the second level"),
     ("n", pa.int64(), "runs (ranking: 1; config, marginal), seed-paired differences (paired) or "
                       "trials (importance) the row rests on"),
@@ -80,7 +84,7 @@ SUMMARY_COLUMNS: list[tuple[str, pa.DataType, str]] = [
     ("p_value", pa.float64(), "paired: two-sided paired t-test of level == level_b"),
     ("p_holm", pa.float64(), "paired: p_value Holm-adjusted across the paired rows of the same metric"),
     ("verdict", pa.string(), "paired: one line, 'A beats B by x points, 95 % CI lo to hi' or "
-                             "'no difference detected'"),
+                             "'no difference detected'; rung: the warning, or 'judges well'"),
     ("note", pa.string(), "what a row rests on, or why a statistic is missing"),
 ]
 SUMMARY_SCHEMA = pa.schema(
@@ -229,11 +233,14 @@ def _nan_none(x: float | None) -> float | None:
 
 # ---------------------------------------------------------------- all together
 
-def build_summary(trials: pd.DataFrame, epochs: pd.DataFrame) -> pa.Table:
-    """Every row kind, in KINDS order, as a table with SUMMARY_SCHEMA."""
+def build_summary(trials: pd.DataFrame, epochs: pd.DataFrame,
+                  scheduler: dict[str, Any] | None = None) -> pa.Table:
+    """Every row kind, in KINDS order, as a table with SUMMARY_SCHEMA. `scheduler`: the experiment's
+    ASHA settings (analysis.rungs.settings_from_meta), for the rung rows; None skips them."""
     knobs = varying_knobs(trials)
     rep = repeated_runs(trials)
     rep_knobs = varying_knobs(rep) if len(rep) else []
     rows = (questions.question_rows(rep) + ranking_rows(trials, knobs) + config_rows(rep, knobs)
-            + paired_rows(rep, rep_knobs) + marginal_rows(trials, epochs, knobs) + importance.importance_rows(trials, epochs))
+            + paired_rows(rep, rep_knobs) + marginal_rows(trials, epochs, knobs)
+            + importance.importance_rows(trials, epochs) + rungs.rung_rows(trials, epochs, scheduler))
     return pa.Table.from_pylist(rows, schema=SUMMARY_SCHEMA)
