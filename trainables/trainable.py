@@ -95,14 +95,15 @@ def _compile(config: TrialConfig, data: ImageDataset):  # noqa: ANN202 - keras.M
 
 
 def _datasets(config: TrialConfig, data: ImageDataset, shuffle_seed: int):  # noqa: ANN202
-    from trainables.augment import policy_transforms
+    from trainables.augment import policy_inputs
     from trainables.pipeline import make_dataset
 
     train_idx, val_idx = validation_split(data.y_train, config.seed)
-    train_tf, eval_tf = policy_transforms(config, data, train_idx)
-    train = make_dataset(data.x_train, data.y_train, train_idx, config.batch_size, train_tf, shuffle_seed)
-    val = make_dataset(data.x_train, data.y_train, val_idx, config.batch_size, eval_tf)
-    test = make_dataset(data.x_test, data.y_test, np.arange(len(data.y_test)), config.batch_size, eval_tf)
+    inputs = policy_inputs(config, data, train_idx)  # whitening: the dataset whitened once, cached
+    x_train, train_tf, eval_tf = inputs.x_train, inputs.train_transform, inputs.eval_transform
+    train = make_dataset(x_train, data.y_train, train_idx, config.batch_size, train_tf, shuffle_seed)
+    val = make_dataset(x_train, data.y_train, val_idx, config.batch_size, eval_tf)
+    test = make_dataset(inputs.x_test, data.y_test, np.arange(len(data.y_test)), config.batch_size, eval_tf)
     return train, val, test
 
 
