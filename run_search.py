@@ -244,6 +244,7 @@ def run_confirm(args: argparse.Namespace, trials: Any, trainable: Any, fs: Any, 
     from ray.tune.schedulers import FIFOScheduler
 
     from search_spaces.optuna_search import fixed_configs_search
+    from trainables import tune_settings
 
     configs = confirm_configs(trials, args.confirm_top, args.repeats, max_epochs)
     if not configs:
@@ -264,7 +265,7 @@ def run_confirm(args: argparse.Namespace, trials: Any, trainable: Any, fs: Any, 
                 trial_dirname_creator=trial_dirname, reuse_actors=reuse_workers(args)),
             run_config=tune.RunConfig(
                 name="confirm", storage_path=root,
-                checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+                checkpoint_config=tune_settings.checkpoint_config(), callbacks=tune_settings.result_loggers(),
                 failure_config=tune.FailureConfig(max_failures=args.max_failures),
                 verbose=max(0, min(3, 1 + args.verbose - args.quiet))),
         )
@@ -551,6 +552,7 @@ def run(args: argparse.Namespace) -> int:
     import ray
     from ray import tune
 
+    from trainables import tune_settings
     from trainables.trainable import train_trial
 
     connect_ray(args)
@@ -593,7 +595,7 @@ def run(args: argparse.Namespace) -> int:
         ),
         run_config=tune.RunConfig(
             name="search", storage_path=exp_uri if storage.is_uri(exp_uri) else exp_path,
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            checkpoint_config=tune_settings.checkpoint_config(), callbacks=tune_settings.result_loggers(),
             failure_config=tune.FailureConfig(max_failures=args.max_failures),
             verbose=max(0, min(3, 1 + args.verbose - args.quiet)),
         ),

@@ -16,7 +16,9 @@ Workers are reused across trials as run_search reuses them (`--fresh-workers`, a
 starts a fresh Ray actor process per trial, and that process start-up then dominates); what remains is
 Tune's, Optuna's and ASHA's own bookkeeping. The trainable checkpoints every `--checkpoint-every`
 epochs and at its last, as trainables.callbacks does, and the Tuner's checkpoint settings are
-run_search's (trainables.runtime.checkpoint_config). Harness time per trial = Tuner.fit wall / trials;
+run_search's (trainables.tune_settings); `--before` runs with the settings before issue 11
+(one checkpoint kept per trial, which forces an experiment snapshot per checkpoint; Tune's CSV and
+TensorBoard loggers on) for the side-by-side figure. Harness time per trial = Tuner.fit wall / trials;
 the growth is the time per trial over the last 100 trials (by completion) against the first 100.
 Targets: <= 50 ms per trial; last 100 <= 1.3x the first 100; export time growing linearly (time per
 trial about constant from 250 to 1,000). `--profile FILE` runs the driver under cProfile and prints
@@ -28,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import shutil
 import sys
 import tempfile
@@ -67,18 +70,20 @@ def trivial_trainable(config: dict, checkpoint_every: int = 1) -> None:
 
 
 def build_tuner(trials: int, epochs: int, exp: Path, reuse: bool, seed: int,  # noqa: ANN201
-                checkpoint_every: int = 1):
+                checkpoint_every: int = 1, before: bool = False):
     """A Tuner as run_search.run builds one, with the trivial trainable in place of train_trial."""
     import run_search
     from ray import tune
 
     from search_spaces import SPACES
 
-    try:
-        from trainables.runtime import checkpoint_config
-    except ImportError:  # before issue 11
-        def checkpoint_config():  # noqa: ANN202
-            return tune.CheckpointConfig(num_to_keep=1)
+    from trainables import tune_settings
+
+    if before:  # the settings before issue 11: one checkpoint kept, Tune's three loggers
+        os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "0"
+        checkpoints, callbacks = tune.CheckpointConfig(num_to_keep=1), None
+    else:
+        checkpoints, callbacks = tune_settings.checkpoint_config(), tune_settings.result_loggers()
 
     args = run_search.parse_args(["--space", "batchnorm", "--num-samples", str(trials), "--max-epochs",
                                   str(epochs), "--seed", str(seed), "--dataset", "digits"])
@@ -97,7 +102,7 @@ def build_tuner(trials: int, epochs: int, exp: Path, reuse: bool, seed: int,  # 
                                     search_alg=searcher, scheduler=scheduler,
                                     trial_dirname_creator=run_search.trial_dirname, reuse_actors=reuse),
         run_config=tune.RunConfig(name="search", storage_path=str(exp),
-                                  checkpoint_config=checkpoint_config(), verbose=0),
+                                  checkpoint_config=checkpoints, callbacks=callbacks, verbose=0),
     ), args
 
 
@@ -140,6 +145,7 @@ def main(argv: list[str] | None = None) -> int:
                    "(run_search --fresh-workers); default: workers reused, as run_search does")
     p.add_argument("--checkpoint-every", type=int, default=1, metavar="EPOCHS",
                    help="checkpoint period of the trainable, as run_search --checkpoint-every")
+    p.add_argument("--before", action="store_true", help="the Tune settings before issue 11 (see above)")
     p.add_argument("--profile", default=None, metavar="FILE", help="cProfile the driver into FILE")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workdir", default=None)
@@ -162,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     ray.init(address="local", include_dashboard=False, log_to_driver=False, logging_level="WARNING")
     ray_init_s = time.perf_counter() - t0
     reuse = not args.fresh_workers
-    tuner, _ = build_tuner(trials, args.epochs, exp, reuse, args.seed, args.checkpoint_every)
+    tuner, _ = build_tuner(trials, args.epochs, exp, reuse, args.seed, args.checkpoint_every, args.before)
     profiler = None
     if args.profile:
         import cProfile
@@ -202,6 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     frame.insert(1, "epochs", args.epochs)
     frame.insert(2, "reuse_actors", reuse)
     frame.insert(3, "checkpoint_every", args.checkpoint_every)
+    frame.insert(4, "settings", "before" if args.before else "issue11")
     frame.insert(3, "errored_trials", errors)
     frame.insert(4, "ray_init_s", round(ray_init_s, 2))
     frame.insert(5, "fit_s", round(fit_s, 1))
@@ -217,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     frame["export_linear"] = bool(per.iloc[-1] <= 2 * per.iloc[0]) if len(per) > 1 else None
     for key in ("loadavg_1m", "cpus", "date_utc"):
         frame[key] = info[key]
-    _common.emit(NAME if reuse else f"{NAME}_fresh", frame, args.out,
+    _common.emit(NAME + ("" if reuse else "_fresh") + ("_before" if args.before else ""), frame, args.out,
                  "trivial trials through Tuner + Optuna + ASHA, then the table export")
     return 0
 
