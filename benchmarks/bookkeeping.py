@@ -72,11 +72,10 @@ def trivial_trainable(config: dict, checkpoint_every: int = 1) -> None:
 def build_tuner(trials: int, epochs: int, exp: Path, reuse: bool, seed: int,  # noqa: ANN201
                 checkpoint_every: int = 1, before: bool = False):
     """A Tuner as run_search.run builds one, with the trivial trainable in place of train_trial."""
-    import run_search
     from ray import tune
 
+    import run_search
     from search_spaces import SPACES
-
     from trainables import tune_settings
 
     if before:  # the settings before issue 11: one checkpoint kept, Tune's three loggers

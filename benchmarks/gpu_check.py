@@ -40,7 +40,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common  # noqa: E402
 
 NAME = "gpu_check"
-LOG_ENV = "KERAS_HPO_GPU_CHECK_LOG"
 CELL = {"model": "convnet", "bn_position": "after_relu", "augmentation": "simple", "optimizer": "sgd",
         "learning_rate": 0.01, "batch_size": 32}
 
@@ -60,7 +59,7 @@ def gpu_info() -> dict | None:
     return {"gpu_name": name, "gpu_total_mb": int(total), "gpus": int(count)}
 
 
-def instrumented(params: dict, data, cpus: float = 1, gpus: float = 0) -> None:  # noqa: ANN001
+def instrumented(params: dict, data, log: str, cpus: float = 1, gpus: float = 0) -> None:  # noqa: ANN001
     """train_trial, then a log line: the trial's GPU memory limit and peak, its epoch times, any error."""
     from ray import tune
 
@@ -93,7 +92,7 @@ def instrumented(params: dict, data, cpus: float = 1, gpus: float = 0) -> None: 
                   "limit_mb": configured.get("gpu_memory_limit_mb"), "peak_mb": peak_mb,
                   "epochs": epochs, "error": error or (errors[0] if errors else None),
                   "visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")}
-        with open(os.environ[LOG_ENV], "a") as f:
+        with open(log, "a") as f:
             f.write(json.dumps(record) + "\n")
 
 
@@ -104,12 +103,11 @@ def run(label: str, trials: int, share: float, cpus: float, epochs: int, dataset
     from search_spaces.optuna_search import fixed_configs_search
 
     log = work / f"{label}.jsonl"
-    os.environ[LOG_ENV] = str(log)
     configs = [{**CELL, "dataset": dataset, "max_epochs": epochs, "seed": s} for s in range(trials)]
     search_alg, param_space = fixed_configs_search(configs)
     resources = {"cpu": cpus, "gpu": share if use_gpu else 0}
     tuner = tune.Tuner(
-        tune.with_resources(tune.with_parameters(instrumented, data=data, cpus=cpus,
+        tune.with_resources(tune.with_parameters(instrumented, data=data, log=str(log), cpus=cpus,
                                                  gpus=share if use_gpu else 0), resources),
         param_space=param_space,
         tune_config=tune.TuneConfig(metric="val_accuracy", mode="max", num_samples=trials, search_alg=search_alg,
