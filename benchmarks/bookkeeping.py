@@ -163,9 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     import ray
 
-    t0 = time.perf_counter()
-    ray.init(address="local", include_dashboard=False, log_to_driver=False, logging_level="WARNING")
-    ray_init_s = time.perf_counter() - t0
+    ray_init_s = _common.start_ray()
     reuse = not args.fresh_workers
     tuner, _ = build_tuner(trials, args.epochs, exp, reuse, args.seed, args.checkpoint_every, args.before)
     profiler = None

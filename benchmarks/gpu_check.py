@@ -179,8 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     import ray
 
     before = _common.machine()
-    ray.init(address="local", include_dashboard=False, log_to_driver=False, logging_level="WARNING",
-             **({} if use_gpu else {"num_cpus": 2 * cpus}))
+    _common.start_ray(**({} if use_gpu else {"num_cpus": 2 * cpus}))
     try:
         shared_n, share = (4, 0.25) if use_gpu else (2, 0.5)
         whole = run("whole", 1, 1.0, cpus, epochs, dataset, data, work, use_gpu)

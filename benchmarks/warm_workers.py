@@ -39,7 +39,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common  # noqa: E402
 
 NAME = "warm_workers"
-LOG_ENV = "KERAS_HPO_WARM_LOG"
 
 CONFIGS = [  # cycled: each differs from the one before in model, optimizer, batch or policy
     {"model": "basenet", "optimizer": "sgd", "learning_rate": 0.01, "batch_size": 32, "augmentation": "simple"},
@@ -59,7 +58,7 @@ def rss_mb() -> float:
     return float("nan")
 
 
-def instrumented(params: dict, data, cpus: float = 1, gpus: float = 0) -> None:  # noqa: ANN001
+def instrumented(params: dict, data, log: str, cpus: float = 1, gpus: float = 0) -> None:  # noqa: ANN001
     """train_trial with a log line per trial: entry, report times, epoch times, RSS at the end."""
     from ray import tune
 
@@ -80,32 +79,29 @@ def instrumented(params: dict, data, cpus: float = 1, gpus: float = 0) -> None: 
         callbacks.tune.report = real_report
         record = {"trial": params["seed"], "pid": os.getpid(), "entered": entered, "reports": reports,
                   "rss_mb": rss_mb()}
-        with open(os.environ[LOG_ENV], "a") as f:
+        with open(log, "a") as f:
             f.write(json.dumps(record) + "\n")
 
 
 def run(trials: int, epochs: int, reuse: bool, data, work: Path) -> list[dict]:  # noqa: ANN001
-    import ray
     from ray import tune
 
     from search_spaces.optuna_search import fixed_configs_search
+    from trainables import tune_settings
 
     log = work / f"log-{'reused' if reuse else 'fresh'}.jsonl"
-    os.environ[LOG_ENV] = str(log)  # inherited by the workers of the embedded Ray started below
-    configs = [{**CONFIGS[i % len(CONFIGS)], "dataset": "digits", "max_epochs": epochs, "seed": i} for i in range(trials)]
+    configs = [{**CONFIGS[i % len(CONFIGS)], "dataset": "digits", "max_epochs": epochs, "seed": i}
+               for i in range(trials)]
     search_alg, param_space = fixed_configs_search(configs)
-    ray.init(address="local", num_cpus=1, include_dashboard=False, log_to_driver=False, logging_level="WARNING")
-    try:
-        tuner = tune.Tuner(
-            tune.with_parameters(instrumented, data=data),
-            param_space=param_space,
-            tune_config=tune.TuneConfig(metric="val_accuracy", mode="max", num_samples=trials,
-                                        search_alg=search_alg, reuse_actors=reuse),
-            run_config=tune.RunConfig(name="search", storage_path=str(work / ("reused" if reuse else "fresh")),
-                                      checkpoint_config=tune.CheckpointConfig(num_to_keep=1), verbose=0))
-        grid = tuner.fit()
-    finally:
-        ray.shutdown()
+    tuner = tune.Tuner(
+        tune.with_parameters(instrumented, data=data, log=str(log)),
+        param_space=param_space,
+        tune_config=tune.TuneConfig(metric="val_accuracy", mode="max", num_samples=trials,
+                                    search_alg=search_alg, reuse_actors=reuse),
+        run_config=tune.RunConfig(name="search", storage_path=str(work / ("reused" if reuse else "fresh")),
+                                  checkpoint_config=tune_settings.checkpoint_config(),
+                                  callbacks=tune_settings.result_loggers(), verbose=0))
+    grid = tuner.fit()
     if grid.num_errors:
         raise RuntimeError(f"{grid.num_errors} trials failed: {[str(r.error)[:300] for r in grid if r.error]}")
     rows = sorted((json.loads(line) for line in log.read_text().splitlines()), key=lambda r: r["entered"])
@@ -142,12 +138,18 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     data = small_digits(args.images)
     before = _common.machine()
-    t0 = time.perf_counter()
-    fresh = run(fresh_trials, args.epochs, False, data, work)
-    fresh_wall = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    reused = run(trials, args.epochs, True, data, work)
-    reused_wall = time.perf_counter() - t0
+    import ray
+
+    _common.start_ray(num_cpus=1)  # one CPU: one trial at a time; inherited environment set above
+    try:
+        t0 = time.perf_counter()
+        fresh = run(fresh_trials, args.epochs, False, data, work)
+        fresh_wall = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        reused = run(trials, args.epochs, True, data, work)
+        reused_wall = time.perf_counter() - t0
+    finally:
+        ray.shutdown()
     after = _common.machine()
 
     def med(rows: list[dict], key: str) -> float:
