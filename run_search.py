@@ -93,6 +93,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="continue the experiment --name after a crash or Ctrl-C, with its stored settings")
     p.add_argument("--max-failures", type=int, default=2,
                    help="retries of a failed trial, each from its last checkpoint")
+    p.add_argument("--checkpoint-every", type=int, default=1, metavar="EPOCHS",
+                   help="a trial checkpoints every EPOCHS epochs and at its full budget; a killed worker "
+                        "loses at most the EPOCHS - 1 epochs since its last checkpoint")
+    p.add_argument("--fresh-workers", action="store_true",
+                   help="one fresh worker process per trial (returns all its memory, GPU too, when it "
+                        "ends); default: reuse a worker for the next trial that asks the same resources")
     p.add_argument("-v", "--verbose", action="count", default=0, help="more progress output")
     p.add_argument("-q", "--quiet", action="count", default=0, help="less progress output")
     return p.parse_args(argv)
@@ -249,6 +255,7 @@ def run_confirm(args: argparse.Namespace, trials: Any, trainable: Any, fs: Any, 
     from ray.tune.schedulers import FIFOScheduler
 
     from search_spaces.optuna_search import fixed_configs_search
+    from trainables import tune_settings
 
     configs = confirm_configs(trials, args.confirm_top, args.repeats, max_epochs)
     if not configs:
@@ -266,10 +273,10 @@ def run_confirm(args: argparse.Namespace, trials: Any, trainable: Any, fs: Any, 
             tune_config=tune.TuneConfig(
                 metric=METRIC, mode=MODE, num_samples=len(configs), search_alg=search_alg,
                 scheduler=FIFOScheduler(), max_concurrent_trials=args.max_concurrent,
-                trial_dirname_creator=trial_dirname, reuse_actors=False),
+                trial_dirname_creator=trial_dirname, reuse_actors=reuse_workers(args)),
             run_config=tune.RunConfig(
                 name="confirm", storage_path=root,
-                checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+                checkpoint_config=tune_settings.checkpoint_config(), callbacks=tune_settings.result_loggers(),
                 failure_config=tune.FailureConfig(max_failures=args.max_failures),
                 verbose=max(0, min(3, 1 + args.verbose - args.quiet))),
         )
@@ -292,6 +299,12 @@ def print_confirmed(trials: Any) -> None:
     names = [k for k in knob_types() if k != "seed" and confirm[k].nunique() > 1] or ["model"]
     stats = confirm.groupby(names, dropna=False)["test_accuracy"].agg(["mean", "std", "count"])
     print("confirmed (test accuracy over seeds):\n" + stats.to_string(float_format=lambda v: f"{v:.4f}"))
+
+
+def reuse_workers(args: argparse.Namespace) -> bool:
+    """Tune's actor reuse (DESIGN section 4), unless --fresh-workers: a warm worker skips the process
+    start and TensorFlow import; trainables.runtime keeps its settings valid across trials."""
+    return not getattr(args, "fresh_workers", False)
 
 
 def trial_dirname(trial: Any) -> str:
@@ -546,6 +559,8 @@ def run(args: argparse.Namespace) -> int:
     asha = scheduler_settings(args, space, max_epochs)
     if args.max_failures < 0:
         raise UsageError(f"--max-failures must be >= 0, got {args.max_failures}")
+    if getattr(args, "checkpoint_every", 1) < 1:
+        raise UsageError(f"--checkpoint-every must be >= 1 epoch, got {args.checkpoint_every}")
     check_storage_writable(args.storage_path)
     use_s3_endpoint(args)
     name = args.name or f"{space.name}-{dt.datetime.now(dt.UTC):%Y%m%d-%H%M%S}"
@@ -558,6 +573,7 @@ def run(args: argparse.Namespace) -> int:
     import ray
     from ray import tune
 
+    from trainables import tune_settings
     from trainables.trainable import train_trial
     from search_spaces.schedulers import build_scheduler
     from search_spaces.schedulers import record as scheduler_record
@@ -583,7 +599,8 @@ def run(args: argparse.Namespace) -> int:
     args.resume_hint = resume_command(args, name)
     fixed = {"dataset": dataset_name, "seed": args.seed, "max_epochs": max_epochs, **fixed_knobs(args)}
     trainable = tune.with_resources(
-        tune.with_parameters(train_trial, data=data, cpus=args.cpus_per_trial, gpus=gpus),
+        tune.with_parameters(train_trial, data=data, cpus=args.cpus_per_trial, gpus=gpus,
+                             checkpoint_every=getattr(args, "checkpoint_every", 1)),
         {"cpu": args.cpus_per_trial, "gpu": gpus})
     search_path = storage.join(exp_uri if storage.is_uri(exp_uri) else exp_path, "search")
     # A restore brings back the searcher's and scheduler's state and the trials; finished trials are not
@@ -598,11 +615,11 @@ def run(args: argparse.Namespace) -> int:
             search_alg=search_alg, scheduler=build_scheduler(args.scheduler, asha, max_epochs),
             max_concurrent_trials=args.max_concurrent,
             trial_dirname_creator=trial_dirname,
-            reuse_actors=False,  # one process per trial: a finished trial returns its GPU memory
+            reuse_actors=reuse_workers(args),
         ),
         run_config=tune.RunConfig(
             name="search", storage_path=exp_uri if storage.is_uri(exp_uri) else exp_path,
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            checkpoint_config=tune_settings.checkpoint_config(), callbacks=tune_settings.result_loggers(),
             failure_config=tune.FailureConfig(max_failures=args.max_failures),
             verbose=max(0, min(3, 1 + args.verbose - args.quiet)),
         ),

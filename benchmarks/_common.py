@@ -67,6 +67,25 @@ def run_search(args: list[str], storage: Path, name: str, timeout: float = 3600,
     return wall, storage / name
 
 
+def start_ray(attempts: int = 3, **options: Any) -> float:
+    """ray.init(address="local", ...) as the benchmarks start Ray; seconds it took. Ray gives its raylet
+    a fixed 30 s to register, which a heavily loaded shared machine can exceed: then it tries again."""
+    import ray
+
+    started = time.perf_counter()
+    for attempt in range(1, attempts + 1):
+        try:
+            ray.init(address="local", include_dashboard=False, log_to_driver=False, logging_level="WARNING",
+                     **options)
+            return time.perf_counter() - started
+        except Exception as e:  # noqa: BLE001 - Ray raises a bare Exception for this timeout
+            if "timed out during startup" not in str(e) or attempt == attempts:
+                raise
+            print(f"ray.init timed out (machine load {os.getloadavg()[0]:.0f}); trying again", file=sys.stderr)
+            ray.shutdown()
+    raise AssertionError("unreachable")
+
+
 def tables(experiment: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     from analysis.tables import read_table
 

@@ -12,11 +12,17 @@ run_search's is written so analysis.tables.export_tables reads the folder as it 
 trainable reports what trainables.callbacks reports (same keys, `epoch` 1-based, a small checkpoint),
 with a val_accuracy that is a smooth function of the config, so ASHA and TPE have something to act on.
 
-`--reuse-actors` (default: off, like run_search) lets Tune reuse a trial's worker process for the next
-trial: off, every trial is a fresh Ray actor process (what the harness does, so a trial's GPU memory is
-returned), and that process start-up dominates; on, what remains is Tune's, Optuna's and ASHA's own
-bookkeeping. Harness time per trial = Tuner.fit wall / trials. Target: <= 50 ms per trial; export time
-growing linearly (time per trial about constant from 250 to 1,000).
+Workers are reused across trials as run_search reuses them (`--fresh-workers`, as run_search's flag,
+starts a fresh Ray actor process per trial, and that process start-up then dominates); what remains is
+Tune's, Optuna's and ASHA's own bookkeeping. The trainable checkpoints every `--checkpoint-every`
+epochs and at its last, as trainables.callbacks does, and the Tuner's checkpoint settings are
+run_search's (trainables.tune_settings); `--before` runs with the settings before issue 11
+(one checkpoint kept per trial, which forces an experiment snapshot per checkpoint; Tune's CSV and
+TensorBoard loggers on) for the side-by-side figure. Harness time per trial = Tuner.fit wall / trials;
+the growth is the time per trial over the last 100 trials (by completion) against the first 100.
+Targets: <= 50 ms per trial; last 100 <= 1.3x the first 100; export time growing linearly (time per
+trial about constant from 250 to 1,000). `--profile FILE` runs the driver under cProfile and prints
+where its time went.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import shutil
 import sys
 import tempfile
@@ -38,7 +45,7 @@ import _common  # noqa: E402
 NAME = "bookkeeping"
 
 
-def trivial_trainable(config: dict) -> None:
+def trivial_trainable(config: dict, checkpoint_every: int = 1) -> None:
     """Reports like trainables.callbacks.EpochReporter, with no TensorFlow: a config-shaped score."""
     import os
 
@@ -54,17 +61,28 @@ def trivial_trainable(config: dict) -> None:
                    "node": "bench", "pid": os.getpid()}
         if epoch == int(config["max_epochs"]):
             metrics["test_accuracy"] = val
+        elif epoch % checkpoint_every:
+            tune.report(metrics)
+            continue
         with tempfile.TemporaryDirectory(prefix="ckpt-") as folder:
             (Path(folder) / "state.json").write_text(json.dumps({"epoch": epoch, "seed": config.get("seed", 0)}))
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
 
 
-def build_tuner(trials: int, epochs: int, exp: Path, reuse: bool, seed: int):  # noqa: ANN201
+def build_tuner(trials: int, epochs: int, exp: Path, reuse: bool, seed: int,  # noqa: ANN201
+                checkpoint_every: int = 1, before: bool = False):
     """A Tuner as run_search.run builds one, with the trivial trainable in place of train_trial."""
-    import run_search
     from ray import tune
 
+    import run_search
     from search_spaces import SPACES
+    from trainables import tune_settings
+
+    if before:  # the settings before issue 11: one checkpoint kept, Tune's three loggers
+        os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "0"
+        checkpoints, callbacks = tune.CheckpointConfig(num_to_keep=1), None
+    else:
+        checkpoints, callbacks = tune_settings.checkpoint_config(), tune_settings.result_loggers()
 
     args = run_search.parse_args(["--space", "batchnorm", "--num-samples", str(trials), "--max-epochs",
                                   str(epochs), "--seed", str(seed), "--dataset", "digits"])
@@ -77,13 +95,23 @@ def build_tuner(trials: int, epochs: int, exp: Path, reuse: bool, seed: int):  #
         searcher = run_search.build_searcher(args, space, fixed)
     scheduler = run_search.build_scheduler(args, epochs)
     return tune.Tuner(
-        tune.with_resources(trivial_trainable, {"cpu": args.cpus_per_trial}),
+        tune.with_resources(tune.with_parameters(trivial_trainable, checkpoint_every=checkpoint_every),
+                            {"cpu": args.cpus_per_trial}),
         tune_config=tune.TuneConfig(metric=run_search.METRIC, mode=run_search.MODE, num_samples=trials,
                                     search_alg=searcher, scheduler=scheduler,
                                     trial_dirname_creator=run_search.trial_dirname, reuse_actors=reuse),
         run_config=tune.RunConfig(name="search", storage_path=str(exp),
-                                  checkpoint_config=tune.CheckpointConfig(num_to_keep=1), verbose=0),
+                                  checkpoint_config=checkpoints, callbacks=callbacks, verbose=0),
     ), args
+
+
+def growth(grid, k: int) -> tuple[float, float]:  # noqa: ANN001 - tune.ResultGrid
+    """Wall time per trial (ms) over the first k and the last k trials, by completion: the gaps
+    between consecutive trials' last reports."""
+    ends = sorted(float(r.metrics["timestamp"]) for r in grid if r.metrics and "timestamp" in r.metrics)
+    if len(ends) < 2 * k + 1:
+        return math.nan, math.nan
+    return 1000 * (ends[k] - ends[0]) / k, 1000 * (ends[-1] - ends[-1 - k]) / k
 
 
 def write_meta(exp: Path, trials: int, epochs: int, seed: int) -> None:
@@ -112,7 +140,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="20 trials (a smoke run)")
     p.add_argument("--trials", type=int, default=None, help="trials (default 1000; quick 20)")
     p.add_argument("--epochs", type=int, default=3)
-    p.add_argument("--reuse-actors", action="store_true", help="let Tune reuse worker processes across trials")
+    p.add_argument("--fresh-workers", action="store_true", help="a fresh worker process per trial "
+                   "(run_search --fresh-workers); default: workers reused, as run_search does")
+    p.add_argument("--checkpoint-every", type=int, default=1, metavar="EPOCHS",
+                   help="checkpoint period of the trainable, as run_search --checkpoint-every")
+    p.add_argument("--before", action="store_true", help="the Tune settings before issue 11 (see above)")
+    p.add_argument("--profile", default=None, metavar="FILE", help="cProfile the driver into FILE")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workdir", default=None)
     p.add_argument("--out", default=None)
@@ -130,13 +163,24 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     import ray
 
-    t0 = time.perf_counter()
-    ray.init(address="local", include_dashboard=False, log_to_driver=False, logging_level="WARNING")
-    ray_init_s = time.perf_counter() - t0
-    tuner, _ = build_tuner(trials, args.epochs, exp, args.reuse_actors, args.seed)
+    ray_init_s = _common.start_ray()
+    reuse = not args.fresh_workers
+    tuner, _ = build_tuner(trials, args.epochs, exp, reuse, args.seed, args.checkpoint_every, args.before)
+    profiler = None
+    if args.profile:
+        import cProfile
+
+        profiler = cProfile.Profile()
+        profiler.enable()
     t0 = time.perf_counter()
     grid = tuner.fit()
     fit_s = time.perf_counter() - t0
+    if profiler is not None:
+        import pstats
+
+        profiler.disable()
+        profiler.dump_stats(args.profile)
+        pstats.Stats(args.profile).sort_stats("cumulative").print_stats(40)
     ray.shutdown()
     errors = sum(1 for r in grid if r.error)
     requested, trials = trials, len(grid)  # fewer when the run was interrupted (Ctrl-C stops Tune gracefully)
@@ -154,23 +198,30 @@ def main(argv: list[str] | None = None) -> int:
         export_rows.append({"export_trials": table.num_rows, "export_epoch_rows": epochs_table.num_rows,
                             "export_s": round(secs, 3), "export_ms_per_trial": round(1000 * secs / k, 2)})
     per_trial_ms = 1000 * fit_s / trials
+    first_ms, last_ms = growth(grid, 100 if trials >= 300 else max(1, trials // 3))
     frame = pd.DataFrame(export_rows)
     frame.insert(0, "trials", trials)
     frame.insert(1, "trials_requested", requested)
     frame.insert(1, "epochs", args.epochs)
-    frame.insert(2, "reuse_actors", args.reuse_actors)
+    frame.insert(2, "reuse_actors", reuse)
+    frame.insert(3, "checkpoint_every", args.checkpoint_every)
+    frame.insert(4, "settings", "before" if args.before else "issue11")
     frame.insert(3, "errored_trials", errors)
     frame.insert(4, "ray_init_s", round(ray_init_s, 2))
     frame.insert(5, "fit_s", round(fit_s, 1))
     frame.insert(6, "harness_ms_per_trial", round(per_trial_ms, 1))
     frame.insert(7, "target_ms_per_trial", 50)
     frame.insert(8, "met_per_trial", per_trial_ms <= 50)
+    frame.insert(9, "first_k_ms_per_trial", round(first_ms, 1))
+    frame.insert(10, "last_k_ms_per_trial", round(last_ms, 1))
+    frame.insert(11, "last_over_first", round(last_ms / first_ms, 2) if first_ms else None)
+    frame.insert(12, "met_growth", bool(first_ms and last_ms <= 1.3 * first_ms))
     # Linear: the cost per trial of the largest export is within 2x of the smallest one's.
     per = frame["export_ms_per_trial"]
     frame["export_linear"] = bool(per.iloc[-1] <= 2 * per.iloc[0]) if len(per) > 1 else None
     for key in ("loadavg_1m", "cpus", "date_utc"):
         frame[key] = info[key]
-    _common.emit(NAME if not args.reuse_actors else f"{NAME}_reuse", frame, args.out,
+    _common.emit(NAME + ("" if reuse else "_fresh") + ("_before" if args.before else ""), frame, args.out,
                  "trivial trials through Tuner + Optuna + ASHA, then the table export")
     return 0
 

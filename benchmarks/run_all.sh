@@ -1,20 +1,23 @@
 #!/usr/bin/env bash
 # Every benchmark's full run, one after another (timings must not overlap each other), from the project
 # root: bash benchmarks/run_all.sh [NAME ...]. Figures land in benchmarks/results/, logs in /tmp.
+# The GPU check is not here: it needs a GPU machine (bash benchmarks/gpu_check.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
 declare -A CMD=(
   [input_pipeline]="benchmarks/input_pipeline.py"
-  [bookkeeping_reuse]="benchmarks/bookkeeping.py --reuse-actors"
-  [bookkeeping]="benchmarks/bookkeeping.py --trials 40"
+  [bookkeeping]="benchmarks/bookkeeping.py"
+  [bookkeeping_before]="benchmarks/bookkeeping.py --before"
+  [bookkeeping_fresh]="benchmarks/bookkeeping.py --fresh-workers --trials 40"
+  [warm_workers]="benchmarks/warm_workers.py"
   [harness_overhead]="benchmarks/harness_overhead.py"
   [asha_vs_fifo]="benchmarks/asha_vs_fifo.py"
   [memory]="benchmarks/memory.py"
   [searcher_quality]="benchmarks/searcher_quality.py"
   [reference_study]="benchmarks/reference_study.py --epochs 3"
 )
-ORDER=(input_pipeline bookkeeping_reuse bookkeeping harness_overhead asha_vs_fifo memory searcher_quality reference_study)
+ORDER=(input_pipeline bookkeeping bookkeeping_before bookkeeping_fresh warm_workers harness_overhead asha_vs_fifo memory searcher_quality reference_study)
 for name in "${@:-${ORDER[@]}}"; do
   echo "== $name: $PY ${CMD[$name]} (log /tmp/bench-$name.log)"
   # shellcheck disable=SC2086 - the command's words are meant to split

@@ -1,4 +1,4 @@
-"""The Keras side of a trial's reporting: one Ray Tune report per epoch, with a checkpoint."""
+"""The Keras side of a trial's reporting: one Ray Tune report per epoch, a checkpoint every N epochs."""
 
 from __future__ import annotations
 
@@ -23,13 +23,17 @@ CHECKPOINT_STATE = "state.json"
 
 
 class EpochReporter(keras.callbacks.Callback):
-    """Reports one row per epoch with a checkpoint; evaluates the test split once, at full budget."""
+    """Reports one row per epoch, with a checkpoint every `checkpoint_every` epochs and at the full
+    budget; evaluates the test split once, at full budget."""
 
-    def __init__(self, config: TrialConfig, test_ds, gpus: float) -> None:  # noqa: ANN001
+    def __init__(self, config: TrialConfig, test_ds, gpus: float, checkpoint_every: int = 1) -> None:  # noqa: ANN001
         super().__init__()
+        if checkpoint_every < 1:
+            raise ValueError(f"checkpoint_every must be >= 1 epoch, got {checkpoint_every}")
         self.config = config
         self.test_ds = test_ds
         self.gpus = gpus
+        self.checkpoint_every = checkpoint_every
         self._started = 0.0
         # Hostname plus Ray node id: two Ray nodes on one host are still told apart.
         self.node = f"{socket.gethostname()}:{ray.get_runtime_context().get_node_id()[:12]}"
@@ -68,6 +72,9 @@ class EpochReporter(keras.callbacks.Callback):
         if done == self.config.max_epochs:
             test = self.model.evaluate(self.test_ds, verbose=0, return_dict=True)
             metrics["test_accuracy"] = float(test["accuracy"])
+        if done % self.checkpoint_every and done != self.config.max_epochs:
+            tune.report(metrics)  # no checkpoint this epoch: a restart resumes from the last one
+            return
         with tempfile.TemporaryDirectory(prefix="ckpt-") as folder:
             self.model.save(Path(folder) / CHECKPOINT_MODEL)
             # The RNG streams are not saved: a restore reseeds from (seed, epoch), see trainable.epoch_seed.

@@ -23,7 +23,8 @@ def to_unit_float(images: tf.Tensor) -> tf.Tensor:
 
 def gather_batches(x: np.ndarray, y: np.ndarray, indices: np.ndarray, batch_size: int,
                    shuffle_seed: int | None = None) -> tf.data.Dataset:
-    """Batches of (uint8 images, int32 labels) for `indices` of `x`, shuffled each epoch if seeded."""
+    """Batches of (images, int32 labels) for `indices` of `x` (uint8 images, or float32 ones a policy
+    precomputed), shuffled each epoch if seeded."""
     ds = tf.data.Dataset.from_tensor_slices(np.asarray(indices, dtype=np.int64))
     if shuffle_seed is not None:
         ds = ds.shuffle(len(indices), seed=shuffle_seed, reshuffle_each_iteration=True)
@@ -33,7 +34,7 @@ def gather_batches(x: np.ndarray, y: np.ndarray, indices: np.ndarray, batch_size
         return x[idx], y[idx].astype(np.int32)
 
     def gather_op(idx: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        images, labels = tf.numpy_function(gather, [idx], (tf.uint8, tf.int32), stateful=False)
+        images, labels = tf.numpy_function(gather, [idx], (tf.as_dtype(x.dtype), tf.int32), stateful=False)
         images.set_shape((None, *x.shape[1:]))
         labels.set_shape((None,))
         return images, labels

@@ -1,7 +1,13 @@
 """Per-process TensorFlow settings of a trial: CPU threads and GPU memory.
 
 They must run before TensorFlow creates its runtime (the first op), which is why
-the trainable calls `configure_tensorflow` first thing in its own process.
+the trainable calls `configure_tensorflow` first thing. Ray Tune reuses a worker
+process for the next trial that asks the same resources (`reuse_actors`), so the
+settings are made once per process and every later trial in it checks that it
+asks the same ones: the same CPUs and the same GPU share, hence the same thread
+count and the same memory limit, which therefore stay right for it. Between
+trials, `reset_trial_state` clears what Keras and TensorFlow keep per process
+(models, layer names, tf.function traces, seeds).
 """
 
 from __future__ import annotations
@@ -52,8 +58,25 @@ def physical_gpu_index(logical: int, cuda_visible_devices: str | None) -> str:
     return visible[logical] if logical < len(visible) else str(logical)
 
 
+# What configure_tensorflow set in this process: (cpus, gpu_share) -> its summary. One entry at most.
+_CONFIGURED: dict[tuple[float, float], dict[str, object]] = {}
+
+
+class WorkerMismatch(RuntimeError):
+    """A reused worker was configured for other resources than this trial's (Ray Tune reuses a worker
+    only for trials with the same resource request, so this means a bug, not bad input)."""
+
+
 def configure_tensorflow(cpus: float, gpu_share: float = 0.0) -> dict[str, object]:
-    """Cap TensorFlow's threads at the trial's CPUs and set GPU memory growth or a limit."""
+    """Cap TensorFlow's threads at the trial's CPUs and set GPU memory growth or a limit, once per
+    process: a reused worker's later trials get the same settings back (TensorFlow refuses to change
+    them once its runtime exists)."""
+    key = (float(cpus), float(gpu_share))
+    if _CONFIGURED:
+        if key not in _CONFIGURED:
+            raise WorkerMismatch(f"this worker was configured for (cpus, gpus) {next(iter(_CONFIGURED))}, "
+                                 f"a trial asks {key}; TensorFlow's settings cannot change in a process")
+        return {**_CONFIGURED[key], "reused": True}
     import tensorflow as tf
 
     threads = thread_count(cpus)
@@ -68,7 +91,34 @@ def configure_tensorflow(cpus: float, gpu_share: float = 0.0) -> dict[str, objec
                 gpu, [tf.config.LogicalDeviceConfiguration(memory_limit=limit)])
         else:
             tf.config.experimental.set_memory_growth(gpu, True)
-    return {"threads": threads, "gpus": len(gpus), "gpu_memory_limit_mb": limit}
+    _CONFIGURED[key] = {"threads": threads, "gpus": len(gpus), "gpu_memory_limit_mb": limit}
+    return {**_CONFIGURED[key], "reused": False}
+
+
+def reset_trial_state() -> None:
+    """Forget the previous trial of this process: Keras' global state (layer-name counters, the
+    graph of its models, its seed generators) and the Python objects still holding tensors. Called at
+    the start of every trial, so a trial run after another in the same worker starts as the first did;
+    TensorFlow's allocator keeps the freed memory for reuse (RSS stays flat, see benchmarks/memory.py)."""
+    import keras
+
+    keras.backend.clear_session(free_memory=True)  # also runs Python's garbage collector
+    _release_free_heap()
+
+
+def _release_free_heap() -> None:
+    """Give the heap the previous trial freed back to the OS (glibc's malloc_trim). Each trial runs in
+    a new thread of the worker (Tune's function runner), and glibc keeps what a thread's malloc arena
+    freed for reuse, so without this a reused worker's resident memory creeps up trial after trial.
+    A no-op where the C library has no malloc_trim (musl, macOS)."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 def _gpu_total_mb(gpu) -> int | None:  # noqa: ANN001 - a tf PhysicalDevice

@@ -1,8 +1,16 @@
 """What one trial does: data -> model -> fit, reporting once per epoch to Ray Tune.
 
 The trainable only reports (Syne Tune's rule); tables are built from what it
-reported. Each report carries a checkpoint (model with optimizer state and the
-epoch), so a retried or resumed trial continues from its last epoch.
+reported. Every `checkpoint_every`-th report (and the last) carries a checkpoint
+(model with optimizer state and the epoch), so a retried or resumed trial
+continues from its last checkpoint and loses at most `checkpoint_every` - 1
+reported epochs (they are trained and reported again).
+
+Ray Tune may run this function in a worker process that already ran other trials
+(`reuse_actors`): TensorFlow's process settings are made once
+(runtime.configure_tensorflow) and Keras' state is cleared first thing
+(runtime.reset_trial_state), so a trial's metrics do not depend on what ran
+before it in the process (tests/trainables/test_trainable.py).
 
 Random state on a restore: the checkpoint holds weights and optimizer state, not
 the RNG streams. A trial resumed at epoch k reseeds Python, NumPy and TensorFlow
@@ -29,11 +37,14 @@ from trainables.config import TrialConfig
 from trainables.data import ImageDataset, validation_split
 
 
-def train_trial(params: dict[str, Any], data: ImageDataset, cpus: float = 1, gpus: float = 0) -> None:
-    """The Ray Tune function trainable. `data` arrives through the object store (zero-copy)."""
-    from trainables.runtime import configure_tensorflow
+def train_trial(params: dict[str, Any], data: ImageDataset, cpus: float = 1, gpus: float = 0,
+                checkpoint_every: int = 1) -> None:
+    """The Ray Tune function trainable. `data` arrives through the object store (zero-copy);
+    `checkpoint_every` is the checkpoint period in epochs (run_search --checkpoint-every)."""
+    from trainables.runtime import configure_tensorflow, reset_trial_state
 
-    configure_tensorflow(cpus, gpus)  # before any TensorFlow op in this process
+    configure_tensorflow(cpus, gpus)  # before any TensorFlow op in this process; once per process
+    reset_trial_state()  # nothing of an earlier trial in this (reused) worker reaches this one
 
     import keras
     from ray import tune
@@ -54,7 +65,7 @@ def train_trial(params: dict[str, Any], data: ImageDataset, cpus: float = 1, gpu
             keras.utils.set_random_seed(epoch_seed(config.seed, start_epoch))
         train_ds, val_ds, test_ds = _datasets(config, data, shuffle_seed=epoch_seed(config.seed, start_epoch))
 
-        callbacks: list[keras.callbacks.Callback] = [*fault_hooks(), EpochReporter(config, test_ds, gpus)]
+        callbacks: list[keras.callbacks.Callback] = [*fault_hooks(), EpochReporter(config, test_ds, gpus, checkpoint_every)]
         if config.patience:
             callbacks.insert(0, keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.patience))
         model.fit(train_ds, validation_data=val_ds, epochs=config.max_epochs, initial_epoch=start_epoch,
@@ -84,14 +95,15 @@ def _compile(config: TrialConfig, data: ImageDataset):  # noqa: ANN202 - keras.M
 
 
 def _datasets(config: TrialConfig, data: ImageDataset, shuffle_seed: int):  # noqa: ANN202
-    from trainables.augment import policy_transforms
+    from trainables.augment import policy_inputs
     from trainables.pipeline import make_dataset
 
     train_idx, val_idx = validation_split(data.y_train, config.seed)
-    train_tf, eval_tf = policy_transforms(config, data, train_idx)
-    train = make_dataset(data.x_train, data.y_train, train_idx, config.batch_size, train_tf, shuffle_seed)
-    val = make_dataset(data.x_train, data.y_train, val_idx, config.batch_size, eval_tf)
-    test = make_dataset(data.x_test, data.y_test, np.arange(len(data.y_test)), config.batch_size, eval_tf)
+    inputs = policy_inputs(config, data, train_idx)  # whitening: the dataset whitened once, cached
+    x_train, train_tf, eval_tf = inputs.x_train, inputs.train_transform, inputs.eval_transform
+    train = make_dataset(x_train, data.y_train, train_idx, config.batch_size, train_tf, shuffle_seed)
+    val = make_dataset(x_train, data.y_train, val_idx, config.batch_size, eval_tf)
+    test = make_dataset(inputs.x_test, data.y_test, np.arange(len(data.y_test)), config.batch_size, eval_tf)
     return train, val, test
 
 

@@ -35,6 +35,10 @@ def test_input_pipeline_smoke(tmp_path: Path) -> None:
         assert (frame[col] > 0).all(), col
     ratio = frame["pipeline_img_per_s"] / frame["legacy_img_per_s"]
     assert ((frame["speedup"] - ratio).abs() <= 0.01 * ratio + 0.01).all()  # both sides rounded
+    # Keras 2's ImageDataGenerator (tf-keras, the bench extra) ran beside it, in its own process.
+    assert (frame["idg_img_per_s"] > 0).all(), "install the bench extra (tf-keras)"
+    ratio = frame["pipeline_img_per_s"] / frame["idg_img_per_s"]
+    assert ((frame["speedup_idg"] - ratio).abs() <= 0.01 * ratio + 0.01).all()
 
 
 def test_searcher_quality_smoke(tmp_path: Path) -> None:
@@ -94,8 +98,9 @@ def test_memory_smoke(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_bookkeeping_smoke(tmp_path: Path) -> None:
-    frame = bench(tmp_path, "bookkeeping", "--reuse-actors")  # a fresh process per trial is slow here
+    frame = bench(tmp_path, "bookkeeping")  # workers reused, as run_search (a fresh process per trial is slow)
     assert (frame["trials"] == 20).all() and (frame["errored_trials"] == 0).all()
+    assert frame["reuse_actors"].all() and (frame["settings"] == "issue11").all()
     assert list(frame["export_trials"]) == [5, 10, 20]
     assert (frame["harness_ms_per_trial"] > 0).all()
 
@@ -106,3 +111,23 @@ def test_reference_study_smoke(tmp_path: Path) -> None:
     assert len(frame) == 6  # BaseNet x 3 BN placements; ConvNet (BN after ReLU) x 3 augmentation policies
     assert (frame["epochs"] == 1).all()
     assert frame["test_accuracy"].notna().all()
+
+
+@pytest.mark.slow
+def test_warm_workers_smoke(tmp_path: Path) -> None:
+    frame = bench(tmp_path, "warm_workers", "--trials", "4", "--fresh-trials", "2")
+    row = frame.iloc[0]
+    assert row["reused_worker_processes"] == 1 and row["fresh_worker_processes"] == 2
+    assert row["startup_reused_median_s"] > 0 and row["rss_growth"] == row["rss_growth"]  # not NaN
+    assert (tmp_path / "warm_workers_trace.csv").is_file()
+
+
+@pytest.mark.slow
+def test_gpu_check_dry_run(tmp_path: Path) -> None:
+    """The GPU check's CPU dry run (on a machine without a GPU it also says so): the same code path,
+    two trials sharing the machine against one, every trial logged."""
+    frame = bench(tmp_path, "gpu_check", "--cpu-images", "600")
+    assert list(frame["run"]) == ["whole", "shared"] and (frame["errors"] == 0).all()
+    assert list(frame["trials"]) == [1, 2] and (frame["aggregate_img_per_s"] > 0).all()
+    trials = pd.read_csv(tmp_path / "gpu_check_trials.csv")
+    assert len(trials) == 3 and (trials["epochs_done"] == 1).all()

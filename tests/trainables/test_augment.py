@@ -264,3 +264,26 @@ def test_transfer_model_gets_the_backbone_input_transform(digits, tmp_path):
     with pytest.raises(ValueError, match="whitening"):
         augment.policy_transforms(TrialConfig(model="resnet50", dataset="digits", input_size=40,
                                               augmentation="whitening"), digits, np.arange(100), tmp_path)
+
+
+def test_whitening_inputs_are_the_batched_transform_precomputed_once_and_cached(digits, tmp_path):
+    """`whitening` gathers from the dataset whitened once (float32, memory-mapped from the node cache):
+    the same values as the per-batch ZCA transform, computed by the first trial and loaded after."""
+    config = TrialConfig(model="convnet", dataset="digits", augmentation="whitening")
+    train_idx, _ = validation_split(digits.y_train, config.seed)
+    inputs = augment.policy_inputs(config, digits, train_idx, cache_dir=tmp_path)
+    _, per_batch = augment.policy_transforms(config, digits, train_idx, cache_dir=tmp_path)
+    assert inputs.x_train.dtype == np.float32 and inputs.x_train.shape == digits.x_train.shape
+    assert isinstance(inputs.x_train, np.memmap) and not inputs.x_train.flags.writeable
+    for x, whitened in ((digits.x_train[:64], inputs.x_train[:64]), (digits.x_test[:64], inputs.x_test[:64])):
+        np.testing.assert_allclose(whitened, per_batch(tf.constant(x)).numpy(), rtol=1e-4, atol=1e-3)
+    files = sorted(tmp_path.glob("*.npy"))
+    assert len(files) == 2
+    stamps = [f.stat().st_mtime_ns for f in files]
+    again = augment.policy_inputs(config, digits, train_idx, cache_dir=tmp_path)  # the next trial
+    assert [f.stat().st_mtime_ns for f in files] == stamps  # loaded, not recomputed
+    np.testing.assert_array_equal(again.x_test, inputs.x_test)
+    ds = make_dataset(inputs.x_train, digits.y_train, train_idx[:100], 32, inputs.train_transform)
+    images, labels = next(iter(ds))
+    assert images.dtype == tf.float32 and images.shape == (32, *digits.image_shape)
+    np.testing.assert_array_equal(images.numpy(), inputs.x_train[train_idx[:32]])

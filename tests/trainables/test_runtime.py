@@ -88,22 +88,34 @@ def test_thread_count_is_whole_cpus_at_least_one(cpus, threads):
     assert thread_count(cpus) == threads
 
 
-def test_configure_tensorflow_caps_threads_on_a_cpu_machine():
+def test_configure_tensorflow_caps_threads_once_per_process_and_a_reused_worker_keeps_them():
+    """A worker's first trial sets the threads; a later trial in the same (reused) worker, after
+    TensorFlow's runtime has started, gets the same settings back; a trial asking other resources
+    than the worker was configured for is refused (Tune reuses workers only for equal requests)."""
     code = """
 import json
 import tensorflow as tf
-from trainables.runtime import configure_tensorflow
+from trainables.runtime import WorkerMismatch, configure_tensorflow, reset_trial_state
 out = []
-for cpus in (2, 0.5, 3.7):
-    info = configure_tensorflow(cpus, gpu_share=0.25)
+for _ in range(2):  # two trials in one worker
+    info = configure_tensorflow(3.7, gpu_share=0.25)
+    float(tf.reduce_sum(tf.ones((4, 4))))  # the runtime now exists: settings can no longer change
+    reset_trial_state()
     out.append({**info, "intra": tf.config.threading.get_intra_op_parallelism_threads(),
                 "inter": tf.config.threading.get_inter_op_parallelism_threads()})
+try:
+    configure_tensorflow(2, gpu_share=0.25)
+    out.append("accepted")
+except WorkerMismatch as e:
+    out.append(str(e))
 print(json.dumps(out))
 """
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
                           env={**os.environ, "CUDA_VISIBLE_DEVICES": "", "TF_CPP_MIN_LOG_LEVEL": "3"})
     assert proc.returncode == 0, proc.stderr[-2000:]
-    results = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert [(r["threads"], r["intra"], r["inter"]) for r in results] == [(2, 2, 2), (1, 1, 1), (3, 3, 3)]
+    *results, mismatch = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert [(r["threads"], r["intra"], r["inter"], r["reused"]) for r in results] == [(3, 3, 3, False),
+                                                                                     (3, 3, 3, True)]
     # No GPU visible: nothing to limit, whatever the share.
     assert all(r["gpus"] == 0 and r["gpu_memory_limit_mb"] is None for r in results)
+    assert "configured for" in mismatch

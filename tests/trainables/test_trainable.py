@@ -73,3 +73,48 @@ def test_nan_loss_and_out_of_memory_are_recorded_errors_and_the_search_goes_on(t
         pids = {json.loads(line).get("pid") for line in result.read_text().splitlines()} - {None}
         assert len(pids) <= 1, result
     assert not epochs.duplicated(["trial_id", "epoch"]).any()
+
+
+@pytest.mark.slow
+def test_a_reused_worker_leaks_nothing_between_trials(tmp_path):
+    """Config A, then a different config B, then A again (same seed), one at a time through a real
+    Tune run with actor reuse: all three run in one worker process, and A gives the same metrics
+    first in the worker and after two other trials in it (Keras state, seeds, TensorFlow settings
+    and the tf.data shuffle all start over)."""
+    import ray
+    from ray import tune
+
+    from search_spaces.optuna_search import fixed_configs_search
+    from trainables.data import load_digits
+    from trainables.trainable import train_trial
+
+    exp = tmp_path / "exp"
+    exp.mkdir()
+    (exp / "experiment.json").write_text(json.dumps({"experiment": "exp", "space": "test", "max_epochs": 2}))
+    common = {"dataset": "digits", "max_epochs": 2, "seed": 3}
+    a = {**common, "model": "convnet", "depth": 2, "pool_after": "2", "batch_size": 64, "optimizer": "sgd",
+         "learning_rate": 0.05, "bn_position": "after_relu"}
+    # B differs in everything that could leak: model, BatchNorm, optimizer state, batch size, seed.
+    b = {**common, "model": "convnet", "depth": 3, "pool_after": "2", "batch_size": 32, "optimizer": "adam",
+         "learning_rate": 0.001, "bn_position": "before_relu", "seed": 11}
+    search_alg, param_space = fixed_configs_search([a, b, a])
+    # One CPU: one trial at a time, in order (a fixed-config search ignores max_concurrent_trials).
+    ray.init(address="local", num_cpus=1, include_dashboard=False, log_to_driver=False, logging_level="WARNING")
+    try:
+        tuner = tune.Tuner(
+            tune.with_parameters(train_trial, data=load_digits()),
+            param_space=param_space,
+            tune_config=tune.TuneConfig(metric="val_accuracy", mode="max", num_samples=3, search_alg=search_alg,
+                                        reuse_actors=True),
+            run_config=tune.RunConfig(name="search", storage_path=str(exp), verbose=0),
+        )
+        grid = tuner.fit()
+    finally:
+        ray.shutdown()
+    assert grid.num_errors == 0
+    runs = sorted((r.metrics_dataframe for r in grid), key=lambda f: f["timestamp"].min())
+    assert len({int(pid) for f in runs for pid in f["pid"]}) == 1, "the three trials did not share a worker"
+    keys = ["epoch", "loss", "accuracy", "val_loss", "val_accuracy", "test_accuracy"]
+    first, other, again = (f[keys].reset_index(drop=True) for f in runs)
+    assert not first.equals(other)  # B really is a different trial
+    assert first.equals(again), f"A first in the worker:\n{first}\nA after B:\n{again}"

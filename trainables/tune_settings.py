@@ -1,0 +1,40 @@
+"""Ray Tune run settings that decide what the bookkeeping costs per trial (benchmarks/bookkeeping.py).
+
+Profiled (cProfile of the driver, 300 trivial trials, ASHA + Optuna TPE, one checkpoint per epoch,
+benchmarks/README.md): the cost that grew with the number of trials was Tune's experiment-state
+snapshot (every trial's state as JSON plus the pickled searcher, i.e. O(trials) each time), which
+Tune *forces* after every `num_to_keep` checkpoints of a trial, so that the snapshot never names a
+checkpoint that has since been deleted. With num_to_keep=1 that was one snapshot per checkpoint, i.e.
+per epoch per trial. Keeping two checkpoints per trial makes it one per two checkpoints of a trial:
+a trial ASHA stops at its first rung (one checkpoint) forces none, and the periodic snapshot (Tune's
+"auto" period: at least 10 s, about 5 % of the time) does the rest. Fault tolerance is unchanged: a
+retried trial restores its latest checkpoint, which Tune tracks in memory; a resumed experiment
+restores the latest checkpoint the last snapshot names, which is kept on disk until then.
+
+The per-result loggers: the tables read only result.json (JsonLoggerCallback); Tune's CSV and
+TensorBoard loggers wrote the same rows twice more per result and are off.
+"""
+
+from __future__ import annotations
+
+import os
+
+# Checkpoints kept per trial (Tune deletes older ones): the latest, plus the one before, which an
+# experiment-state snapshot taken since the previous forced one may still name.
+CHECKPOINTS_KEPT = 2
+
+
+def checkpoint_config():  # noqa: ANN201 - tune.CheckpointConfig
+    from ray import tune
+
+    return tune.CheckpointConfig(num_to_keep=CHECKPOINTS_KEPT)
+
+
+def result_loggers() -> list:
+    """The only per-result logger the tables need (result.json), with Tune's automatic CSV and
+    TensorBoard loggers switched off (Tune's documented TUNE_DISABLE_AUTO_CALLBACK_LOGGERS, read by
+    the driver when the run starts)."""
+    from ray.tune.logger import JsonLoggerCallback
+
+    os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
+    return [JsonLoggerCallback()]
