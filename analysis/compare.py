@@ -16,7 +16,8 @@ comparison gave the same outcome, `flipped` when one says A wins and another B, 
 Writes, under `--out` (default `<first experiment's parent>/compare-<A>-vs-<B>...`):
 `compare.parquet` (one row per comparison and experiment, columns documented in COMPARE_COLUMNS and
 in the Parquet field metadata), `compare.md` (one table per kind, experiments side by side) and
-`compare.png` (per comparison, each experiment's difference with its 95 % interval).
+`compare.png` (per comparison, each experiment's difference with its 95 % interval: the questions,
+then paired test-accuracy comparisons that no question already shows).
 """
 
 from __future__ import annotations
@@ -204,6 +205,20 @@ def markdown(df: pd.DataFrame, experiments: Sequence[str]) -> str:
     return "\n".join(out) + "\n"
 
 
+def figure_rows(df: pd.DataFrame) -> pd.DataFrame:
+    """What the figure draws: the questions, then the paired test-accuracy comparisons that no question
+    already shows (the table keeps every row)."""
+    questions = df[df["kind"] == "question"]
+    asked = set(zip(questions["knob"], questions["metric"], questions["level"], questions["level_b"], strict=True))
+    paired = df[(df["kind"] == "paired") & (df["metric"] == "test_accuracy")]
+    fresh = [(k, m, a, b) not in asked for k, m, a, b in
+             zip(paired["knob"], paired["metric"], paired["level"], paired["level_b"], strict=True)]
+    return pd.concat([questions, paired[fresh]])
+
+
+HELD_COLORS = {HELD: "black", FLIPPED: "tab:red", DIFFERS: "tab:orange", ONLY_ONE: "0.5"}
+
+
 def figure(df: pd.DataFrame, experiments: Sequence[str]):  # noqa: ANN201 - matplotlib Figure
     """A forest plot: per comparison (one band), each experiment's difference and 95 % interval."""
     import matplotlib
@@ -212,32 +227,34 @@ def figure(df: pd.DataFrame, experiments: Sequence[str]):  # noqa: ANN201 - matp
     import matplotlib.pyplot as plt
     import numpy as np
 
-    groups = list(df.groupby(KEY, sort=False))
+    groups = list(figure_rows(df).groupby(KEY, sort=False))
     k = len(experiments)
-    fig, ax = plt.subplots(figsize=(10, 0.35 * k * len(groups) + 0.5 * len(groups) + 1.8))
+    fig, ax = plt.subplots(figsize=(10, 0.3 * k * len(groups) + 0.35 * len(groups) + 1.8))
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    labels, ticks = [], []
+    labels, ticks, label_colors = [], [], []
     for gi, (_key, g) in enumerate(groups[::-1]):  # the first comparison on top
         base = gi * (k + 1)
         first = g.iloc[0]
-        what = first["subject"] if first["kind"] == "paired" else first["knob"]
-        labels.append(f"{what}: {first['level']} - {first['level_b']} ({first['metric']}) [{first['held']}]")
+        where = "question" if first["kind"] == "question" else first["metric"]
+        labels.append(f"{first['knob']}: {first['level']} - {first['level_b']} ({where}) [{first['held']}]")
+        label_colors.append(HELD_COLORS[first["held"]])
         ticks.append(base + (k - 1) / 2)
         for _, r in g.iterrows():
-            j = experiments.index(r["experiment"])
-            y = base + (k - 1 - j)
+            j = list(experiments).index(r["experiment"])
             v = 100 * r["value"]
             lo = 0 if math.isnan(r["ci_low"]) else max(0.0, v - 100 * r["ci_low"])
             hi = 0 if math.isnan(r["ci_high"]) else max(0.0, 100 * r["ci_high"] - v)
             color = colors[j % len(colors)]
-            ax.errorbar([v], [y], xerr=[[lo], [hi]], fmt="o", color=color, capsize=3,
+            ax.errorbar([v], [base + (k - 1 - j)], xerr=[[lo], [hi]], fmt="o", color=color, capsize=3,
                         mfc=color if r["outcome"] in ("A", "B") else "white")
         if gi:
             ax.axhline(base - 1, color="0.85", lw=0.6)
     ax.axvline(0, color="black", lw=0.8)
     ax.set_yticks(np.array(ticks), labels, fontsize=8)
+    for tick, color in zip(ax.get_yticklabels(), label_colors, strict=True):
+        tick.set_color(color)  # red: flipped, orange: differs
     ax.set(xlabel="difference first level - second level, accuracy points (95 % CI; filled: significant "
-                  "after Holm)", title="Does the answer hold across experiments?")
+                  "after Holm)", title="Does the answer hold across experiments? (red: flipped, orange: differs)")
     for j, name in enumerate(_names(experiments)):
         ax.plot([], [], "o", color=colors[j % len(colors)], label=name)  # one legend entry each
     ax.legend(fontsize=8, loc="best")
