@@ -55,8 +55,8 @@ TRIAL_TAIL = [
                                                "trial's device (fastest of a few calls after a warm-up)"),
     ("inference_s_per_image_large", pa.float64(), "seconds per image, predicting inference_large_batch "
                                                   "images per call, on the trial's device"),
-    ("inference_large_batch", pa.int64(), "images per call of the large-batch timing (256, halved while "
-                                          "the device ran out of memory)"),
+    ("inference_large_batch", pa.int64(), "images per call of the large-batch timing (256 on a GPU, 32 on "
+                                          "a CPU; halved while the device ran out of memory)"),
     ("inference_device", pa.string(), "where the timings ran: 'GPU: <name>' or 'CPU: <model>'"),
     ("node", pa.string(), "host:ray-node-id the trial last ran on"),
     ("gpus", pa.float64(), "GPUs (or share of one) the trial held"),

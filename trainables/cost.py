@@ -33,8 +33,11 @@ from typing import Any
 import keras
 import numpy as np
 
-LARGE_BATCH = 256  # images per call for the throughput figure; halved while the device runs out of memory
-MIN_REPEATS = 3  # timed calls per batch size, at least ...
+# Images per call for the throughput figure, halved while the device runs out of memory. A CPU's
+# throughput stops growing at a few dozen images, and 256 ConvNet images cost seconds per call there.
+LARGE_BATCH_GPU = 256
+LARGE_BATCH_CPU = 32
+MIN_REPEATS = 2  # timed calls per batch size, at least ...
 MAX_REPEATS = 20  # ... and at most,
 TIME_BUDGET_S = 1.0  # stopping once this many seconds (per batch size) are spent past MIN_REPEATS
 
@@ -121,9 +124,12 @@ def inference_device() -> str:
     return f"CPU: {name}" if name else "CPU"
 
 
-def measure(model: keras.Model, large_batch: int = LARGE_BATCH) -> dict[str, Any]:
+def measure(model: keras.Model, large_batch: int | None = None) -> dict[str, Any]:
     """The cost fields of a trial's report (trials.parquet columns of the same names)."""
     import tensorflow as tf
+
+    if large_batch is None:
+        large_batch = LARGE_BATCH_GPU if tf.config.list_physical_devices("GPU") else LARGE_BATCH_CPU
 
     try:
         macs: int | None = macs_per_image(model)
