@@ -242,7 +242,9 @@ def _one_line(e: BaseException) -> str:
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m analysis", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m analysis", description=__doc__.split("\n\n")[0],
+                                epilog="Several experiments side by side: python -m analysis compare EXP_A "
+                                       "EXP_B ... (see its --help).")
     p.add_argument("experiment", metavar="EXPERIMENT_DIR",
                    help="experiment folder (<storage-path>/<name>), local path or s3:// / gs:// URI")
     p.add_argument("--rebuild-tables", action="store_true",

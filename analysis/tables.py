@@ -23,7 +23,8 @@ import pyarrow.parquet as pq
 from analysis import storage
 from trainables.config import TrialConfig, knob_types
 
-# 2: knobs a trial did not read are null (were their defaults); summary.parquet gained `question`.
+# 2: knobs a trial did not read are null (were their defaults); summary.parquet gained `question`;
+#    trials.parquet gained the cost columns (param_count ... inference_device).
 SCHEMA_VERSION = "2"
 PHASES = ("search", "confirm")  # sub-folders of the experiment, one Ray Tune run each
 STATUSES = ("completed", "stopped", "error")
@@ -47,6 +48,16 @@ TRIAL_TAIL = [
     ("val_loss", pa.float64(), "validation loss of the last epoch"),
     ("test_accuracy", pa.float64(), "test accuracy at full budget; null otherwise"),
     ("train_time_s", pa.float64(), "seconds of training, all epochs"),
+    ("param_count", pa.int64(), "weights of the model, trainable or not (keras count_params)"),
+    ("macs_per_image", pa.int64(), "multiply-accumulates to classify one image: convs, dense, normalisation, "
+                                   "average pooling (trainables.cost); null if a layer has no rule"),
+    ("inference_s_per_image_b1", pa.float64(), "seconds per image, predicting one image per call, on the "
+                                               "trial's device (fastest of a few calls after a warm-up)"),
+    ("inference_s_per_image_large", pa.float64(), "seconds per image, predicting inference_large_batch "
+                                                  "images per call, on the trial's device"),
+    ("inference_large_batch", pa.int64(), "images per call of the large-batch timing (256 on a GPU, 32 on "
+                                          "a CPU; halved while the device ran out of memory)"),
+    ("inference_device", pa.string(), "where the timings ran: 'GPU: <name>' or 'CPU: <model>'"),
     ("node", pa.string(), "host:ray-node-id the trial last ran on"),
     ("gpus", pa.float64(), "GPUs (or share of one) the trial held"),
     ("started_at", _TS, "first epoch started (UTC)"),
@@ -187,6 +198,7 @@ def trial_record(meta: dict[str, Any], phase: str, trial_dir: str, params: dict[
         "val_loss": _num(last.get("val_loss")),
         "test_accuracy": _num(last.get("test_accuracy")) if status == "completed" else None,
         "train_time_s": _num(last.get("time_total_s")),
+        **_cost_of(rows),
         "node": last.get("node") or last.get("hostname"),
         "gpus": _num(last.get("gpus", meta.get("gpus_per_trial"))),
         "started_at": _ts(first["timestamp"] - first.get("time_this_iter_s", 0.0)) if first else None,
@@ -205,6 +217,16 @@ def trial_record(meta: dict[str, Any], phase: str, trial_dir: str, params: dict[
                                        "learning_rate", "epoch_time_s")},
     } for r in epochs]
     return record, epoch_rows
+
+
+COST_FIELDS = ("param_count", "macs_per_image", "inference_s_per_image_b1", "inference_s_per_image_large",
+               "inference_large_batch", "inference_device")
+
+
+def _cost_of(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The cost columns from the last report that carries them (a restored trial measures again)."""
+    last = next((r for r in reversed(rows) if "param_count" in r), {})
+    return {k: last.get(k) for k in COST_FIELDS}
 
 
 def is_trial_dir(fs: pafs.FileSystem, path: str) -> bool:

@@ -1,5 +1,8 @@
 """The command line end to end: exit codes, messages, and the tables of a real search."""
 
+import json
+from pathlib import Path
+
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
@@ -13,6 +16,8 @@ DESIGN_TRIAL_COLUMNS = [
     "train_time_s", "node", "gpus", "started_at", "ended_at", "error", "git_sha",
     "tensorflow_version", "keras_version", "ray_version", "optuna_version",
 ]
+COST_COLUMNS = ["param_count", "macs_per_image", "inference_s_per_image_b1", "inference_s_per_image_large",
+                "inference_large_batch", "inference_device"]
 DESIGN_EPOCH_COLUMNS = ["trial_id", "epoch", "loss", "accuracy", "val_loss", "val_accuracy",
                         "learning_rate", "epoch_time_s"]
 
@@ -77,3 +82,40 @@ def test_batchnorm_search_on_digits_writes_the_design_tables(search, tmp_path):
     assert trials["error"].isna().all() and trials["node"].notna().all()
     assert (trials["tensorflow_version"].str.len() > 0).all()
     assert "best trial" in out.stdout and str(tables) in out.stdout
+
+    # Cost in every row, from the model each trial built.
+    assert trials[COST_COLUMNS].notna().all().all()
+    # BaseNet on digits (32x32x3, 10 classes): the hand count of tests/trainables/test_cost.py less 15 x 50
+    # for the smaller output layer, plus 6,304 with a BatchNorm per conv.
+    basenet_macs = {"none": 613_300, "before_relu": 619_604, "after_relu": 619_604}
+    for row in trials[trials["model"] == "basenet"].itertuples():
+        assert row.macs_per_image == basenet_macs[row.bn_position], row.trial_id
+    assert (trials["inference_s_per_image_large"] > 0).all() and (trials["inference_large_batch"] == 32).all()
+    assert trials["inference_device"].str.startswith("CPU").all()
+    assert_tensorboard_has_every_epoch_and_the_knobs(tmp_path / "x" / "search", epochs)
+
+
+def assert_tensorboard_has_every_epoch_and_the_knobs(search_dir: Path, epochs: pd.DataFrame) -> None:
+    """Ray Tune's TensorBoard event files, read with TensorBoard's own reader: every epoch's val_accuracy
+    as a scalar, and the trial's knobs as hparams (written when the trial ends)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    folders = [p.parent for p in search_dir.glob("*/params.json")]
+    assert len(folders) == epochs["trial_id"].nunique()
+    for folder in folders:
+        assert list(folder.glob("events.out.tfevents.*")), folder
+        acc = EventAccumulator(str(folder), size_guidance={"scalars": 0})
+        acc.Reload()
+        reported = epochs[epochs["trial_id"] == folder.name].set_index("epoch")["val_accuracy"]
+        logged = {e.step: e.value for e in acc.Scalars("ray/tune/val_accuracy")}
+        assert sorted(logged) == sorted(reported.index), folder.name  # one point per epoch
+        for epoch, value in logged.items():
+            assert value == pytest.approx(reported[epoch], abs=1e-6)
+        assert "ray/tune/param_count" in acc.Tags()["scalars"]
+        start = plugin_data_pb2.HParamsPluginData.FromString(
+            acc.PluginTagToContent("hparams")["_hparams_/session_start_info"]).session_start_info
+        hparams = {k: v.WhichOneof("kind") and getattr(v, v.WhichOneof("kind")) for k, v in start.hparams.items()}
+        params = json.loads((folder / "params.json").read_text())
+        for knob in ("model", "bn_position", "optimizer", "learning_rate", "batch_size", "seed"):
+            assert knob in params and hparams[knob] == params[knob], (folder.name, knob)

@@ -1,4 +1,14 @@
-"""The Keras side of a trial's reporting: one Ray Tune report per epoch, a checkpoint every N epochs."""
+"""The Keras side of a trial's reporting: one Ray Tune report per epoch, a checkpoint every N epochs.
+
+Every report also carries the model's cost (trainables.cost: parameter count, MACs per image,
+inference seconds per image at batch 1 and at a large batch, and the device). It is measured once per
+trial, at the end of the first epoch the trial trains in its process, not after the last: ASHA stops a
+trial between two reports, so no code of the trial runs after its last epoch. The cost does not depend
+on the weights' values, so the first epoch's model times like the last one's; a restored trial measures
+again (it may have moved to another node or device), and the table keeps the last report's figures.
+The measurement (a second or so on CPU) is inside Ray's `time_this_iter_s` of that epoch, not inside
+`epoch_time_s`.
+"""
 
 from __future__ import annotations
 
@@ -35,6 +45,7 @@ class EpochReporter(keras.callbacks.Callback):
         self.gpus = gpus
         self.checkpoint_every = checkpoint_every
         self._started = 0.0
+        self._cost: dict[str, Any] | None = None  # measured at this process's first epoch end
         # Hostname plus Ray node id: two Ray nodes on one host are still told apart.
         self.node = f"{socket.gethostname()}:{ray.get_runtime_context().get_node_id()[:12]}"
 
@@ -56,6 +67,11 @@ class EpochReporter(keras.callbacks.Callback):
             "node": self.node,
             "pid": os.getpid(),  # the worker process: what an operator (or a fault test) signals
         }
+        if self._cost is None:
+            from trainables.cost import measure
+
+            self._cost = measure(self.model)
+        metrics.update(self._cost)
         # Diverged: end this trial with a recorded error; the search goes on. The weights are checked
         # too: Keras clips the cross-entropy, so a model whose weights overflowed can still report a
         # finite (if huge) loss.

@@ -11,8 +11,9 @@ a trial ASHA stops at its first rung (one checkpoint) forces none, and the perio
 retried trial restores its latest checkpoint, which Tune tracks in memory; a resumed experiment
 restores the latest checkpoint the last snapshot names, which is kept on disk until then.
 
-The per-result loggers: the tables read only result.json (JsonLoggerCallback); Tune's CSV and
-TensorBoard loggers wrote the same rows twice more per result and are off.
+The per-result loggers: the tables read result.json (JsonLoggerCallback) and users read TensorBoard's
+event files (TBXLoggerCallback: per-epoch scalars, the trial's knobs as hparams); Tune's CSV logger
+wrote the same rows once more per result and is off.
 """
 
 from __future__ import annotations
@@ -31,10 +32,10 @@ def checkpoint_config():  # noqa: ANN201 - tune.CheckpointConfig
 
 
 def result_loggers() -> list:
-    """The only per-result logger the tables need (result.json), with Tune's automatic CSV and
-    TensorBoard loggers switched off (Tune's documented TUNE_DISABLE_AUTO_CALLBACK_LOGGERS, read by
-    the driver when the run starts)."""
-    from ray.tune.logger import JsonLoggerCallback
+    """The per-result loggers: result.json for the tables and TensorBoard event files for people, with
+    Tune's automatic loggers (which add a CSV copy) switched off (Tune's documented
+    TUNE_DISABLE_AUTO_CALLBACK_LOGGERS, read by the driver when the run starts)."""
+    from ray.tune.logger import JsonLoggerCallback, TBXLoggerCallback
 
     os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
-    return [JsonLoggerCallback()]
+    return [JsonLoggerCallback(), TBXLoggerCallback()]

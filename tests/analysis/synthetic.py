@@ -19,6 +19,9 @@ from trainables.config import TrialConfig
 def trial_row(trial_id: str, phase: str = "search", status: str = "completed", epochs: int = 3,
               best_val: float = 0.8, test: float | None = None, **knobs: Any) -> dict[str, Any]:
     config = TrialConfig(**{"dataset": "digits", "max_epochs": 3, **knobs}).to_row()  # nulls where not read
+    # BaseNet's cost on digits (32x32x3, 10 classes), as trainables.cost counts it, per bn_position.
+    params = {"none": 23_432, "before_relu": 23_498, "after_relu": 23_520}.get(config.get("bn_position"), 23_432)
+    bn = config.get("bn_position") in ("before_relu", "after_relu")
     start = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
     return {
         "experiment": "synthetic", "space": "batchnorm", "phase": phase, "trial_id": trial_id, "status": status,
@@ -26,7 +29,9 @@ def trial_row(trial_id: str, phase: str = "search", status: str = "completed", e
         "epochs_completed": epochs, "stopped_early": status == "stopped", "best_val_accuracy": best_val,
         "val_accuracy": best_val, "val_loss": 1.0 - best_val,
         "test_accuracy": (best_val if test is None else test) if status == "completed" else None,
-        "train_time_s": 10.0 * epochs, "node": "host:1", "gpus": 0.0, "started_at": start,
+        "train_time_s": 10.0 * epochs, "param_count": params, "macs_per_image": 613_300 + 6_304 * bn,
+        "inference_s_per_image_b1": 2e-4 + 1e-5 * bn, "inference_s_per_image_large": 2e-5 + 1e-6 * bn,
+        "inference_large_batch": 256, "inference_device": "CPU: synthetic", "node": "host:1", "gpus": 0.0, "started_at": start,
         "ended_at": start + dt.timedelta(seconds=10 * epochs), "error": None, "git_sha": "abc",
         "tensorflow_version": "2.21", "keras_version": "3.15", "ray_version": "2.60", "optuna_version": "5.0",
     }

@@ -44,7 +44,8 @@ def test_notebook_runs_clean_on_a_results_folder(bn_experiment: Path, monkeypatc
     errors = [o for c in nb.cells for o in c.get("outputs", []) if o.get("output_type") == "error"]
     assert not errors
     images = [o for c in nb.cells for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
-    assert len(images) >= 2  # the learning curve and the BN comparison
+    assert len(images) >= 3  # the learning curve, the BN comparison, accuracy against cost
+    assert "cheapest within 1 point of the best" in text and "23,520 parameters" in text  # the cost columns
 
 
 def test_notebook_is_stored_without_outputs() -> None:

@@ -69,3 +69,30 @@ def test_an_experiment_written_before_schema_2_rebuilds_with_its_own_defaults(tm
     assert trials["zoom_range"].notna().all() and trials["momentum"].notna().all()  # sgd, complex
     assert (exp / "report" / "report.md").exists() and len(result["summary"])
     assert pq.read_schema(exp / "tables" / "trials.parquet").metadata[b"schema_version"] == b"2"
+
+
+def test_cost_columns_come_from_the_last_report_that_carries_them(tmp_path: Path) -> None:
+    root = tmp_path / "exp"
+    root.mkdir()
+    (root / storage.EXPERIMENT_FILE).write_text(json.dumps({"experiment": "exp", "space": "batchnorm",
+                                                            "config_version": tables.CONFIG_VERSION}))
+    base = {"dataset": "digits", "max_epochs": 2, "seed": 0, "model": "basenet"}
+    write_trial(root, "measured", base)
+    write_trial(root, "unmeasured", base)  # e.g. written before the cost fields existed
+    result = root / "search" / "measured" / "result.json"
+    rows = [json.loads(line) for line in result.read_text().splitlines()]
+    # Measured on the CPU at epoch 1, then restored onto a GPU node that measured again.
+    rows[0].update(param_count=614, macs_per_image=9000, inference_s_per_image_b1=1e-3,
+                   inference_s_per_image_large=1e-4, inference_large_batch=256, inference_device="CPU: x")
+    rows[1].update(param_count=614, macs_per_image=9000, inference_s_per_image_b1=2e-4,
+                   inference_s_per_image_large=1e-5, inference_large_batch=128, inference_device="GPU: y")
+    result.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    trials, _ = tables.build_tables(root)
+    for name in tables.COST_FIELDS:
+        assert trials.schema.field(name).metadata[b"doc"], name  # documented in the Parquet metadata
+    t = trials.to_pandas().set_index("trial_id")
+    assert t.loc["measured", "param_count"] == 614 and t.loc["measured", "macs_per_image"] == 9000
+    assert t.loc["measured", "inference_s_per_image_b1"] == 2e-4
+    assert t.loc["measured", "inference_large_batch"] == 128 and t.loc["measured", "inference_device"] == "GPU: y"
+    assert t.loc["unmeasured", list(tables.COST_FIELDS)].isna().all()
+    assert str(trials.schema.field("param_count").type) == "int64"
