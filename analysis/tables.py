@@ -4,6 +4,9 @@ Everything here reads what trials reported (Ray Tune's per-trial `result.json`,
 `params.json`, `error.txt`) and the driver's `experiment.json`, so the tables
 can be rebuilt at any time, from a local folder or a bucket, without Ray or
 TensorFlow. Replayed epochs after a restore are deduplicated (last report wins).
+
+Knobs a plugin's search space declared become typed columns after the built-in ones; experiment.json
+records their declarations (`plugin_declarations`), so the tables are rebuilt without the plugin's code.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from analysis import storage
+from trainables import registry
 from trainables.config import TrialConfig, knob_types
 
 SCHEMA_VERSION = "1"
@@ -74,11 +78,22 @@ def _schema(columns: list[tuple[str, pa.DataType, str]], table: str) -> pa.Schem
     return pa.schema(fields, metadata={"schema_version": SCHEMA_VERSION, "table": table})
 
 
-def knob_columns() -> list[tuple[str, pa.DataType, str]]:
-    return [(name, _ARROW[kind], "knob (TrialConfig field)") for name, kind in knob_types().items()]
+def knob_columns(declared: list[registry.Knob] | None = None) -> list[tuple[str, pa.DataType, str]]:
+    """The built-in knobs (TrialConfig fields), then `declared` knobs (default: every registered one)."""
+    columns = [(name, _ARROW[kind], "knob (TrialConfig field)") for name, kind in knob_types(declared=False).items()]
+    knobs = list(registry.KNOBS.values()) if declared is None else declared
+    columns += [(k.name, _ARROW[registry.KNOB_TYPES[k.type]],
+                 f"knob declared by {posixpath.basename(k.origin)}" + (f": {k.doc}" if k.doc else ""))
+                for k in knobs]
+    return columns
 
 
-TRIALS_SCHEMA = _schema(TRIAL_HEAD + knob_columns() + TRIAL_TAIL, "trials")
+def trials_schema(declared: list[registry.Knob] | None = None) -> pa.Schema:
+    """trials.parquet's schema: TRIALS_SCHEMA plus a column per declared knob."""
+    return _schema(TRIAL_HEAD + knob_columns(declared or []) + TRIAL_TAIL, "trials")
+
+
+TRIALS_SCHEMA = trials_schema()  # an experiment without plugin knobs
 EPOCHS_SCHEMA = _schema(EPOCH_COLUMNS, "epochs")
 
 
@@ -217,6 +232,7 @@ def build_tables(experiment: str | Path) -> tuple[pa.Table, pa.Table]:
     if not storage.exists(fs, meta_path):
         raise FileNotFoundError(f"{experiment} is not an experiment folder (no {storage.EXPERIMENT_FILE})")
     meta = storage.read_json(fs, meta_path)
+    declared = registry.declare_recorded(meta.get("plugin_declarations"))
     trials: list[dict[str, Any]] = []
     epochs: list[dict[str, Any]] = []
     for phase in PHASES:
@@ -227,7 +243,7 @@ def build_tables(experiment: str | Path) -> tuple[pa.Table, pa.Table]:
             trials.append(record)
             epochs.extend(rows)
     trials.sort(key=lambda r: (PHASES.index(r["phase"]), r["trial_id"]))
-    return (pa.Table.from_pylist(trials, schema=TRIALS_SCHEMA),
+    return (pa.Table.from_pylist(trials, schema=trials_schema(declared)),
             pa.Table.from_pylist(epochs, schema=EPOCHS_SCHEMA))
 
 

@@ -9,6 +9,8 @@ from typing import Any
 
 import optuna
 
+from trainables.registry import Knob
+
 DefineByRun = Callable[[optuna.Trial], "dict[str, Any] | None"]
 # A grid is either a cartesian product {knob: values} or an explicit list of cells {knob: value},
 # for studies whose cells are not a product (BaseNet; ConvNet x BN; ConvNet x augmentation).
@@ -20,8 +22,10 @@ IMAGE_SIZE = 32
 
 @dataclasses.dataclass(frozen=True)
 class SearchSpace:
-    """A named space. `define` samples knobs on an Optuna trial (names = TrialConfig fields)
-    and returns the knobs it fixes; `grid` lists the cells `--search grid` visits."""
+    """A named space. `define` samples knobs on an Optuna trial (names = TrialConfig fields, or the
+    space's own `knobs`) and returns the knobs it fixes; `grid` lists the cells `--search grid` visits.
+    `knobs` declares knobs beyond TrialConfig's (a plugin's network's): registered with the space,
+    validated by their declaration, typed columns of trials.parquet."""
 
     name: str
     description: str
@@ -31,6 +35,8 @@ class SearchSpace:
     max_epochs: int
     grid: Grid | None = None
     gpus_per_trial: float = 0.0  # default on a GPU cluster; 0 runs on CPUs
+    knobs: tuple[Knob, ...] = ()
+    origin: str = "built-in"  # the plugin file that registered it
 
     def sample(self, trial: optuna.Trial) -> dict[str, Any]:
         """Every knob this space sets for one trial: sampled ones and fixed ones."""

@@ -16,7 +16,7 @@ epsilon, in float64, and cached on the node's disk (`KERAS_HPO_CACHE`, default
 ~/.cache/keras-hpo), so trials after the first on a node load them in milliseconds
 and no epoch ever refits them.
 
-Transfer models (resnet50, inception_resnet_v2) get their backbone's own input
+Models whose registry entry has a `preprocess` (the transfer backbones) get that input
 transform (resize + `preprocess_input`) instead of a fitted normalisation; `complex`
 then adds the flips and zoom to training batches.
 """
@@ -33,7 +33,8 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from trainables.config import TRANSFER_MODELS, TrialConfig
+from trainables import registry
+from trainables.config import TrialConfig
 from trainables.data import ImageDataset
 from trainables.pipeline import BatchFn, to_unit_float
 
@@ -274,18 +275,16 @@ POLICIES = {"simple": simple, "complex": complex_policy, "whitening": whitening}
 def policy_transforms(config: TrialConfig, data: ImageDataset, train_idx: np.ndarray,
                       cache_dir: Path | None = None) -> tuple[BatchFn, BatchFn]:
     """(training transform, evaluation transform) of the config's augmentation policy."""
-    if config.model in TRANSFER_MODELS:
+    if registry.model(config.model).preprocess is not None:
         return _transfer_transforms(config)
     return POLICIES[config.augmentation](config, data, train_idx, cache_dir)
 
 
 def _transfer_transforms(config: TrialConfig) -> tuple[BatchFn, BatchFn]:
-    from trainables.transfer import input_transform
-
     if config.augmentation == "whitening":
         raise ValueError(f"augmentation='whitening' does not apply to {config.model}: a pretrained "
                          "backbone expects its own preprocess_input; use simple or complex")
-    prepare = input_transform(config)
+    prepare = registry.model(config.model).preprocess(config)  # type: ignore[misc]
     if config.augmentation == "simple":
         return prepare, prepare
     # Flips and zoom commute with preprocess_input (a per-channel affine map), so they can follow it.

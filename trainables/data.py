@@ -12,8 +12,11 @@ import io
 import os
 import pickle
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+
+from trainables import registry
 
 CIFAR_DIRNAME = "cifar-100-python"
 CIFAR_URL = "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz"
@@ -44,24 +47,14 @@ class ImageDataset:
         return sum(a.nbytes for a in (self.x_train, self.y_train, self.x_test, self.y_test))
 
 
-def load_dataset(name: str, data_dir: str | os.PathLike | None = None, image_size: int | None = None,
-                 crop_to_bbox: bool = False) -> ImageDataset:
-    """Load a named dataset; raise DatasetUnavailable with the fix when it cannot be read.
-
-    `image_size` (pixels per side, default 224) and `crop_to_bbox` apply to cub200 only, whose
-    photos vary in size; the other datasets come at their native 32x32.
-    """
-    if name == "digits":
-        return load_digits()
-    if name in ("cifar100_25", "cifar100"):
-        classes = 25 if name == "cifar100_25" else 100
-        return load_cifar100(data_dir, num_classes=classes, name=name)
-    if name == "cub200":
-        from trainables import cub  # imports TensorFlow; only the transfer space needs it
-
-        return cub.load_cub200(data_dir, image_size=image_size or cub.DEFAULT_IMAGE_SIZE,
-                               crop_to_bbox=crop_to_bbox)
-    raise DatasetUnavailable(f"unknown dataset {name!r}; known: digits, cifar100_25, cifar100, cub200")
+def load_dataset(name: str, data_dir: str | os.PathLike | None = None, **options: Any) -> ImageDataset:
+    """Load a registered dataset (trainables.registry); raise DatasetUnavailable with the fix when it
+    cannot be read. `options` go to its loader (cub200: `image_size`, `crop_to_bbox`)."""
+    try:
+        entry = registry.dataset(name)
+    except ValueError as e:
+        raise DatasetUnavailable(str(e)) from None
+    return entry.load(data_dir, **options)
 
 
 def load_digits() -> ImageDataset:

@@ -73,11 +73,9 @@ def epoch_seed(seed: int, epoch: int) -> int:
 
 
 def _compile(config: TrialConfig, data: ImageDataset):  # noqa: ANN202 - keras.Model
-    from trainables.architectures import build_model, build_optimizer
+    from trainables.architectures import build_model, build_optimizer, input_shape
 
-    shape = data.image_shape if config.model in ("basenet", "convnet") else (config.input_size,
-                                                                             config.input_size, 3)
-    model = build_model(config, shape, data.num_classes)
+    model = build_model(config, input_shape(config, data.image_shape), data.num_classes)
     model.compile(optimizer=build_optimizer(config), loss="sparse_categorical_crossentropy",
                   metrics=["accuracy"])
     return model

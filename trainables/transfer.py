@@ -21,12 +21,11 @@ from pathlib import Path
 from types import ModuleType
 
 from trainables.config import TrialConfig
+from trainables.registry import Model
 
-# config.model -> (keras.applications module, constructor)
-BACKBONES = {
-    "resnet50": ("resnet50", "ResNet50"),
-    "inception_resnet_v2": ("inception_resnet_v2", "InceptionResNetV2"),
-}
+# config.model -> (keras.applications module, constructor); filled by each backbone's registry entry.
+BACKBONES: dict[str, tuple[str, str]] = {}
+TRANSFER_KNOBS = ("transfer_mode", "head_units", "dropout", "input_size", "weights")
 WEIGHTS_HELP = "use --weights none (random init) or --weights PATH (a weights file copied from a machine with internet)"
 _HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"  # .h5 / .weights.h5
 _ZIP_MAGIC = b"PK"  # .keras archives
@@ -54,6 +53,19 @@ def check_weights(weights: str) -> None:
         raise WeightsUnavailable(f"--weights {weights}: cannot read the file ({e.strerror})") from None
     if not (head.startswith(_HDF5_MAGIC) or head.startswith(_ZIP_MAGIC)):
         raise WeightsUnavailable(f"--weights {weights}: not a Keras weights file (HDF5 .h5 or .keras)")
+
+
+def backbone_entry(name: str, module: str, constructor: str, min_input_size: int, description: str) -> Model:
+    """The registry entry of a keras.applications backbone with the DESIGN head (trainables/models/)."""
+    BACKBONES[name] = (module, constructor)
+
+    def check(config: TrialConfig) -> None:
+        if config.input_size < min_input_size:
+            raise ValueError(f"{name} needs input_size >= {min_input_size}, got {config.input_size}")
+
+    return Model(name, build=lambda config, input_shape, num_classes: transfer_model(config, num_classes),
+                 knobs=TRANSFER_KNOBS, input_shape=lambda config, image_shape: (config.input_size,) * 2 + (3,),
+                 preprocess=input_transform, check=check, description=description)
 
 
 def backbone_module(model: str) -> ModuleType:

@@ -9,7 +9,8 @@ import pytest
 
 from search_spaces import SPACES
 from search_spaces.base import IMAGE_SIZE
-from trainables.config import DATASETS, TrialConfig, conv_feature_sizes
+from trainables import registry
+from trainables.config import TrialConfig, conv_feature_sizes
 
 PROJECT = Path(__file__).resolve().parents[2]
 MODULES = ["basenet", "batchnorm", "depth", "augmentation", "learning_rate", "convnet", "transfer",
@@ -36,7 +37,7 @@ def test_registry_names_every_space_by_its_own_name():
                            "transfer", "reference", "reference_cub"}
     for name, space in SPACES.items():
         assert space.name == name
-        assert space.dataset in DATASETS and space.num_samples >= 1 and space.max_epochs >= 1
+        assert space.dataset in registry.dataset_names() and space.num_samples >= 1 and space.max_epochs >= 1
 
 
 @pytest.mark.parametrize("sampler", ["random", "tpe"])

@@ -1,6 +1,8 @@
 import pytest
 
-from trainables.architectures import basenet, build_model, build_optimizer, convnet
+from trainables.architectures import build_model, build_optimizer
+from trainables.models.basenet import build as basenet
+from trainables.models.convnet import build as convnet
 from trainables.config import TrialConfig
 
 
