@@ -60,7 +60,8 @@ def trivial_trainable(config: dict) -> None:
 
 
 def build_tuner(trials: int, epochs: int, exp: Path, reuse: bool, seed: int):  # noqa: ANN201
-    """A Tuner as run_search.run builds one, with the trivial trainable in place of train_trial."""
+    """A Tuner as driver.run builds one, with the trivial trainable in place of train_trial."""
+    import driver
     import run_search
     from ray import tune
 
@@ -70,29 +71,26 @@ def build_tuner(trials: int, epochs: int, exp: Path, reuse: bool, seed: int):  #
                                   str(epochs), "--seed", str(seed), "--dataset", "digits"])
     space = SPACES["batchnorm"]
     fixed = {"dataset": "digits", "seed": seed, "max_epochs": epochs}
-    # run_search's own searcher (Optuna TPE on the space's define-by-run, learning at step = epoch).
-    if hasattr(run_search, "build_search"):
-        searcher, _param_space = run_search.build_search(args, space, fixed)
-    else:  # the earlier name and signature
-        searcher = run_search.build_searcher(args, space, fixed)
-    scheduler = run_search.build_scheduler(args, epochs)
+    # The driver's own searcher (Optuna TPE on the space's define-by-run, learning at step = epoch).
+    searcher, _param_space = driver.build_search(args, space, fixed)
+    scheduler = driver.build_scheduler(args, epochs)
     return tune.Tuner(
         tune.with_resources(trivial_trainable, {"cpu": args.cpus_per_trial}),
-        tune_config=tune.TuneConfig(metric=run_search.METRIC, mode=run_search.MODE, num_samples=trials,
+        tune_config=tune.TuneConfig(metric=driver.METRIC, mode=driver.MODE, num_samples=trials,
                                     search_alg=searcher, scheduler=scheduler,
-                                    trial_dirname_creator=run_search.trial_dirname, reuse_actors=reuse),
+                                    trial_dirname_creator=driver.trial_dirname, reuse_actors=reuse),
         run_config=tune.RunConfig(name="search", storage_path=str(exp),
                                   checkpoint_config=tune.CheckpointConfig(num_to_keep=1), verbose=0),
     ), args
 
 
 def write_meta(exp: Path, trials: int, epochs: int, seed: int) -> None:
-    import run_search
+    import driver
 
     meta = {"experiment": exp.name, "space": "batchnorm", "dataset": "digits", "max_epochs": epochs,
             "num_samples": trials, "seed": seed, "scheduler": "asha", "search": "optuna",
             "cpus_per_trial": 1.0, "gpus_per_trial": 0.0, "argv": ["benchmarks/bookkeeping.py"],
-            **run_search.provenance()}
+            **driver.provenance()}
     (exp / "experiment.json").write_text(json.dumps(meta, indent=2, default=str))
 
 

@@ -7,8 +7,17 @@ from __future__ import annotations
 
 import dataclasses
 
-from search_spaces import (augmentation, basenet, batchnorm, convnet, depth, learning_rate, reference,
-                           reference_cub, transfer)
+from search_spaces import (
+    augmentation,
+    basenet,
+    batchnorm,
+    convnet,
+    depth,
+    learning_rate,
+    reference,
+    reference_cub,
+    transfer,
+)
 from search_spaces.base import SearchSpace
 from trainables import registry
 
@@ -21,16 +30,16 @@ def register_space(space: SearchSpace) -> SearchSpace:
     if origin != registry.BUILT_IN and space.origin == registry.BUILT_IN:
         space = dataclasses.replace(space, origin=origin)
     if space.name in SPACES:
-        raise registry.RegistryError(f"space {space.name!r} is already registered (by {SPACES[space.name].origin}); "
-                                     "pick another name")
+        raise registry.RegistryError(
+            f"space {space.name!r} is already registered (by {SPACES[space.name].origin}); pick another name"
+        )
     for knob in space.knobs:
         registry.register_knob(knob)
     SPACES[space.name] = space
     return space
 
 
-for _module in (basenet, batchnorm, depth, augmentation, learning_rate, convnet, transfer, reference,
-                reference_cub):
+for _module in (basenet, batchnorm, depth, augmentation, learning_rate, convnet, transfer, reference, reference_cub):
     register_space(_module.SPACE)
 
 __all__ = ["SPACES", "SearchSpace", "register_space"]

@@ -64,7 +64,7 @@ class SearchSpace:
             return []
         if isinstance(self.grid, Mapping):
             names = list(self.grid)
-            cells = [dict(zip(names, values)) for values in itertools.product(*self.grid.values())]
+            cells = [dict(zip(names, values, strict=True)) for values in itertools.product(*self.grid.values())]
         else:
             cells = [dict(cell) for cell in self.grid]
         return [c for c in cells if all(k in c and str(c[k]) == v for k, v in (where or {}).items())]

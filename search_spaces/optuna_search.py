@@ -65,10 +65,12 @@ class FidelityOptunaSearch(OptunaSearch):
         if trial_id in self._completed_trials or trial_id not in self._ot_trials:
             return
         ot_trial = self._ot_trials[trial_id]
+        study = self._ot_study
+        assert study is not None  # OptunaSearch creates it before it suggests any trial
         result = result or {}
         value, epochs = result.get(self.metric), result.get(EPOCH)
         if error or result.get("error") or (value is not None and not math.isfinite(value)):
-            self._ot_study.tell(ot_trial, state=TrialState.FAIL)
+            study.tell(ot_trial, state=TrialState.FAIL)
             self._completed_trials.add(trial_id)
             return
         # Tune hands a result the scheduler answered STOP (ASHA's rung, or max_t) only to this
@@ -77,11 +79,11 @@ class FidelityOptunaSearch(OptunaSearch):
             self.on_trial_result(trial_id, result)
         if value is not None and epochs is not None and (self._max_epochs is None
                                                          or int(epochs) >= self._max_epochs):
-            self._ot_study.tell(ot_trial, float(value), state=TrialState.COMPLETE)
+            study.tell(ot_trial, float(value), state=TrialState.COMPLETE)
         else:
             # Ended before the full budget without error (ASHA, patience, or no result at all):
             # Optuna records its last intermediate value at its last step.
-            self._ot_study.tell(ot_trial, state=TrialState.PRUNED)
+            study.tell(ot_trial, state=TrialState.PRUNED)
         self._completed_trials.add(trial_id)
 
 

@@ -18,3 +18,23 @@ def run_search(*args: str, timeout: float = 900, env: dict | None = None) -> sub
 @pytest.fixture
 def search():
     return run_search
+
+
+@pytest.fixture
+def isolated_registry():
+    """Registries as they were before the test: entries a test (or a plugin it loads) registers, and the
+    plugin modules it imports, are gone afterwards."""
+    from search_spaces import SPACES
+    from trainables import registry
+
+    registry.load_built_ins()
+    tables = (registry.MODELS, registry.DATASETS, registry.KNOBS, SPACES)
+    saved = [dict(t) for t in tables]
+    modules = set(sys.modules)
+    yield registry
+    for table, before in zip(tables, saved, strict=True):
+        table.clear()
+        table.update(before)
+    for name in set(sys.modules) - modules:
+        if not name.startswith(("trainables", "search_spaces", "analysis", "keras", "tensorflow")):
+            sys.modules.pop(name, None)

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 
+import driver
 import run_search
 from analysis.tables import read_table
 from search_spaces import SPACES
@@ -70,7 +71,7 @@ def active_nodes(address: str, env: dict[str, str]) -> list[str]:
     return re.findall(r"node_([0-9a-f]+)", active)
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")  # one cluster for the tests below: starting one takes a minute
 def two_node_cluster():
     temp_dir = tempfile.mkdtemp(prefix="rc", dir="/tmp")  # short: Ray's unix socket paths must fit 107 bytes
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token",
@@ -117,7 +118,7 @@ def two_node_cluster():
         shutil.rmtree(temp_dir, ignore_errors=True)
 
 
-def _wait_for(condition, timeout_s: float, logs: Path) -> None:  # noqa: ANN001
+def _wait_for(condition, timeout_s: float, logs: Path) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         try:
@@ -159,6 +160,34 @@ def test_sweep_through_address_spreads_trials_over_both_nodes(two_node_cluster, 
     assert (trials["gpus"] == 0).all()
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_a_plugin_reaches_the_workers_on_both_nodes(two_node_cluster, tmp_path):
+    """The example plugin from a folder outside the project (so not in the shipped working dir): the
+    runtime env's py_modules carries it, and every trial, on either node, imports it by module name."""
+    address, env, node_ids = two_node_cluster
+    plugin = tmp_path / "mine" / "resnet_mini_plugin.py"
+    plugin.parent.mkdir()
+    shutil.copy(PROJECT / "examples" / "resnet_mini_plugin.py", plugin)
+    proc = subprocess.run(
+        [sys.executable, str(PROJECT / "run_search.py"), "--plugin", str(plugin), "--space", "resnet_mini",
+         "--search", "grid", "--max-epochs", "1", "--scheduler", "fifo", "--cpus-per-trial", "1",
+         "--address", address, "--storage-path", str(tmp_path), "--name", "plugin", "-q"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=800, env=env)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    trials = read_table(tmp_path / "plugin", "trials")
+    assert set(trials["status"]) == {"completed"} and trials["error"].isna().all()
+    assert set(trials["model"]) == {"resnet_mini", "basenet"}
+    assert trials.set_index("model").loc["resnet_mini", "res_blocks"] == 1
+    ran_on = {node.split(":", 1)[1] for node in trials["node"]}
+    assert ran_on == {node_id[:12] for node_id in node_ids}, (ran_on, node_ids)
+
+
+def test_runtime_env_ships_plugin_files_as_py_modules(tmp_path):
+    env = driver.cluster_runtime_env({}, [str(tmp_path / "mine.py"), "installed_plugin_module"])
+    assert env["py_modules"] == [str(tmp_path / "mine.py")]  # a module name must be importable on the nodes
+
+
 @pytest.mark.parametrize(("space", "flag", "cluster_gpus", "expected"), [
     ("transfer", None, 8.0, 1.0),  # a backbone trial takes a whole GPU where there are GPUs
     ("transfer", None, 0.0, 0.0),  # ... and still runs on a CPU-only machine
@@ -167,7 +196,7 @@ def test_sweep_through_address_spreads_trials_over_both_nodes(two_node_cluster, 
     ("transfer", 0.5, 8.0, 0.5),
 ])
 def test_gpus_per_trial_default_follows_the_cluster(space, flag, cluster_gpus, expected):
-    assert run_search.trial_gpus(flag, SPACES[space].gpus_per_trial, cluster_gpus) == expected
+    assert driver.trial_gpus(flag, SPACES[space].gpus_per_trial, cluster_gpus) == expected
 
 
 @pytest.mark.parametrize(("storage", "endpoint", "message"), [
@@ -180,17 +209,17 @@ def test_bad_s3_endpoint_is_a_usage_error(storage, endpoint, message, tmp_path, 
     code = run_search.main(["--space", "batchnorm", "--dataset", "digits", "--storage-path",
                             storage or str(tmp_path / "results"), "--s3-endpoint", endpoint])
     err = capsys.readouterr().err
-    assert code == run_search.EXIT_USAGE
+    assert code == driver.EXIT_USAGE
     assert message in err and "Traceback" not in err
     assert "AWS_ENDPOINT_URL" not in os.environ
     assert list(tmp_path.iterdir()) == []  # nothing written
 
 
 def test_runtime_env_ships_code_and_endpoint_but_no_credentials():
-    env = run_search.cluster_runtime_env({"AWS_ENDPOINT_URL": "http://minio:9000", "AWS_SECRET_ACCESS_KEY": "s"})
+    env = driver.cluster_runtime_env({"AWS_ENDPOINT_URL": "http://minio:9000", "AWS_SECRET_ACCESS_KEY": "s"})
     assert env["working_dir"] == str(PROJECT) and ".venv" in env["excludes"]
     assert env["env_vars"] == {"AWS_ENDPOINT_URL": "http://minio:9000"}
-    assert run_search.cluster_runtime_env({}).keys() == {"working_dir", "excludes"}
+    assert driver.cluster_runtime_env({}).keys() == {"working_dir", "excludes"}
 
 
 def test_runtime_env_defers_to_a_ray_jobs_own():
@@ -198,6 +227,6 @@ def test_runtime_env_defers_to_a_ray_jobs_own():
     # a driver's runtime env that sets the same fields, so the driver leaves them to the job.
     job = json.dumps({"runtime_env": {"working_dir": "gcs://_ray_pkg_abc.zip",
                                       "env_vars": {"AWS_ENDPOINT_URL": "http://minio:9000"}}})
-    env = run_search.cluster_runtime_env({"RAY_JOB_CONFIG_JSON_ENV_VAR": job,
+    env = driver.cluster_runtime_env({"RAY_JOB_CONFIG_JSON_ENV_VAR": job,
                                           "AWS_ENDPOINT_URL": "http://minio:9000"})
     assert env == {}

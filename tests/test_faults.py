@@ -107,7 +107,7 @@ def test_a_worker_killed_mid_epoch_is_retried_from_its_checkpoint(tmp_path):
     assert_one_row_per_trial_and_epoch(trials, epochs)
 
 
-def _interrupt_then_resume(tmp_path: Path, stop) -> tuple[subprocess.CompletedProcess, dict, dict]:  # noqa: ANN001
+def _interrupt_then_resume(tmp_path: Path, stop) -> tuple[subprocess.CompletedProcess, dict, dict]:
     """Start 3 trials of 2 epochs one at a time, `stop` the driver once a trial has finished,
     then --resume. Returns (the resume run, reports before the resume, reports after)."""
     exp = tmp_path / "x"

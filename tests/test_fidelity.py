@@ -51,7 +51,7 @@ def test_optuna_study_has_early_stopped_trials_pruned_and_full_budget_ones_compl
     for trial_id, ot_trial in searcher._ot_trials.items():  # Tune trial id -> Optuna trial
         frozen, row = by_number[ot_trial.number], search.loc[trial_id]
         curve = epochs[epochs["trial_id"] == trial_id].sort_values("epoch")
-        expected = dict(zip(curve["epoch"].astype(int), curve["val_accuracy"]))
+        expected = dict(zip(curve["epoch"].astype(int), curve["val_accuracy"], strict=True))
         # Every epoch reached Optuna at step = epoch, exactly once.
         assert frozen.intermediate_values.keys() == expected.keys()
         for step, value in expected.items():

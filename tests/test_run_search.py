@@ -53,7 +53,7 @@ def test_batchnorm_search_on_digits_writes_the_design_tables(search, tmp_path):
     # Exactly one row per reported epoch, numbered 1..epochs_completed without gaps.
     assert len(epochs) == trials["epochs_completed"].sum()
     assert not epochs.duplicated(["trial_id", "epoch"]).any()
-    for trial_id, n in zip(trials["trial_id"], trials["epochs_completed"]):
+    for trial_id, n in zip(trials["trial_id"], trials["epochs_completed"], strict=True):
         assert sorted(epochs.loc[epochs["trial_id"] == trial_id, "epoch"]) == list(range(1, n + 1))
 
     assert (trials[["experiment", "space", "phase", "dataset"]].iloc[0].tolist()

@@ -211,7 +211,8 @@ def test_more_resources_per_trial_than_the_cluster_has(search, store, flag, valu
 # --- resume arguments (no Ray needed) -----------------------------------------------------------
 
 def test_resume_takes_the_stored_settings_and_refuses_contradictions():
-    from run_search import UsageError, explicit_flags, parse_args, resumed_args
+    from driver import UsageError, resumed_args
+    from run_search import explicit_flags, parse_args
 
     stored = vars(parse_args(["--space", "batchnorm", "--dataset", "digits", "--num-samples", "3",
                               "--max-epochs", "2", "--seed", "7", "--name", "x"]))
@@ -219,8 +220,8 @@ def test_resume_takes_the_stored_settings_and_refuses_contradictions():
 
     def resume(*argv: str):
         args = parse_args(["--resume", "--name", "x", *argv])
-        args.explicit = explicit_flags(list(argv) + ["--resume", "--name", "x"], vars(args))
-        return resumed_args(args, meta, "results/x")
+        return resumed_args(args, explicit_flags(list(argv) + ["--resume", "--name", "x"], vars(args)), meta,
+                            "results/x")
 
     args = resume("-v")
     assert (args.space, args.num_samples, args.max_epochs, args.seed, args.resume) == ("batchnorm", 3, 2, 7, True)
@@ -232,7 +233,7 @@ def test_resume_takes_the_stored_settings_and_refuses_contradictions():
     with pytest.raises(UsageError, match="--seed"):
         resume("--seed=8")
     with pytest.raises(UsageError, match="no stored arguments"):
-        resumed_args(parse_args(["--resume", "--name", "x"]), {}, "results/x")
+        resumed_args(parse_args(["--resume", "--name", "x"]), frozenset(), {}, "results/x")
 
 
 def test_resume_with_a_contradicting_flag_exits_2(search, store):

@@ -13,7 +13,7 @@ import pytest
 from search_spaces import SPACES
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from cub_factory import make_cub_folder  # noqa: E402
+from cub_factory import make_cub_folder
 
 TINY = ("--dataset", "digits", "--num-samples", "2", "--max-epochs", "1", "--scheduler", "fifo")
 
@@ -105,28 +105,30 @@ def test_reference_grid_runs_every_cell_twice_with_distinct_seeds(search, tmp_pa
 # --- what the flags put into every trial's config (the searchers as run_search builds them; no Ray) ----
 
 def test_patience_weights_and_input_size_reach_every_trial_config():
+    import driver
     import run_search
     from trainables.config import TrialConfig
 
     args = run_search.parse_args(["--space", "transfer", "--patience", "3", "--weights", "none",
                                   "--input-size", "96"])
-    fixed = {"dataset": "cub200", "seed": 0, "max_epochs": 4, **run_search.fixed_knobs(args)}
-    search_alg, param_space = run_search.build_search(args, SPACES["transfer"], fixed)
+    fixed = {"dataset": "cub200", "seed": 0, "max_epochs": 4, **driver.fixed_knobs(args)}
+    search_alg, param_space = driver.build_search(args, SPACES["transfer"], fixed)
     assert param_space is None
     for i in range(5):
         config = TrialConfig.from_params(search_alg.suggest(str(i)))
         assert (config.patience, config.weights, config.input_size) == (3, "none", 96)
     # Off by default: no patience knob fixed, so trials keep TrialConfig's 0 (no early stopping).
-    assert run_search.fixed_knobs(run_search.parse_args(["--space", "basenet"])) == {}
+    assert driver.fixed_knobs(run_search.parse_args(["--space", "basenet"])) == {}
 
 
 def test_grid_search_runs_fixed_points_one_per_cell_and_seed():
+    import driver
     import run_search
 
     args = run_search.parse_args(["--space", "augmentation", "--search", "grid", "--repeats", "3",
                                   "--seed", "7"])
-    fixed = {"dataset": "digits", "seed": 7, "max_epochs": 2, **run_search.fixed_knobs(args)}
-    search_alg, param_space = run_search.build_search(args, SPACES["augmentation"], fixed)
+    fixed = {"dataset": "digits", "seed": 7, "max_epochs": 2, **driver.fixed_knobs(args)}
+    search_alg, param_space = driver.build_search(args, SPACES["augmentation"], fixed)
     points = search_alg._points_to_evaluate
     assert len(points) == 9 and set(param_space) == set(points[0])
     assert sorted((p["augmentation"], p["seed"]) for p in points) == sorted(
@@ -134,7 +136,7 @@ def test_grid_search_runs_fixed_points_one_per_cell_and_seed():
 
 
 def test_confirm_configs_take_the_best_distinct_configs_at_the_largest_budget_with_new_seeds():
-    import run_search
+    from analysis import selection
     from trainables.config import TrialConfig
 
     def row(trial_id, lr, epochs, acc, seed=4, status="stopped"):
@@ -150,7 +152,7 @@ def test_confirm_configs_take_the_best_distinct_configs_at_the_largest_budget_wi
         row("e", 0.4, 3, 0.60, status="completed"),
         row("f", 0.5, 3, 0.95, status="error"),
     ])
-    configs = run_search.confirm_configs(trials, top=2, repeats=2, max_epochs=3)
+    configs = selection.confirm_configs(trials, top=2, repeats=2, max_epochs=3)
     assert [(c["learning_rate"], c["seed"]) for c in configs] == [(0.2, 6), (0.2, 7), (0.3, 6), (0.3, 7)]
     assert all(c["patience"] == 0 and c["max_epochs"] == 3 for c in configs)
-    assert run_search.confirm_configs(trials[trials["status"] == "error"], 2, 2, 3) == []
+    assert selection.confirm_configs(trials[trials["status"] == "error"], 2, 2, 3) == []

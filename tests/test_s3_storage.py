@@ -44,7 +44,7 @@ def s3_server(tmp_path):
                 break
             except OSError:
                 if time.monotonic() > deadline or server.poll() is not None:
-                    raise AssertionError(f"moto server did not start: {(tmp_path / 'moto.log').read_text()}")
+                    raise AssertionError(f"moto server did not start: {(tmp_path / 'moto.log').read_text()}") from None
                 time.sleep(0.5)
         # Dummy credentials: moto accepts any; the AWS SDK refuses to sign without some.
         env = {**os.environ, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",

@@ -24,6 +24,7 @@ def input_shape(config: TrialConfig, image_shape: tuple[int, ...]) -> tuple[int,
 def build_optimizer(config: TrialConfig) -> keras.optimizers.Optimizer:
     decay = config.weight_decay or None  # keras treats 0.0 and None alike; None skips the op
     if config.optimizer == "sgd":
-        return keras.optimizers.SGD(learning_rate=config.learning_rate, momentum=config.momentum,
-                                    nesterov=config.nesterov, weight_decay=decay)
+        return keras.optimizers.SGD(
+            learning_rate=config.learning_rate, momentum=config.momentum, nesterov=config.nesterov, weight_decay=decay
+        )
     return keras.optimizers.Adam(learning_rate=config.learning_rate, weight_decay=decay)

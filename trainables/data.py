@@ -40,7 +40,7 @@ class ImageDataset:
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
-        return tuple(self.x_train.shape[1:])  # type: ignore[return-value]
+        return tuple(self.x_train.shape[1:])
 
     @property
     def nbytes(self) -> int:
@@ -182,7 +182,7 @@ def load_cifar100(data_dir: str | os.PathLike | None, num_classes: int = 100,
     names: tuple[str, ...] = ()
     if (folder / "meta").is_file():
         try:
-            meta = safe_unpickle((folder / "meta").read_bytes())
+            meta: Any = safe_unpickle((folder / "meta").read_bytes())
             fine = meta.get("fine_label_names") or meta.get(b"fine_label_names") or []
             names = tuple(n.decode() if isinstance(n, bytes) else str(n) for n in fine[:num_classes])
         except Exception:  # noqa: BLE001 - class names are cosmetic

@@ -50,10 +50,9 @@ class Knob:
     origin: str = BUILT_IN  # the file that registered it
 
     def __post_init__(self) -> None:
-        kind = self.type.__name__ if isinstance(self.type, type) else self.type  # type: ignore[unreachable]
+        kind = self.type.__name__ if isinstance(self.type, type) else self.type
         if kind not in KNOB_TYPES:
-            raise RegistryError(f"knob {self.name!r}: unknown type {self.type!r}; "
-                                f"use one of {', '.join(KNOB_TYPES)}")
+            raise RegistryError(f"knob {self.name!r}: unknown type {self.type!r}; use one of {', '.join(KNOB_TYPES)}")
         object.__setattr__(self, "type", kind)
         if not self.name.isidentifier() or keyword.iskeyword(self.name):
             raise RegistryError(f"knob name {self.name!r} is not a Python identifier")
@@ -161,8 +160,9 @@ def _add(table: dict[str, Any], kind: str, entry: Any) -> Any:
     load_built_ins()
     entry = _stamp(entry)
     if entry.name in table:
-        raise RegistryError(f"{kind} {entry.name!r} is already registered (by {table[entry.name].origin}); "
-                            "pick another name")
+        raise RegistryError(
+            f"{kind} {entry.name!r} is already registered (by {table[entry.name].origin}); pick another name"
+        )
     table[entry.name] = entry
     return entry
 
@@ -179,13 +179,16 @@ def register_dataset(dataset: Dataset) -> Dataset:
 
 def register_knob(knob: Knob) -> Knob:
     if knob.name in RESERVED_KNOBS:
-        raise RegistryError(f"knob {knob.name!r} is a built-in knob (a TrialConfig field); declare only "
-                            "new knobs, under another name")
+        raise RegistryError(
+            f"knob {knob.name!r} is a built-in knob (a TrialConfig field); declare only new knobs, under another name"
+        )
     load_built_ins()
     unknown = [m for m in knob.models if m not in MODELS]
     if unknown:
-        raise RegistryError(f"knob {knob.name!r} is read by unknown models {unknown}; register the model "
-                            f"first (known: {', '.join(sorted(MODELS))})")
+        raise RegistryError(
+            f"knob {knob.name!r} is read by unknown models {unknown}; register the model "
+            f"first (known: {', '.join(sorted(MODELS))})"
+        )
     return _add(KNOBS, "knob", knob)
 
 
@@ -231,15 +234,22 @@ def load_built_ins() -> None:
 
 # ---- what an experiment records, so its tables can be rebuilt without the plugin's code -------------
 
+
 def plugin_declarations() -> dict[str, Any]:
     """The entries plugins registered, as JSON: what experiment.json keeps so `python -m analysis`
     rebuilds the tables (knob columns, nulls) without importing the plugin, TensorFlow or Ray."""
     return {
         "knobs": [k.to_json() for k in KNOBS.values() if k.origin != BUILT_IN],
-        "models": {m.name: {"knobs": list(m.knobs), "defaults": dict(m.defaults), "origin": m.origin}
-                   for m in MODELS.values() if m.origin != BUILT_IN},
-        "datasets": {d.name: {"image_shape": list(d.image_shape), "num_classes": d.num_classes,
-                              "origin": d.origin} for d in DATASETS.values() if d.origin != BUILT_IN},
+        "models": {
+            m.name: {"knobs": list(m.knobs), "defaults": dict(m.defaults), "origin": m.origin}
+            for m in MODELS.values()
+            if m.origin != BUILT_IN
+        },
+        "datasets": {
+            d.name: {"image_shape": list(d.image_shape), "num_classes": d.num_classes, "origin": d.origin}
+            for d in DATASETS.values()
+            if d.origin != BUILT_IN
+        },
     }
 
 
@@ -253,15 +263,36 @@ def declare_recorded(declarations: Mapping[str, Any] | None) -> list[Knob]:
         raise RuntimeError("declared from experiment.json only; load the plugin to build or load this")
 
     for name, m in (declarations.get("models") or {}).items():
-        MODELS.setdefault(name, Model(name, build=not_loaded, knobs=tuple(m.get("knobs", ())),
-                                      defaults=dict(m.get("defaults", {})), origin=m.get("origin", "?")))
+        MODELS.setdefault(
+            name,
+            Model(
+                name,
+                build=not_loaded,
+                knobs=tuple(m.get("knobs", ())),
+                defaults=dict(m.get("defaults", {})),
+                origin=m.get("origin", "?"),
+            ),
+        )
     for name, d in (declarations.get("datasets") or {}).items():
-        DATASETS.setdefault(name, Dataset(name, load=not_loaded, image_shape=tuple(d["image_shape"]),
-                                          num_classes=int(d["num_classes"]), origin=d.get("origin", "?")))
+        DATASETS.setdefault(
+            name,
+            Dataset(
+                name,
+                load=not_loaded,
+                image_shape=tuple(d["image_shape"]),
+                num_classes=int(d["num_classes"]),
+                origin=d.get("origin", "?"),
+            ),
+        )
     knobs = []
     for spec in declarations.get("knobs") or []:
-        knob = Knob(**{**spec, "models": tuple(spec.get("models", ())),
-                       "choices": None if spec.get("choices") is None else tuple(spec["choices"])})
+        knob = Knob(
+            **{
+                **spec,
+                "models": tuple(spec.get("models", ())),
+                "choices": None if spec.get("choices") is None else tuple(spec["choices"]),
+            }
+        )
         knobs.append(KNOBS.setdefault(knob.name, knob))
     return knobs
 

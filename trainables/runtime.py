@@ -73,9 +73,8 @@ def configure_tensorflow(cpus: float, gpu_share: float = 0.0) -> dict[str, objec
 
 def _gpu_total_mb(gpu) -> int | None:  # noqa: ANN001 - a tf PhysicalDevice
     try:
-        import subprocess
-
         import os
+        import subprocess
 
         index = physical_gpu_index(int(gpu.name.rsplit(":", 1)[-1]), os.environ.get("CUDA_VISIBLE_DEVICES"))
         out = subprocess.run(["nvidia-smi", "--query-gpu=memory.total", "--format=csv,noheader,nounits",

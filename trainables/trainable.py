@@ -29,9 +29,15 @@ from trainables.config import TrialConfig
 from trainables.data import ImageDataset, validation_split
 
 
-def train_trial(params: dict[str, Any], data: ImageDataset, cpus: float = 1, gpus: float = 0) -> None:
-    """The Ray Tune function trainable. `data` arrives through the object store (zero-copy)."""
+def train_trial(params: dict[str, Any], data: ImageDataset, cpus: float = 1, gpus: float = 0,
+                plugins: tuple[str, ...] = (), shipped: bool = False) -> None:
+    """The Ray Tune function trainable. `data` arrives through the object store (zero-copy). `plugins`:
+    the driver's --plugin list, loaded here so their models and knobs are registered in this worker too
+    (`shipped`: from Ray's runtime env, by module name; see trainables.plugins)."""
+    from trainables.plugins import load_plugins
     from trainables.runtime import configure_tensorflow
+
+    load_plugins(plugins, shipped)
 
     configure_tensorflow(cpus, gpus)  # before any TensorFlow op in this process
 

@@ -63,8 +63,8 @@ def backbone_entry(name: str, module: str, constructor: str, min_input_size: int
         if config.input_size < min_input_size:
             raise ValueError(f"{name} needs input_size >= {min_input_size}, got {config.input_size}")
 
-    return Model(name, build=lambda config, input_shape, num_classes: transfer_model(config, num_classes),
-                 knobs=TRANSFER_KNOBS, input_shape=lambda config, image_shape: (config.input_size,) * 2 + (3,),
+    return Model(name, build=lambda config, _input_shape, num_classes: transfer_model(config, num_classes),
+                 knobs=TRANSFER_KNOBS, input_shape=lambda config, _image_shape: (config.input_size,) * 2 + (3,),
                  preprocess=input_transform, check=check, description=description)
 
 
@@ -118,12 +118,12 @@ def transfer_model(config: TrialConfig, num_classes: int):  # noqa: ANN201 - ker
     model = keras.Model(inputs, outputs, name=f"{config.model}_{config.transfer_mode}")
 
     if full_model_weights is not None:
-        path, backbone_error = full_model_weights
+        path, first_error = full_model_weights
         try:
             model.load_weights(path)
         except Exception as e:  # noqa: BLE001 - report both attempts
             raise WeightsUnavailable(
-                f"--weights {path}: holds neither {config.model} backbone weights ({backbone_error}) nor "
+                f"--weights {path}: holds neither {config.model} backbone weights ({first_error}) nor "
                 f"weights of this model with a {config.head_units}-unit head and {num_classes} classes "
                 f"({e})") from None
     backbone.trainable = config.transfer_mode == "finetune"

@@ -44,7 +44,8 @@ def test_a_real_sweep_gets_a_report_duckdb_and_a_notebook(tmp_path: Path, search
     assert "## Ranking at matched budget" in (folder / "report.md").read_text()
 
     # The contract of DESIGN section 3: DuckDB straight on the file.
-    rows = duckdb.sql(f"select bn_position, avg(test_accuracy) from '{exp}/tables/trials.parquet' group by 1").fetchall()
+    query = f"select bn_position, avg(test_accuracy) from '{exp}/tables/trials.parquet' group by 1"
+    rows = duckdb.sql(query).fetchall()
     assert rows and {r[0] for r in rows} <= {"none", "before_relu", "after_relu"}
 
     run_notebook(exp, monkeypatch)  # raises on the first failing cell

@@ -1,9 +1,9 @@
 import pytest
 
 from trainables.architectures import build_model, build_optimizer
+from trainables.config import TrialConfig
 from trainables.models.basenet import build as basenet
 from trainables.models.convnet import build as convnet
-from trainables.config import TrialConfig
 
 
 def _kinds(model):

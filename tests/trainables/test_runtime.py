@@ -13,8 +13,7 @@ import sys
 
 import pytest
 
-from trainables.runtime import (GPU_RESERVE_MB, gpu_memory_limit_mb, memory_limit_for, physical_gpu_index,
-                                thread_count)
+from trainables.runtime import GPU_RESERVE_MB, gpu_memory_limit_mb, memory_limit_for, physical_gpu_index, thread_count
 
 GIB = 1024  # MiB
 H100 = 80 * GIB  # an 80 GiB device, in MiB

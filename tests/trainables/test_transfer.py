@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import sys
 import subprocess
+import sys
 
 import keras
 import numpy as np
@@ -73,7 +73,7 @@ def test_finetune_trains_backbone_but_keeps_batchnorm_in_inference_mode(resnet_f
     x = rng.uniform(-100, 100, (4, 32, 32, 3)).astype("float32")
     model.train_on_batch(x, np.array([0, 1, 2, 0]))
     assert not np.allclose(kernel, conv.kernel.numpy())  # the backbone learned
-    for b, (mean, var) in zip(bn, moving):  # ...but no BatchNorm statistic moved
+    for b, (mean, var) in zip(bn, moving, strict=True):  # ...but no BatchNorm statistic moved
         np.testing.assert_array_equal(mean, b.moving_mean.numpy())
         np.testing.assert_array_equal(var, b.moving_variance.numpy())
 
@@ -112,7 +112,7 @@ def test_weights_path_of_a_saved_backbone_or_full_model_is_loaded(resnet_finetun
     backbone_file = tmp_path / "backbone.weights.h5"
     backbone_of(resnet_finetune).save_weights(backbone_file)
     from_backbone = transfer_model(config(weights=str(backbone_file)), num_classes=3)
-    for a, b in zip(backbone_of(from_backbone).weights, backbone_of(resnet_finetune).weights):
+    for a, b in zip(backbone_of(from_backbone).weights, backbone_of(resnet_finetune).weights, strict=True):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
     full_file = tmp_path / "full.weights.h5"
     resnet_finetune.save_weights(full_file)

@@ -32,5 +32,12 @@ def build(config: TrialConfig, input_shape: tuple[int, int, int], num_classes: i
     return keras.Sequential(stack, name="basenet")
 
 
-MODEL = register_model(Model("basenet", build=build, knobs=("bn_position",), defaults={"bn_position": "none"},
-                             description="the reference BaseNet (two 5x5 convs, dense 50)"))
+MODEL = register_model(
+    Model(
+        "basenet",
+        build=build,
+        knobs=("bn_position",),
+        defaults={"bn_position": "none"},
+        description="the reference BaseNet (two 5x5 convs, dense 50)",
+    )
+)

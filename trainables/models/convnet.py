@@ -23,9 +23,11 @@ def build(config: TrialConfig, input_shape: tuple[int, int, int], num_classes: i
 
     sizes = conv_feature_sizes(config, input_shape[0])
     if min(sizes) < 1:
-        raise ValueError(f"ConvNet with depth={config.depth}, kernel_size={config.kernel_size}, "
-                         f"pool_after={config.pool_after!r} shrinks a {input_shape[0]}px image to "
-                         f"{min(sizes)}px; use fewer blocks, a smaller kernel or fewer pools")
+        raise ValueError(
+            f"ConvNet with depth={config.depth}, kernel_size={config.kernel_size}, "
+            f"pool_after={config.pool_after!r} shrinks a {input_shape[0]}px image to "
+            f"{min(sizes)}px; use fewer blocks, a smaller kernel or fewer pools"
+        )
     stack: list[layers.Layer] = [keras.Input(shape=input_shape)]
     for i in range(config.depth):
         block = i + 1
@@ -40,7 +42,12 @@ def build(config: TrialConfig, input_shape: tuple[int, int, int], num_classes: i
     return keras.Sequential(stack, name="convnet")
 
 
-MODEL = register_model(Model(
-    "convnet", build=build,
-    knobs=("bn_position", "depth", "base_width", "kernel_size", "pool_after", "dense_units"),
-    defaults={"bn_position": "after_relu"}, description="the reference ConvNet (3x3 convs 16..256, BN after ReLU)"))
+MODEL = register_model(
+    Model(
+        "convnet",
+        build=build,
+        knobs=("bn_position", "depth", "base_width", "kernel_size", "pool_after", "dense_units"),
+        defaults={"bn_position": "after_relu"},
+        description="the reference ConvNet (3x3 convs 16..256, BN after ReLU)",
+    )
+)
