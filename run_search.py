@@ -20,115 +20,59 @@ from trainables.plugins import PluginError
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        description=(__doc__ or "").split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
-    )
-    p.add_argument(
-        "--plugin",
-        action="append",
-        default=None,
-        metavar="FILE_OR_MODULE",
-        help="import user code that registers models, datasets and spaces (repeatable); "
-        "a .py file or an importable module; shipped to every trial, on a cluster too",
-    )
-    p.add_argument(
-        "--space", help=f"search space, one of: {', '.join(sorted(SPACES))}, or a plugin's (required unless --resume)"
-    )
-    p.add_argument(
-        "--dataset",
-        help="registered dataset: digits (bundled, offline), cifar100_25, cifar100, "
-        "cub200, or a plugin's (default: the space's own)",
-    )
-    p.add_argument(
-        "--data-dir",
-        help="folder holding the dataset in its standard format (default: Keras' cache, downloading if needed)",
-    )
+    # One flag per line, as the table of flags it is: not reformatted.
+    # fmt: off
+    p = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--plugin", action="append", default=None, metavar="FILE_OR_MODULE",
+                   help="import user code that registers models, datasets and spaces (repeatable); "
+                        "a .py file or an importable module; shipped to every trial, on a cluster too")
+    p.add_argument("--space", help=f"search space, one of: {', '.join(sorted(SPACES))}, or a plugin's "
+                                   "(required unless --resume)")
+    p.add_argument("--dataset", help="registered dataset: digits (bundled, offline), cifar100_25, cifar100, "
+                                     "cub200, or a plugin's (default: the space's own)")
+    p.add_argument("--data-dir", help="folder holding the dataset in its standard format "
+                                      "(default: Keras' cache, downloading if needed)")
     p.add_argument("--num-samples", type=int, help="trials to sample (default: the space's own)")
     p.add_argument("--max-epochs", type=int, help="full budget of a trial, ASHA's max_t (default: the space's)")
     p.add_argument("--scheduler", choices=("asha", "fifo"), default="asha")
-    p.add_argument(
-        "--search",
-        choices=("optuna", "random", "grid"),
-        default="optuna",
-        help="Optuna TPE, random, or every cell of the space's grid",
-    )
+    p.add_argument("--search", choices=("optuna", "random", "grid"), default="optuna",
+                   help="Optuna TPE, random, or every cell of the space's grid")
     p.add_argument("--seed", type=int, default=0, help="seeds the searcher and every trial")
-    p.add_argument(
-        "--repeats",
-        type=int,
-        default=0,
-        metavar="R",
-        help="with --search grid: run every cell R times (seeds S, S+1, ...); with --confirm-top: "
-        "retrain each of the best configs R times",
-    )
-    p.add_argument(
-        "--cells",
-        action="append",
-        default=None,
-        metavar="KNOB=VALUE",
-        help="with --search grid: run only the cells whose KNOB is VALUE (repeatable; all must "
-        "match), e.g. --cells model=basenet",
-    )
-    p.add_argument(
-        "--confirm-top",
-        type=int,
-        default=0,
-        metavar="K",
-        help="after the search, retrain the best K configs --repeats times with new seeds, "
-        "full budget, no early stopping (phase 'confirm')",
-    )
-    p.add_argument(
-        "--patience",
-        type=int,
-        default=0,
-        metavar="EPOCHS",
-        help="within-trial early stopping: epochs without val_loss improvement; 0 = off",
-    )
-    p.add_argument(
-        "--weights",
-        default=None,
-        metavar="imagenet|none|PATH",
-        help="transfer spaces: backbone weights; unset: imagenet",
-    )
-    p.add_argument(
-        "--input-size",
-        type=int,
-        default=None,
-        metavar="PIXELS",
-        help="transfer spaces: image side fed to the backbone; unset: 224",
-    )
+    p.add_argument("--repeats", type=int, default=0, metavar="R",
+                   help="with --search grid: run every cell R times (seeds S, S+1, ...); with --confirm-top: "
+                        "retrain each of the best configs R times")
+    p.add_argument("--cells", action="append", default=None, metavar="KNOB=VALUE",
+                   help="with --search grid: run only the cells whose KNOB is VALUE (repeatable; all must "
+                        "match), e.g. --cells model=basenet")
+    p.add_argument("--confirm-top", type=int, default=0, metavar="K",
+                   help="after the search, retrain the best K configs --repeats times with new seeds, "
+                        "full budget, no early stopping (phase 'confirm')")
+    p.add_argument("--patience", type=int, default=0, metavar="EPOCHS",
+                   help="within-trial early stopping: epochs without val_loss improvement; 0 = off")
+    p.add_argument("--weights", default=None, metavar="imagenet|none|PATH",
+                   help="transfer spaces: backbone weights; unset: imagenet")
+    p.add_argument("--input-size", type=int, default=None, metavar="PIXELS",
+                   help="transfer spaces: image side fed to the backbone; unset: 224")
     p.add_argument("--cpus-per-trial", type=float, default=1.0)
-    p.add_argument(
-        "--gpus-per-trial",
-        type=float,
-        default=None,
-        help="GPUs per trial, fractional allowed (default: the space's own on a GPU cluster, else 0)",
-    )
+    p.add_argument("--gpus-per-trial", type=float, default=None,
+                   help="GPUs per trial, fractional allowed (default: the space's own on a GPU cluster, else 0)")
     p.add_argument("--max-concurrent", type=int, default=None, help="trials at once (default: as resources allow)")
-    p.add_argument(
-        "--address",
-        default=None,
-        help="join a Ray cluster ('auto', 'ray://host:10001'); default: start an embedded Ray",
-    )
+    p.add_argument("--address", default=None, help="join a Ray cluster ('auto', 'ray://host:10001'); "
+                                                    "default: start an embedded Ray")
     p.add_argument("--storage-path", default="./results", help="local folder, NFS, or s3:// / gs:// URI")
-    p.add_argument(
-        "--s3-endpoint",
-        default=None,
-        metavar="URL",
-        help="endpoint of an S3-compatible store (MinIO, Ceph, ...) for an s3:// --storage-path, "
-        "e.g. http://minio:9000; sets AWS_ENDPOINT_URL for the driver and every trial",
-    )
+    p.add_argument("--s3-endpoint", default=None, metavar="URL",
+                   help="endpoint of an S3-compatible store (MinIO, Ceph, ...) for an s3:// --storage-path, "
+                        "e.g. http://minio:9000; sets AWS_ENDPOINT_URL for the driver and every trial")
     p.add_argument("--name", default=None, help="experiment name (default: <space>-<UTC timestamp>)")
-    p.add_argument(
-        "--resume",
-        action="store_true",
-        help="continue the experiment --name after a crash or Ctrl-C, with its stored settings (its plugins included)",
-    )
-    p.add_argument(
-        "--max-failures", type=int, default=2, help="retries of a failed trial, each from its last checkpoint"
-    )
+    p.add_argument("--resume", action="store_true",
+                   help="continue the experiment --name after a crash or Ctrl-C, with its stored settings "
+                        "(its plugins included)")
+    p.add_argument("--max-failures", type=int, default=2,
+                   help="retries of a failed trial, each from its last checkpoint")
     p.add_argument("-v", "--verbose", action="count", default=0, help="more progress output")
     p.add_argument("-q", "--quiet", action="count", default=0, help="less progress output")
+    # fmt: on
     return p.parse_args(argv)
 
 
