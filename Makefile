@@ -1,10 +1,11 @@
 # Two entry points (README): `make demo` runs a small search on the bundled digits data,
-# `make test` runs the test suite. Both create .venv on first use.
+# `make test` checks lint, format and types, then runs the test suite (what CI runs). Both create .venv
+# on first use.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test test-fast clean
+.PHONY: demo lint test test-fast clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,7 +16,13 @@ $(VENV)/.installed: pyproject.toml
 demo: $(VENV)/.installed
 	$(PY) run_search.py --space batchnorm --dataset digits --num-samples 6 --max-epochs 3 --name demo-$$(date -u +%Y%m%d-%H%M%S)
 
-test: $(VENV)/.installed
+# ruff (lint, format) and mypy, as configured in pyproject.toml; tests/test_imports.py checks import cycles.
+lint: $(VENV)/.installed
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(PY) -m mypy
+
+test: lint
 	$(PY) -m pytest
 
 test-fast: $(VENV)/.installed

@@ -40,8 +40,11 @@ HELD, FLIPPED, DIFFERS, ONLY_ONE = "held", "flipped", "differs", "only one"
 KEY = ["kind", "subject", "metric", "level", "level_b"]
 
 COMPARE_COLUMNS: list[tuple[str, pa.DataType, str]] = [
-    ("kind", pa.string(), "'question' (the study's questions, analysis.questions) or 'paired' (two levels "
-                          "of any knob, analysis.summary)"),
+    (
+        "kind",
+        pa.string(),
+        "'question' (the study's questions, analysis.questions) or 'paired' (two levels of any knob, analysis.summary)",
+    ),
     ("subject", pa.string(), "question rows: the question in its words; paired rows: the knob"),
     ("knob", pa.string(), "the knob whose two levels are compared"),
     ("metric", pa.string(), "what is compared: 'test_accuracy' or 'best_val_accuracy'"),
@@ -53,14 +56,23 @@ COMPARE_COLUMNS: list[tuple[str, pa.DataType, str]] = [
     ("ci_low", pa.float64(), "lower end of its 95 % t-interval"),
     ("ci_high", pa.float64(), "upper end of its 95 % t-interval"),
     ("p_holm", pa.float64(), "Holm-adjusted p-value, as the experiment's report adjusted it"),
-    ("outcome", pa.string(), "'A' (level wins), 'B' (level_b wins), 'none' (no difference detected) "
-                             "or 'too few' (n < 2)"),
+    (
+        "outcome",
+        pa.string(),
+        "'A' (level wins), 'B' (level_b wins), 'none' (no difference detected) or 'too few' (n < 2)",
+    ),
     ("verdict", pa.string(), "the experiment's report line for this comparison"),
-    ("held", pa.string(), "across experiments: 'held' (same outcome everywhere), 'flipped' (A in one, B in "
-                          "another), 'differs' (a win in one, none detected in another) or 'only one'"),
+    (
+        "held",
+        pa.string(),
+        "across experiments: 'held' (same outcome everywhere), 'flipped' (A in one, B in "
+        "another), 'differs' (a win in one, none detected in another) or 'only one'",
+    ),
 ]
-COMPARE_SCHEMA = pa.schema([pa.field(n, t, metadata={"doc": d}) for n, t, d in COMPARE_COLUMNS],
-                           metadata={"schema_version": tables.SCHEMA_VERSION, "table": "compare"})
+COMPARE_SCHEMA = pa.schema(
+    [pa.field(n, t, metadata={"doc": d}) for n, t, d in COMPARE_COLUMNS],
+    metadata={"schema_version": tables.SCHEMA_VERSION, "table": "compare"},
+)
 
 
 class BadInput(Exception):
@@ -75,16 +87,20 @@ def read_summary(experiment: str) -> pd.DataFrame:
     fs, root = storage.resolve(experiment)
     path = storage.join(root, "report", "summary.parquet")
     if not storage.exists(fs, root):
-        raise BadInput(f"{experiment}: no such experiment folder; pass folders run_search.py wrote "
-                       "(<storage-path>/<name>)")
+        raise BadInput(
+            f"{experiment}: no such experiment folder; pass folders run_search.py wrote (<storage-path>/<name>)"
+        )
     if not storage.exists(fs, path):
-        raise BadInput(f"{experiment}: no report/summary.parquet; write it first with "
-                       f"`python -m analysis {experiment}`")
+        raise BadInput(
+            f"{experiment}: no report/summary.parquet; write it first with `python -m analysis {experiment}`"
+        )
     try:
         return pq.read_table(path, filesystem=fs).to_pandas()
     except (pa.ArrowInvalid, OSError) as e:
-        raise BadInput(f"{experiment}: cannot read report/summary.parquet ({_one_line(e)}); rewrite it with "
-                       f"`python -m analysis {experiment}`") from None
+        raise BadInput(
+            f"{experiment}: cannot read report/summary.parquet ({_one_line(e)}); rewrite it with "
+            f"`python -m analysis {experiment}`"
+        ) from None
 
 
 def _nan(x: Any) -> float:
@@ -104,17 +120,33 @@ def outcome(n: int, value: float, ci_low: float, ci_high: float, p_holm: float) 
 def comparisons(summary: pd.DataFrame, experiment: str) -> pd.DataFrame:
     """The two-level comparisons of one experiment's summary, one row each."""
     if "kind" not in summary:
-        raise BadInput(f"{experiment}: report/summary.parquet has no `kind` column; rewrite it with "
-                       f"`python -m analysis {experiment}`")
+        raise BadInput(
+            f"{experiment}: report/summary.parquet has no `kind` column; rewrite it with "
+            f"`python -m analysis {experiment}`"
+        )
     rows = summary[summary["kind"].isin(("question", "paired")) & summary["level_b"].notna()]
     out = []
     for r in rows.to_dict("records"):
         n = 0 if pd.isna(r.get("n")) else int(r["n"])
         value, lo, hi, p = (_nan(r.get(k)) for k in ("value", "ci_low", "ci_high", "p_holm"))
-        out.append({"kind": r["kind"], "subject": r["question"] if r["kind"] == "question" else r["knob"],
-                    "knob": r["knob"], "metric": r["metric"], "level": r["level"], "level_b": r["level_b"],
-                    "experiment": experiment, "n": n, "value": value, "ci_low": lo, "ci_high": hi, "p_holm": p,
-                    "outcome": outcome(n, value, lo, hi, p), "verdict": r.get("verdict")})
+        out.append(
+            {
+                "kind": r["kind"],
+                "subject": r["question"] if r["kind"] == "question" else r["knob"],
+                "knob": r["knob"],
+                "metric": r["metric"],
+                "level": r["level"],
+                "level_b": r["level_b"],
+                "experiment": experiment,
+                "n": n,
+                "value": value,
+                "ci_low": lo,
+                "ci_high": hi,
+                "p_holm": p,
+                "outcome": outcome(n, value, lo, hi, p),
+                "verdict": r.get("verdict"),
+            }
+        )
     return pd.DataFrame(out, columns=[c for c, *_ in COMPARE_COLUMNS if c != "held"])
 
 
@@ -126,8 +158,14 @@ def _align(df: pd.DataFrame) -> pd.DataFrame:
         pair = (r["kind"], r["subject"], r["metric"], frozenset((r["level"], r["level_b"])))
         order = seen.setdefault(pair, (r["level"], r["level_b"]))
         if (r["level"], r["level_b"]) != order:
-            r.update(level=order[0], level_b=order[1], value=-r["value"], ci_low=-r["ci_high"],
-                     ci_high=-r["ci_low"], outcome={"A": "B", "B": "A"}.get(r["outcome"], r["outcome"]))
+            r.update(
+                level=order[0],
+                level_b=order[1],
+                value=-r["value"],
+                ci_low=-r["ci_high"],
+                ci_high=-r["ci_low"],
+                outcome={"A": "B", "B": "A"}.get(r["outcome"], r["outcome"]),
+            )
         rows.append(r)
     return pd.DataFrame(rows, columns=df.columns)
 
@@ -146,25 +184,30 @@ def compare_table(experiments: Sequence[str]) -> pd.DataFrame:
     parts = [comparisons(read_summary(exp), exp) for exp in experiments]
     df = _align(pd.concat(parts, ignore_index=True)) if any(len(p) for p in parts) else parts[0]
     if df.empty:
-        raise BadInput(f"none of {', '.join(experiments)} has a question or paired comparison (repeated "
-                       "runs over seeds, e.g. --search grid --repeats 3, or --confirm-top K --repeats R)")
+        raise BadInput(
+            f"none of {', '.join(experiments)} has a question or paired comparison (repeated "
+            "runs over seeds, e.g. --search grid --repeats 3, or --confirm-top K --repeats R)"
+        )
     df["held"] = df.groupby(KEY, sort=False)["outcome"].transform(lambda s: held(list(s)))
     order = {e: i for i, e in enumerate(experiments)}
     df["_kind"] = df["kind"].map({"question": 0, "paired": 1})
     df["_exp"] = df["experiment"].map(order)
     df["_first"] = df.groupby(KEY, sort=False).ngroup()  # first appearance, i.e. the report's order
-    return (df.sort_values(["_kind", "metric", "_first", "_exp"], ascending=[True, False, True, True],
-                           kind="stable").drop(columns=["_kind", "_exp", "_first"]).reset_index(drop=True))
+    return (
+        df.sort_values(["_kind", "metric", "_first", "_exp"], ascending=[True, False, True, True], kind="stable")
+        .drop(columns=["_kind", "_exp", "_first"])
+        .reset_index(drop=True)
+    )
 
 
 # ---------------------------------------------------------------- compare.md and compare.png
+
 
 def _cell(r: pd.Series) -> str:
     if r["outcome"] == "too few":
         return f"too few (n={r['n']})"
     mark = {"A": f"{r['level']} wins", "B": f"{r['level_b']} wins", "none": "no difference"}[r["outcome"]]
-    interval = ("" if math.isnan(r["ci_low"]) else
-                f" [{stats.points(r['ci_low'])}, {stats.points(r['ci_high'])}]")
+    interval = "" if math.isnan(r["ci_low"]) else f" [{stats.points(r['ci_low'])}, {stats.points(r['ci_high'])}]"
     return f"{stats.points(r['value'])}{interval}, n={r['n']}: {mark}"
 
 
@@ -174,12 +217,14 @@ def _names(experiments: Sequence[str]) -> list[str]:
 
 def markdown(df: pd.DataFrame, experiments: Sequence[str]) -> str:
     names = _names(experiments)
-    out = ["# Comparison of experiments\n",
-           "Experiments: " + ", ".join(f"`{e}`" for e in experiments) + ".\n",
-           "Each cell: difference first level - second level in accuracy points, its 95 % interval, the "
-           "seed pairs, and the experiment's verdict (Holm-adjusted p < 0.05 and the interval excluding 0). "
-           "**held**: every experiment gave the same verdict; **flipped**: opposite winners; **differs**: "
-           "a winner in one, no detected difference in another.\n"]
+    out = [
+        "# Comparison of experiments\n",
+        "Experiments: " + ", ".join(f"`{e}`" for e in experiments) + ".\n",
+        "Each cell: difference first level - second level in accuracy points, its 95 % interval, the "
+        "seed pairs, and the experiment's verdict (Holm-adjusted p < 0.05 and the interval excluding 0). "
+        "**held**: every experiment gave the same verdict; **flipped**: opposite winners; **differs**: "
+        "a winner in one, no detected difference in another.\n",
+    ]
     sections = [("question", "The study's questions"), ("paired", "Paired comparisons of knob levels")]
     for kind, title in sections:
         part = df[df["kind"] == kind]
@@ -194,8 +239,12 @@ def markdown(df: pd.DataFrame, experiments: Sequence[str]) -> str:
             for _key, g in rows.groupby(KEY, sort=False):
                 first = g.iloc[0]
                 cells = {r["experiment"]: _cell(r) for _, r in g.iterrows()}
-                line = [first["subject"], f"{first['level']} - {first['level_b']}",
-                        *(cells.get(e, "absent") for e in experiments), f"**{first['held']}**"]
+                line = [
+                    first["subject"],
+                    f"{first['level']} - {first['level_b']}",
+                    *(cells.get(e, "absent") for e in experiments),
+                    f"**{first['held']}**",
+                ]
                 out.append("| " + " | ".join(str(c).replace("|", "\\|") for c in line) + " |")
             out.append("")
     counts = df.drop_duplicates(KEY)["held"].value_counts()
@@ -211,8 +260,10 @@ def figure_rows(df: pd.DataFrame) -> pd.DataFrame:
     questions = df[df["kind"] == "question"]
     asked = set(zip(questions["knob"], questions["metric"], questions["level"], questions["level_b"], strict=True))
     paired = df[(df["kind"] == "paired") & (df["metric"] == "test_accuracy")]
-    fresh = [(k, m, a, b) not in asked for k, m, a, b in
-             zip(paired["knob"], paired["metric"], paired["level"], paired["level_b"], strict=True)]
+    fresh = [
+        (k, m, a, b) not in asked
+        for k, m, a, b in zip(paired["knob"], paired["metric"], paired["level"], paired["level_b"], strict=True)
+    ]
     return pd.concat([questions, paired[fresh]])
 
 
@@ -245,16 +296,25 @@ def figure(df: pd.DataFrame, experiments: Sequence[str]):  # noqa: ANN201 - matp
             lo = 0 if math.isnan(r["ci_low"]) else max(0.0, v - 100 * r["ci_low"])
             hi = 0 if math.isnan(r["ci_high"]) else max(0.0, 100 * r["ci_high"] - v)
             color = colors[j % len(colors)]
-            ax.errorbar([v], [base + (k - 1 - j)], xerr=[[lo], [hi]], fmt="o", color=color, capsize=3,
-                        mfc=color if r["outcome"] in ("A", "B") else "white")
+            ax.errorbar(
+                [v],
+                [base + (k - 1 - j)],
+                xerr=[[lo], [hi]],
+                fmt="o",
+                color=color,
+                capsize=3,
+                mfc=color if r["outcome"] in ("A", "B") else "white",
+            )
         if gi:
             ax.axhline(base - 1, color="0.85", lw=0.6)
     ax.axvline(0, color="black", lw=0.8)
     ax.set_yticks(np.array(ticks), labels, fontsize=8)
     for tick, color in zip(ax.get_yticklabels(), label_colors, strict=True):
         tick.set_color(color)  # red: flipped, orange: differs
-    ax.set(xlabel="difference first level - second level, accuracy points (95 % CI; filled: significant "
-                  "after Holm)", title="Does the answer hold across experiments? (red: flipped, orange: differs)")
+    ax.set(
+        xlabel="difference first level - second level, accuracy points (95 % CI; filled: significant after Holm)",
+        title="Does the answer hold across experiments? (red: flipped, orange: differs)",
+    )
     for j, name in enumerate(_names(experiments)):
         ax.plot([], [], "o", color=colors[j % len(colors)], label=name)  # one legend entry each
     ax.legend(fontsize=8, loc="best")
@@ -264,6 +324,7 @@ def figure(df: pd.DataFrame, experiments: Sequence[str]):  # noqa: ANN201 - matp
 
 
 # ---------------------------------------------------------------- writing
+
 
 def default_out(experiments: Sequence[str]) -> str:
     """A folder named after the experiments, beside the first one."""
@@ -300,14 +361,23 @@ def write_comparison(experiments: Sequence[str], out: str | None = None) -> dict
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m analysis compare",
-                                description="Put the same questions' verdicts of several experiments side by "
-                                            "side: which answers held. Each experiment needs its report "
-                                            "(python -m analysis EXP) first.")
-    p.add_argument("experiments", nargs="+", metavar="EXPERIMENT_DIR",
-                   help="two or more experiment folders, local paths or s3:// / gs:// URIs")
-    p.add_argument("--out", metavar="DIR", help="where to write compare.parquet/.md/.png (default: "
-                   "compare-<A>-vs-<B>... beside the first experiment)")
+    p = argparse.ArgumentParser(
+        prog="python -m analysis compare",
+        description="Put the same questions' verdicts of several experiments side by "
+        "side: which answers held. Each experiment needs its report "
+        "(python -m analysis EXP) first.",
+    )
+    p.add_argument(
+        "experiments",
+        nargs="+",
+        metavar="EXPERIMENT_DIR",
+        help="two or more experiment folders, local paths or s3:// / gs:// URIs",
+    )
+    p.add_argument(
+        "--out",
+        metavar="DIR",
+        help="where to write compare.parquet/.md/.png (default: compare-<A>-vs-<B>... beside the first experiment)",
+    )
     return p.parse_args(argv)
 
 
@@ -326,6 +396,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     for _key, g in df.groupby(KEY, sort=False):
         first = g.iloc[0]
         if first["kind"] == "question" or first["metric"] == "test_accuracy":
-            print(f"  {first['held']:>8}: {first['subject']} {first['level']} - {first['level_b']} "
-                  f"({first['metric']}): " + ", ".join(f"{r['outcome']}" for _, r in g.iterrows()))
+            print(
+                f"  {first['held']:>8}: {first['subject']} {first['level']} - {first['level_b']} "
+                f"({first['metric']}): " + ", ".join(f"{r['outcome']}" for _, r in g.iterrows())
+            )
     return EXIT_OK

@@ -28,8 +28,11 @@ EVALUATOR = "fanova"
 def distribution(values: pd.Series, knob: str) -> Any:
     import optuna.distributions as d
 
-    if pd.api.types.is_bool_dtype(values) or pd.api.types.is_object_dtype(values) \
-            or pd.api.types.is_string_dtype(values):
+    if (
+        pd.api.types.is_bool_dtype(values)
+        or pd.api.types.is_object_dtype(values)
+        or pd.api.types.is_string_dtype(values)
+    ):
         return d.CategoricalDistribution(sorted({_py(v) for v in values}, key=str))
     if pd.api.types.is_integer_dtype(values):
         return d.IntDistribution(int(values.min()), int(values.max()))
@@ -57,21 +60,32 @@ def param_importances(trials: pd.DataFrame, epochs: pd.DataFrame) -> tuple[dict[
     knobs = [k for k in varying if k not in conditional]
     n = len(at)
     if n < MIN_TRIALS:
-        return {}, budget, n, (f"importance skipped: {n} search trials reached epoch {budget}, "
-                               f"need at least {MIN_TRIALS}")
-    skipped = (f"; left out, as not read by every trial: {', '.join(conditional)}" if conditional else "")
+        return (
+            {},
+            budget,
+            n,
+            (f"importance skipped: {n} search trials reached epoch {budget}, need at least {MIN_TRIALS}"),
+        )
+    skipped = f"; left out, as not read by every trial: {', '.join(conditional)}" if conditional else ""
     if not knobs:
         return {}, budget, n, f"importance skipped: no knob read by every trial varies{skipped}"
     dists = {k: distribution(at[k], k) for k in knobs}
     study = optuna.create_study(direction="maximize")
-    study.add_trials([
-        optuna.trial.create_trial(params={k: _py(row[k]) for k in knobs}, distributions=dists,
-                                  value=float(score[tid]))
-        for tid, row in at.iterrows()])
+    study.add_trials(
+        [
+            optuna.trial.create_trial(
+                params={k: _py(row[k]) for k in knobs}, distributions=dists, value=float(score[tid])
+            )
+            for tid, row in at.iterrows()
+        ]
+    )
     result = optuna.importance.get_param_importances(
-        study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0))
-    note = (f"fANOVA (Optuna) over {n} search trials at matched budget {budget} epochs "
-            f"(best validation accuracy by then){skipped}")
+        study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0)
+    )
+    note = (
+        f"fANOVA (Optuna) over {n} search trials at matched budget {budget} epochs "
+        f"(best validation accuracy by then){skipped}"
+    )
     return {k: float(v) for k, v in result.items()}, budget, n, note
 
 
@@ -79,9 +93,27 @@ def importance_rows(trials: pd.DataFrame, epochs: pd.DataFrame) -> list[dict[str
     values, budget, n, note = param_importances(trials, epochs)
     phase = knobs_.search_trials(trials)["phase"].iloc[0] if len(trials) else None
     if not values:
-        return [{"kind": "importance", "metric": "fanova_importance", "phase": phase, "budget_epochs": budget,
-                 "n": n, "note": note}]
-    return [{"kind": "importance", "metric": "fanova_importance", "rank": rank, "phase": phase,
-             "budget_epochs": budget, "knob": knob, "n": n, "value": value if math.isfinite(value) else None,
-             "note": note}
-            for rank, (knob, value) in enumerate(values.items(), 1)]
+        return [
+            {
+                "kind": "importance",
+                "metric": "fanova_importance",
+                "phase": phase,
+                "budget_epochs": budget,
+                "n": n,
+                "note": note,
+            }
+        ]
+    return [
+        {
+            "kind": "importance",
+            "metric": "fanova_importance",
+            "rank": rank,
+            "phase": phase,
+            "budget_epochs": budget,
+            "knob": knob,
+            "n": n,
+            "value": value if math.isfinite(value) else None,
+            "note": note,
+        }
+        for rank, (knob, value) in enumerate(values.items(), 1)
+    ]

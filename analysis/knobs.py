@@ -28,8 +28,7 @@ def knob_names() -> list[str]:
 
 def varying_knobs(trials: pd.DataFrame) -> list[str]:
     """Knobs (TrialConfig fields, seed excepted) with more than one non-null value among these trials."""
-    return [k for k in knob_names()
-            if k in trials and k not in NOT_KNOBS and trials[k].nunique(dropna=True) > 1]
+    return [k for k in knob_names() if k in trials and k not in NOT_KNOBS and trials[k].nunique(dropna=True) > 1]
 
 
 def is_discrete(values: pd.Series) -> bool:
@@ -73,8 +72,11 @@ def nested_knobs(rep: pd.DataFrame, knob: str, level_a: Any, level_b: Any) -> li
     `complex` but not `simple`; `depth` under the ConvNet but not BaseNet): part of what the level means,
     so they are not held equal when the two levels are paired."""
     a, b = rep[rep[knob] == level_a], rep[rep[knob] == level_b]
-    return [k for k in knob_names() if k in rep and k != knob and len(a) and len(b)
-            and a[k].isna().all() != b[k].isna().all()]
+    return [
+        k
+        for k in knob_names()
+        if k in rep and k != knob and len(a) and len(b) and a[k].isna().all() != b[k].isna().all()
+    ]
 
 
 def paired_differences(rep: pd.DataFrame, knob: str, level_a: Any, level_b: Any, metric: str) -> np.ndarray:
@@ -100,8 +102,9 @@ def search_trials(trials: pd.DataFrame) -> pd.DataFrame:
     return search if len(search) else trials
 
 
-def matched_budget(trials: pd.DataFrame, epochs: pd.DataFrame,
-                   min_trials: int = MIN_TRIALS_AT_BUDGET) -> tuple[int | None, pd.Series]:
+def matched_budget(
+    trials: pd.DataFrame, epochs: pd.DataFrame, min_trials: int = MIN_TRIALS_AT_BUDGET
+) -> tuple[int | None, pd.Series]:
     """(budget, best validation accuracy by that epoch per trial_id) at the deepest epoch that at least
     `min_trials` trials reached (or, with fewer trials than that, that all of them reached)."""
     ep = epochs[epochs["trial_id"].isin(trials["trial_id"]) & epochs["val_accuracy"].notna()]

@@ -108,8 +108,9 @@ def study_questions(summary_df: pd.DataFrame) -> plt.Figure | None:
         dlo = (val - 100 * pairs["ci_low"]).fillna(0).clip(lower=0)
         dhi = (100 * pairs["ci_high"] - val).fillna(0).clip(lower=0)
         for yi, v, lo_, hi_, p in zip(yd, val, dlo, dhi, pairs["p_holm"].fillna(1.0), strict=True):
-            ax_d.errorbar([v], [yi], xerr=[[lo_], [hi_]], fmt="o", capsize=4,
-                          color="tab:green" if p < 0.05 else "tab:gray")
+            ax_d.errorbar(
+                [v], [yi], xerr=[[lo_], [hi_]], fmt="o", capsize=4, color="tab:green" if p < 0.05 else "tab:gray"
+            )
         ax_d.axvline(0, color="black", lw=0.8)
         ax_d.set_yticks(yd, [f"{a} - {b}" for a, b in zip(pairs["level"], pairs["level_b"], strict=True)])
         ax_d.set(xlabel="seed-paired difference, points of test accuracy", title="differences, 95 % CI")
@@ -133,10 +134,18 @@ def paired_differences(summary_df: pd.DataFrame) -> plt.Figure | None:
     for yi, v, l, h, c in zip(y, val, lo, hi, colors, strict=True):
         ax.errorbar([v], [yi], xerr=[[l], [h]], fmt="o", color=c, capsize=4)
     ax.axvline(0, color="black", lw=0.8)
-    ax.set_yticks(y, [f"{k}: {a} - {b} (n={n})" for k, a, b, n in
-                      zip(rows["knob"], rows["level"], rows["level_b"], rows["n"], strict=True)], fontsize=8)
-    ax.set(xlabel="test accuracy difference, points (95 % CI; green: Holm p < 0.05)",
-           title="paired-by-seed differences between levels")
+    ax.set_yticks(
+        y,
+        [
+            f"{k}: {a} - {b} (n={n})"
+            for k, a, b, n in zip(rows["knob"], rows["level"], rows["level_b"], rows["n"], strict=True)
+        ],
+        fontsize=8,
+    )
+    ax.set(
+        xlabel="test accuracy difference, points (95 % CI; green: Holm p < 0.05)",
+        title="paired-by-seed differences between levels",
+    )
     ax.grid(axis="x", alpha=0.3)
     return fig
 
@@ -168,7 +177,7 @@ def knob_effects(trials: pd.DataFrame, epochs: pd.DataFrame) -> plt.Figure | Non
                 ax.set_xscale("log")
         ax.set(title=knob, ylabel=f"best val. accuracy by epoch {budget}")
         ax.grid(alpha=0.3)
-    for ax in list(axes.flat)[len(knobs):]:
+    for ax in list(axes.flat)[len(knobs) :]:
         ax.set_visible(False)
     fig.suptitle(f"each knob's effect: {len(at)} search trials at matched budget {budget} epoch(s)")
     fig.tight_layout()
@@ -185,8 +194,7 @@ def asha_rungs(trials: pd.DataFrame, epochs: pd.DataFrame) -> plt.Figure | None:
     budgets = sorted(trials["epochs_completed"].unique())
     bottom = np.zeros(len(budgets))
     for status, color in STATUS_COLORS.items():
-        counts = np.array([((trials["epochs_completed"] == b) & (trials["status"] == status)).sum()
-                           for b in budgets])
+        counts = np.array([((trials["epochs_completed"] == b) & (trials["status"] == status)).sum() for b in budgets])
         if counts.any():
             ax_bar.bar([str(b) for b in budgets], counts, bottom=bottom, color=color, label=status)
             bottom += counts
@@ -199,8 +207,9 @@ def asha_rungs(trials: pd.DataFrame, epochs: pd.DataFrame) -> plt.Figure | None:
         color = STATUS_COLORS.get(t["status"], "gray")
         ax_curve.plot(ep["epoch"], ep["val_accuracy"], "-", color=color, alpha=0.6)
         ax_curve.plot(ep["epoch"].iloc[-1], ep["val_accuracy"].iloc[-1], "o", color=color)
-    ax_curve.set(xlabel="epoch", ylabel="validation accuracy",
-                 title="each trial's validation accuracy; dot = where it ended")
+    ax_curve.set(
+        xlabel="epoch", ylabel="validation accuracy", title="each trial's validation accuracy; dot = where it ended"
+    )
     ax_curve.xaxis.get_major_locator().set_params(integer=True)
     for ax in (ax_bar, ax_curve):
         ax.grid(alpha=0.3)
@@ -225,7 +234,10 @@ def parallel_coordinates(trials: pd.DataFrame) -> plt.Figure | None:
             lo, hi = float(x.min()), float(x.max())
             scaled[name] = (x - lo) / (hi - lo) if hi > lo else x * 0 + 0.5
             raw = [v.min(), v.max()]
-            ticks[name] = ([0, 1] if hi > lo else [0.5], [summary.level_text(float(r)) for r in raw][: 2 if hi > lo else 1])
+            ticks[name] = (
+                [0, 1] if hi > lo else [0.5],
+                [summary.level_text(float(r)) for r in raw][: 2 if hi > lo else 1],
+            )
         else:
             levels = sorted(v.dropna().unique().tolist(), key=summary.level_text)
             pos = {lv: i / max(1, len(levels) - 1) for i, lv in enumerate(levels)}
@@ -238,9 +250,14 @@ def parallel_coordinates(trials: pd.DataFrame) -> plt.Figure | None:
     xs = np.arange(len(axes_names))
     for i in np.argsort(metric.to_numpy()):  # best drawn last, on top
         ys = [scaled[n].iloc[i] for n in axes_names]
-        ax.plot(xs, ys, color=cmap(norm(metric.iloc[i])), alpha=0.8,
-                lw=2.2 if ok["status"].iloc[i] == "completed" else 1.0,
-                ls="-" if ok["status"].iloc[i] == "completed" else ":")
+        ax.plot(
+            xs,
+            ys,
+            color=cmap(norm(metric.iloc[i])),
+            alpha=0.8,
+            lw=2.2 if ok["status"].iloc[i] == "completed" else 1.0,
+            ls="-" if ok["status"].iloc[i] == "completed" else ":",
+        )
     for x, name in zip(xs, axes_names, strict=True):
         ax.axvline(x, color="black", lw=0.8)
         for pos, label in zip(*ticks[name], strict=True):

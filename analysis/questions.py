@@ -56,15 +56,30 @@ def question_rows(rep: pd.DataFrame, questions: tuple[Question, ...] = QUESTIONS
         levels = sorted(sub[q.knob].unique().tolist(), key=knobs.level_text) if len(sub) else []
         if len(levels) < 2:
             continue
-        common = {"kind": "question", "question": q.text, "metric": METRIC, "knob": q.knob,
-                  "phase": sub["phase"].iloc[0], "budget_epochs": int(sub["epochs_completed"].min())}
+        common = {
+            "kind": "question",
+            "question": q.text,
+            "metric": METRIC,
+            "knob": q.knob,
+            "phase": sub["phase"].iloc[0],
+            "budget_epochs": int(sub["epochs_completed"].min()),
+        }
         level_rows = []
         for level in levels:
             runs = sub[sub[q.knob] == level]
             iv = stats.t_interval(runs[METRIC], stats.ACCURACY)
-            level_rows.append({**common, "level": knobs.level_text(level), "n": iv.n, "value": _none(iv.mean),
-                               "std": _none(iv.std), "ci_low": _none(iv.ci_low), "ci_high": _none(iv.ci_high),
-                               "note": f"seeds {sorted(int(s) for s in runs['seed'].unique())}"})
+            level_rows.append(
+                {
+                    **common,
+                    "level": knobs.level_text(level),
+                    "n": iv.n,
+                    "value": _none(iv.mean),
+                    "std": _none(iv.std),
+                    "ci_low": _none(iv.ci_low),
+                    "ci_high": _none(iv.ci_high),
+                    "note": f"seeds {sorted(int(s) for s in runs['seed'].unique())}",
+                }
+            )
         level_rows.sort(key=lambda r: -(r["value"] if r["value"] is not None else -math.inf))
         for rank, r in enumerate(level_rows, 1):
             r["rank"] = rank
@@ -72,15 +87,26 @@ def question_rows(rep: pd.DataFrame, questions: tuple[Question, ...] = QUESTIONS
         for a, b in itertools.combinations(levels, 2):
             diffs = knobs.paired_differences(sub, q.knob, a, b, METRIC)
             if diffs.size:
-                pairs.append((a, b, stats.t_interval(diffs, stats.DIFFERENCE)))
+                pairs.append((a, b, stats.t_interval(diffs.tolist(), stats.DIFFERENCE)))
         adjusted = stats.holm([iv.p_value for *_, iv in pairs])  # Holm within this question's comparisons
-        pair_rows = [{**common, "level": knobs.level_text(a), "level_b": knobs.level_text(b), "n": iv.n,
-                      "value": _none(iv.mean), "std": _none(iv.std), "ci_low": _none(iv.ci_low),
-                      "ci_high": _none(iv.ci_high), "p_value": _none(iv.p_value), "p_holm": _none(p),
-                      "verdict": stats.verdict(q.knob, knobs.level_text(a), knobs.level_text(b), iv, p, METRIC),
-                      "note": f"paired t-test over {iv.n} seed pairs; Holm across the {len(pairs)} comparisons "
-                              "of this question"}
-                     for (a, b, iv), p in zip(pairs, adjusted, strict=True)]
+        pair_rows = [
+            {
+                **common,
+                "level": knobs.level_text(a),
+                "level_b": knobs.level_text(b),
+                "n": iv.n,
+                "value": _none(iv.mean),
+                "std": _none(iv.std),
+                "ci_low": _none(iv.ci_low),
+                "ci_high": _none(iv.ci_high),
+                "p_value": _none(iv.p_value),
+                "p_holm": _none(p),
+                "verdict": stats.verdict(q.knob, knobs.level_text(a), knobs.level_text(b), iv, p, METRIC),
+                "note": f"paired t-test over {iv.n} seed pairs; Holm across the {len(pairs)} comparisons "
+                "of this question",
+            }
+            for (a, b, iv), p in zip(pairs, adjusted, strict=True)
+        ]
         rows += level_rows + pair_rows
     return rows
 
@@ -93,9 +119,15 @@ def answer(rows: pd.DataFrame, question: str) -> str:
         return ""
     best = levels.iloc[0]
     pairs = q[q["level_b"].notna()]
-    beaten = [r for r in pairs.itertuples() if best["level"] in (r.level, r.level_b)
-              and r.p_holm is not None and not pd.isna(r.p_holm) and r.p_holm < stats.ALPHA
-              and (r.value > 0) == (r.level == best["level"])]
+    beaten = [
+        r
+        for r in pairs.itertuples()
+        if best["level"] in (r.level, r.level_b)
+        and r.p_holm is not None
+        and not pd.isna(r.p_holm)
+        and r.p_holm < stats.ALPHA
+        and (r.value > 0) == (r.level == best["level"])
+    ]
     others = [lv for lv in levels["level"] if lv != best["level"]]
     losers = {r.level_b if r.level == best["level"] else r.level for r in beaten}
     if pairs.empty:
@@ -103,10 +135,14 @@ def answer(rows: pd.DataFrame, question: str) -> str:
     elif losers == set(others):
         verdict = f"it beats every other placement/policy ({', '.join(others)}) on seed-paired runs"
     elif losers:
-        verdict = (f"it beats {', '.join(sorted(losers))} on seed-paired runs; against "
-                   f"{', '.join(sorted(set(others) - losers))} no difference is detected")
+        verdict = (
+            f"it beats {', '.join(sorted(losers))} on seed-paired runs; against "
+            f"{', '.join(sorted(set(others) - losers))} no difference is detected"
+        )
     else:
         verdict = "no difference between levels is detected on seed-paired runs (Holm-corrected)"
-    return (f"**{best['level']}** has the highest mean {METRIC} ({best['value']:.4f} over n={int(best['n'])} seeds"
-            + (f", 95 % CI {best['ci_low']:.4f} to {best['ci_high']:.4f}" if not pd.isna(best["ci_low"]) else "")
-            + f"); {verdict}.")
+    return (
+        f"**{best['level']}** has the highest mean {METRIC} ({best['value']:.4f} over n={int(best['n'])} seeds"
+        + (f", 95 % CI {best['ci_low']:.4f} to {best['ci_high']:.4f}" if not pd.isna(best["ci_low"]) else "")
+        + f"); {verdict}."
+    )

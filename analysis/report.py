@@ -40,24 +40,39 @@ class BadInput(Exception):
 def read_tables(experiment: str) -> tuple[pd.DataFrame, pd.DataFrame]:
     fs, root = storage.resolve(experiment)
     if not storage.exists(fs, root):
-        raise BadInput(f"{experiment}: no such experiment folder; pass the folder run_search.py wrote "
-                       "(<storage-path>/<name>)")
+        raise BadInput(
+            f"{experiment}: no such experiment folder; pass the folder run_search.py wrote (<storage-path>/<name>)"
+        )
     out = []
     for name in ("trials", "epochs"):
         path = storage.join(root, "tables", f"{name}.parquet")
         if not storage.exists(fs, path):
-            raise BadInput(f"{experiment}: no tables/{name}.parquet; rebuild the tables from the trial "
-                           "folders with --rebuild-tables")
+            raise BadInput(
+                f"{experiment}: no tables/{name}.parquet; rebuild the tables from the trial "
+                "folders with --rebuild-tables"
+            )
         try:
             out.append(pq.read_table(path, filesystem=fs).to_pandas())
         except (pa.ArrowInvalid, OSError) as e:
-            raise BadInput(f"{experiment}: cannot read tables/{name}.parquet ({_one_line(e)}); "
-                           "rebuild it with --rebuild-tables") from None
-    missing = [c for c in ("trial_id", "phase", "status", "epochs_completed", "best_val_accuracy",
-                           "test_accuracy", "max_epochs", "seed") if c not in out[0]]
+            raise BadInput(
+                f"{experiment}: cannot read tables/{name}.parquet ({_one_line(e)}); rebuild it with --rebuild-tables"
+            ) from None
+    missing = [
+        c
+        for c in (
+            "trial_id",
+            "phase",
+            "status",
+            "epochs_completed",
+            "best_val_accuracy",
+            "test_accuracy",
+            "max_epochs",
+            "seed",
+        )
+        if c not in out[0]
+    ]
     if missing:
-        raise BadInput(f"{experiment}: tables/trials.parquet lacks columns {missing}; rebuild it with "
-                       "--rebuild-tables")
+        raise BadInput(f"{experiment}: tables/trials.parquet lacks columns {missing}; rebuild it with --rebuild-tables")
     return out[0], out[1]
 
 
@@ -109,6 +124,7 @@ def build_report(experiment: str, rebuild_tables: bool = False) -> dict[str, Any
 
 # ---------------------------------------------------------------- report.md
 
+
 def _fmt(value: Any) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA:
         return ""
@@ -121,8 +137,7 @@ def md_table(df: pd.DataFrame) -> str:
     if df.empty:
         return "_none_\n"
     head = "| " + " | ".join(df.columns) + " |\n|" + "---|" * len(df.columns) + "\n"
-    return head + "".join("| " + " | ".join(_fmt(v) for v in row) + " |\n"
-                          for row in df.itertuples(index=False))
+    return head + "".join("| " + " | ".join(_fmt(v) for v in row) + " |\n" for row in df.itertuples(index=False))
 
 
 def question_section(s: pd.DataFrame) -> list[str]:
@@ -131,18 +146,30 @@ def question_section(s: pd.DataFrame) -> list[str]:
     q = s[s["kind"] == "question"]
     if q.empty:
         return []
-    out = ["## The study's questions\n",
-           "Test accuracy of full-budget runs over seeds (95 % t-interval); differences paired by seed, "
-           "paired t-test, Holm-corrected within each question.\n"]
+    out = [
+        "## The study's questions\n",
+        "Test accuracy of full-budget runs over seeds (95 % t-interval); differences paired by seed, "
+        "paired t-test, Holm-corrected within each question.\n",
+    ]
     for text in dict.fromkeys(q["question"]):
         rows = q[q["question"] == text]
         levels = rows[rows["level_b"].isna()].sort_values("rank")
         pairs = rows[rows["level_b"].notna()]
         out.append(f"### {text}\n")
         out.append(questions.answer(s, text) + "\n")
-        out.append(md_table(levels[["rank", "level", "n", "value", "std", "ci_low", "ci_high", "note"]]
-                            .rename(columns={"level": rows["knob"].iloc[0], "value": "mean test acc.",
-                                             "ci_low": "95% CI low", "ci_high": "95% CI high", "note": "seeds"})))
+        out.append(
+            md_table(
+                levels[["rank", "level", "n", "value", "std", "ci_low", "ci_high", "note"]].rename(
+                    columns={
+                        "level": rows["knob"].iloc[0],
+                        "value": "mean test acc.",
+                        "ci_low": "95% CI low",
+                        "ci_high": "95% CI high",
+                        "note": "seeds",
+                    }
+                )
+            )
+        )
         out.extend(f"- {v}" for v in pairs["verdict"])
         out.append("")
     out.append("![The study's questions](study_questions.png)\n")
@@ -159,30 +186,39 @@ def _meta(experiment: str) -> dict[str, Any]:
         return {}
 
 
-def markdown(experiment: str, trials: pd.DataFrame, s: pd.DataFrame, drawn: Sequence[str],
-             rung_section: str = "") -> str:
+def markdown(
+    experiment: str, trials: pd.DataFrame, s: pd.DataFrame, drawn: Sequence[str], rung_section: str = ""
+) -> str:
     name = trials["experiment"].iloc[0] if len(trials) and "experiment" in trials else experiment
     counts = ", ".join(f"{n} {st}" for st, n in trials["status"].value_counts().items())
     phases = ", ".join(f"{n} {ph}" for ph, n in trials["phase"].value_counts().items())
-    out = [f"# Report: {name}\n",
-           f"{len(trials)} trials ({counts}; {phases}); full budget "
-           f"{_fmt(trials['max_epochs'].max() if len(trials) else None)} epochs. "
-           f"Written {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC from `tables/*.parquet`; every number "
-           "below is a row of `summary.parquet` (column docs in its Parquet field metadata).\n"]
+    out = [
+        f"# Report: {name}\n",
+        f"{len(trials)} trials ({counts}; {phases}); full budget "
+        f"{_fmt(trials['max_epochs'].max() if len(trials) else None)} epochs. "
+        f"Written {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC from `tables/*.parquet`; every number "
+        "below is a row of `summary.parquet` (column docs in its Parquet field metadata).\n",
+    ]
 
     out.extend(question_section(s))
     out.append("## Answer: paired-by-seed comparisons\n")
     paired = s[(s["kind"] == "paired") & (s["metric"] == "test_accuracy")]
     if paired.empty and (s["kind"] == "config").any():
-        out.append("Configurations were repeated, but no two of them differ in one knob alone, so no "
-                   "difference between levels can be paired by seed. Repeat configurations that differ "
-                   "only in the knob in question (e.g. a grid over it with `--repeats`).\n")
+        out.append(
+            "Configurations were repeated, but no two of them differ in one knob alone, so no "
+            "difference between levels can be paired by seed. Repeat configurations that differ "
+            "only in the knob in question (e.g. a grid over it with `--repeats`).\n"
+        )
     elif paired.empty:
-        out.append("No repeated runs, so no difference between levels can be put to a test. "
-                   "Re-run the best configurations with new seeds (`--repeats R --confirm-top K`).\n")
+        out.append(
+            "No repeated runs, so no difference between levels can be put to a test. "
+            "Re-run the best configurations with new seeds (`--repeats R --confirm-top K`).\n"
+        )
     else:
-        out.append("Test accuracy of repeated full-budget runs; difference of two levels on runs that share "
-                   "the seed and every other knob; 95 % t-interval, paired t-test, Holm-corrected.\n")
+        out.append(
+            "Test accuracy of repeated full-budget runs; difference of two levels on runs that share "
+            "the seed and every other knob; 95 % t-interval, paired t-test, Holm-corrected.\n"
+        )
         out.extend(f"- {v}" for v in paired["verdict"])
         out.append("")
 
@@ -191,27 +227,49 @@ def markdown(experiment: str, trials: pd.DataFrame, s: pd.DataFrame, drawn: Sequ
     if conf.empty:
         out.append("_No configuration was run more than once._\n")
     else:
-        out.append(md_table(conf.head(TOP)[["rank", "config", "n", "value", "std", "ci_low", "ci_high", "note"]]
-                            .rename(columns={"value": "mean test acc.", "ci_low": "95% CI low",
-                                             "ci_high": "95% CI high", "note": "seeds"})))
+        out.append(
+            md_table(
+                conf.head(TOP)[["rank", "config", "n", "value", "std", "ci_low", "ci_high", "note"]].rename(
+                    columns={
+                        "value": "mean test acc.",
+                        "ci_low": "95% CI low",
+                        "ci_high": "95% CI high",
+                        "note": "seeds",
+                    }
+                )
+            )
+        )
 
     rank = s[s["kind"] == "ranking"]
     out.append("## Ranking at matched budget\n")
-    out.append("Trials ordered by the budget they reached, then by best validation accuracy: a trial ASHA "
-               "stopped early never ranks above one that ran longer.\n")
-    out.append(md_table(rank.head(TOP)[["rank", "trial_id", "phase", "budget_epochs", "config", "value",
-                                        "test_accuracy"]].rename(columns={"value": "best val. acc.",
-                                                                           "budget_epochs": "epochs"})))
+    out.append(
+        "Trials ordered by the budget they reached, then by best validation accuracy: a trial ASHA "
+        "stopped early never ranks above one that ran longer.\n"
+    )
+    out.append(
+        md_table(
+            rank.head(TOP)[["rank", "trial_id", "phase", "budget_epochs", "config", "value", "test_accuracy"]].rename(
+                columns={"value": "best val. acc.", "budget_epochs": "epochs"}
+            )
+        )
+    )
 
     marg = s[s["kind"] == "marginal"]
     out.append("## Knob levels at matched budget (search trials)\n")
     if marg.empty:
         out.append("_No knob with a few discrete levels varied._\n")
     else:
-        out.append(f"Best validation accuracy by epoch {int(marg['budget_epochs'].iloc[0])}, other knobs varying "
-                   "freely (an association, not a paired test).\n")
-        out.append(md_table(marg[["knob", "level", "n", "value", "std", "ci_low", "ci_high"]]
-                            .rename(columns={"value": "mean", "ci_low": "95% CI low", "ci_high": "95% CI high"})))
+        out.append(
+            f"Best validation accuracy by epoch {int(marg['budget_epochs'].iloc[0])}, other knobs varying "
+            "freely (an association, not a paired test).\n"
+        )
+        out.append(
+            md_table(
+                marg[["knob", "level", "n", "value", "std", "ci_low", "ci_high"]].rename(
+                    columns={"value": "mean", "ci_low": "95% CI low", "ci_high": "95% CI high"}
+                )
+            )
+        )
 
     imp = s[s["kind"] == "importance"]
     out.append("## Knob importance\n")
@@ -237,18 +295,27 @@ def markdown(experiment: str, trials: pd.DataFrame, s: pd.DataFrame, drawn: Sequ
 
 # ---------------------------------------------------------------- command line
 
+
 def _one_line(e: BaseException) -> str:
     return " ".join(str(e).split()) or type(e).__name__
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m analysis", description=__doc__.split("\n\n")[0],
-                                epilog="Several experiments side by side: python -m analysis compare EXP_A "
-                                       "EXP_B ... (see its --help).")
-    p.add_argument("experiment", metavar="EXPERIMENT_DIR",
-                   help="experiment folder (<storage-path>/<name>), local path or s3:// / gs:// URI")
-    p.add_argument("--rebuild-tables", action="store_true",
-                   help="first rebuild tables/*.parquet from the trial folders (after a crash or a resume)")
+    p = argparse.ArgumentParser(
+        prog="python -m analysis",
+        description=__doc__.split("\n\n")[0],
+        epilog="Several experiments side by side: python -m analysis compare EXP_A EXP_B ... (see its --help).",
+    )
+    p.add_argument(
+        "experiment",
+        metavar="EXPERIMENT_DIR",
+        help="experiment folder (<storage-path>/<name>), local path or s3:// / gs:// URI",
+    )
+    p.add_argument(
+        "--rebuild-tables",
+        action="store_true",
+        help="first rebuild tables/*.parquet from the trial folders (after a crash or a resume)",
+    )
     return p.parse_args(argv)
 
 

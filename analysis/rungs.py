@@ -98,23 +98,39 @@ def final_epoch(raw: pd.DataFrame, rung: int, max_t: int) -> int | None:
     return max(deeper) if deeper else None
 
 
-def judge(raw: pd.DataFrame, judged: pd.DataFrame, rung: int, final: int, rf: int,
-          top_k: int = TOP_K) -> dict[str, Any]:
+def judge(
+    raw: pd.DataFrame, judged: pd.DataFrame, rung: int, final: int, rf: int, top_k: int = TOP_K
+) -> dict[str, Any]:
     """The figures of one rung against one final epoch (see the module doc)."""
     at_rung = judged[rung].dropna() if rung in judged else pd.Series(dtype=float)
     both = pd.concat([at_rung.rename("rung"), raw[final].rename("final")], axis=1).dropna()
     n = len(both)
-    out: dict[str, Any] = {"rung": rung, "final": final, "n": n, "n_rung": len(at_rung),
-                           "spearman": None, "spearman_p": None, "kendall": None, "kendall_p": None,
-                           "cutoff": None, "k": min(top_k, n), "behind": None, "behind_ids": []}
+    out: dict[str, Any] = {
+        "rung": rung,
+        "final": final,
+        "n": n,
+        "n_rung": len(at_rung),
+        "spearman": None,
+        "spearman_p": None,
+        "kendall": None,
+        "kendall_p": None,
+        "cutoff": None,
+        "k": min(top_k, n),
+        "behind": None,
+        "behind_ids": [],
+    }
     if len(at_rung):
         # Ray's cut-off: np.nanpercentile of the recorded rung values at (1 - 1/rf) * 100.
         out["cutoff"] = float(np.nanpercentile(at_rung.to_numpy(float), (1 - 1 / rf) * 100))
     if n >= 2 and both["rung"].nunique() > 1 and both["final"].nunique() > 1:
         rho = sps.spearmanr(both["rung"], both["final"])
         tau = sps.kendalltau(both["rung"], both["final"])
-        out.update(spearman=float(rho.statistic), spearman_p=float(rho.pvalue),
-                   kendall=float(tau.statistic), kendall_p=float(tau.pvalue))
+        out.update(
+            spearman=float(rho.statistic),
+            spearman_p=float(rho.pvalue),
+            kendall=float(tau.statistic),
+            kendall_p=float(tau.pvalue),
+        )
     out["best_behind"] = None
     if n and out["cutoff"] is not None:
         # Ties in the final metric (a small validation split) go to the trial the rung favours:
@@ -147,8 +163,16 @@ def rung_figures(trials: pd.DataFrame, epochs: pd.DataFrame, settings: dict[str,
     for rung in rung_epochs(g, rf, b, max_t):
         final = final_epoch(raw, rung, max_t)
         if final is None:
-            out.append({"rung": rung, "final": None, "n": 0, "n_rung": int(raw[rung].notna().sum())
-                        if rung in raw else 0, "warning": None, "suggest": None})
+            out.append(
+                {
+                    "rung": rung,
+                    "final": None,
+                    "n": 0,
+                    "n_rung": int(raw[rung].notna().sum()) if rung in raw else 0,
+                    "warning": None,
+                    "suggest": None,
+                }
+            )
             continue
         figures = judge(raw, judged, rung, final, rf)
         figures["warning"], figures["suggest"] = None, None
@@ -159,8 +183,9 @@ def rung_figures(trials: pd.DataFrame, epochs: pd.DataFrame, settings: dict[str,
     return out
 
 
-def suggestion(raw: pd.DataFrame, judged: pd.DataFrame, figures: dict[str, Any], settings: dict[str, Any],
-               max_t: int) -> str:
+def suggestion(
+    raw: pd.DataFrame, judged: pd.DataFrame, figures: dict[str, Any], settings: dict[str, Any], max_t: int
+) -> str:
     """The setting to try: the first later epoch that would judge well as the grace period; else a
     smoothed metric if that judges this rung well; else more brackets or FIFO."""
     rung, final, rf = figures["rung"], figures["final"], int(settings["reduction_factor"])
@@ -169,8 +194,10 @@ def suggestion(raw: pd.DataFrame, judged: pd.DataFrame, figures: dict[str, Any],
         later = judge(raw, judged, epoch, final, rf)
         if later["n"] >= MIN_PAIRS and not poor(later):
             if epoch < max_t / rf:  # room for a rung after it, else ASHA stops almost nothing
-                tips.append(f"--grace-period {epoch} (epoch {epoch} ranks with Spearman "
-                            f"{later['spearman']:.2f}, no final top-{later['k']} trial behind its cut-off)")
+                tips.append(
+                    f"--grace-period {epoch} (epoch {epoch} ranks with Spearman "
+                    f"{later['spearman']:.2f}, no final top-{later['k']} trial behind its cut-off)"
+                )
             break
     if settings.get("stop_on", "last") == "last":
         best = judge(raw, raw.cummax(axis=1), rung, final, rf)
@@ -188,12 +215,16 @@ def warning_text(figures: dict[str, Any], settings: dict[str, Any], suggest: str
     rung, final = figures["rung"], figures["final"]
     parts = []
     if figures["spearman"] is not None and figures["spearman"] < RHO_WARN:
-        parts.append(f"its ranking barely predicts the final one (Spearman {figures['spearman']:.2f} between "
-                     f"{METRIC} at epoch {rung} and at epoch {final}, over {figures['n']} trials)")
+        parts.append(
+            f"its ranking barely predicts the final one (Spearman {figures['spearman']:.2f} between "
+            f"{METRIC} at epoch {rung} and at epoch {final}, over {figures['n']} trials)"
+        )
     if figures.get("best_behind"):
-        parts.append(f"the final best trial was behind its cut-off ({figures['behind']} of the final top "
-                     f"{figures['k']} were), so ASHA (reduction factor {settings['reduction_factor']}) would "
-                     "have stopped the winner there")
+        parts.append(
+            f"the final best trial was behind its cut-off ({figures['behind']} of the final top "
+            f"{figures['k']} were), so ASHA (reduction factor {settings['reduction_factor']}) would "
+            "have stopped the winner there"
+        )
     return f"The rung at epoch {rung} judges poorly: " + "; ".join(parts) + f". Try {suggest}."
 
 
@@ -219,25 +250,54 @@ def rung_rows(trials: pd.DataFrame, epochs: pd.DataFrame, settings: dict[str, An
     for f in rung_figures(trials, epochs, settings):
         if f["final"] is None:
             continue
-        verdict = f["warning"] or ("too few trials reached both epochs to judge" if f["n"] < MIN_PAIRS
-                                   else "judges well")
-        base = {"kind": "rung", "phase": "search", "budget_epochs": int(f["final"]), "level": str(f["rung"]),
-                "verdict": verdict}
-        note = (f"{f['n']} search trials reached epochs {f['rung']} and {f['final']}; "
-                f"{settings.get('stop_on', 'last')} {METRIC} at the rung vs {METRIC} at epoch {f['final']}"
-                + ("; FIFO run: what ASHA at these settings would have judged" if what_if else
-                   "; ASHA's survivors only: correlations understate how well the rung sorts all trials"))
-        for metric, r, p, var in (("rung_spearman", f["spearman"], f["spearman_p"], 1.06 / max(f["n"] - 3, 1)),
-                                  ("rung_kendall", f["kendall"], f["kendall_p"], 0.437 / max(f["n"] - 4, 1))):
+        verdict = f["warning"] or (
+            "too few trials reached both epochs to judge" if f["n"] < MIN_PAIRS else "judges well"
+        )
+        base = {
+            "kind": "rung",
+            "phase": "search",
+            "budget_epochs": int(f["final"]),
+            "level": str(f["rung"]),
+            "verdict": verdict,
+        }
+        note = (
+            f"{f['n']} search trials reached epochs {f['rung']} and {f['final']}; "
+            f"{settings.get('stop_on', 'last')} {METRIC} at the rung vs {METRIC} at epoch {f['final']}"
+            + (
+                "; FIFO run: what ASHA at these settings would have judged"
+                if what_if
+                else "; ASHA's survivors only: correlations understate how well the rung sorts all trials"
+            )
+        )
+        for metric, r, p, var in (
+            ("rung_spearman", f["spearman"], f["spearman_p"], 1.06 / max(f["n"] - 3, 1)),
+            ("rung_kendall", f["kendall"], f["kendall_p"], 0.437 / max(f["n"] - 4, 1)),
+        ):
             lo, hi = _fisher_ci(r, f["n"], var)
-            rows.append({**base, "metric": metric, "n": f["n"], "value": r, "ci_low": lo, "ci_high": hi,
-                         "p_value": p, "note": note})
+            rows.append(
+                {
+                    **base,
+                    "metric": metric,
+                    "n": f["n"],
+                    "value": r,
+                    "ci_low": lo,
+                    "ci_high": hi,
+                    "p_value": p,
+                    "note": note,
+                }
+            )
         cut = f"{f['cutoff']:.4f}" if f["cutoff"] is not None else "none"
-        rows.append({**base, "metric": "rung_top_k_behind", "n": f["k"],
-                     "value": None if f["behind"] is None else float(f["behind"]),
-                     "note": f"cut-off {cut} = the {(1 - 1 / int(settings['reduction_factor'])) * 100:.0f}th "
-                             f"percentile of the rung metric over the {f['n_rung']} trials that reached epoch "
-                             f"{f['rung']}; behind: " + (", ".join(map(str, f["behind_ids"])) or "none")})
+        rows.append(
+            {
+                **base,
+                "metric": "rung_top_k_behind",
+                "n": f["k"],
+                "value": None if f["behind"] is None else float(f["behind"]),
+                "note": f"cut-off {cut} = the {(1 - 1 / int(settings['reduction_factor'])) * 100:.0f}th "
+                f"percentile of the rung metric over the {f['n_rung']} trials that reached epoch "
+                f"{f['rung']}; behind: " + (", ".join(map(str, f["behind_ids"])) or "none"),
+            }
+        )
     return rows
 
 
@@ -253,26 +313,37 @@ def rung_markdown(trials: pd.DataFrame, epochs: pd.DataFrame, settings: dict[str
     if not figures:
         return ""
     g, rf, b = settings["grace_period"], settings["reduction_factor"], settings["brackets"]
-    head = (f"## ASHA rungs\n\nSettings: grace period {g}, reduction factor {rf}, {b} bracket(s), compares "
-            f"{settings.get('stop_on', 'last')} {METRIC}; rungs at epochs "
-            f"{', '.join(str(f['rung']) for f in figures)}.\n")
+    head = (
+        f"## ASHA rungs\n\nSettings: grace period {g}, reduction factor {rf}, {b} bracket(s), compares "
+        f"{settings.get('stop_on', 'last')} {METRIC}; rungs at epochs "
+        f"{', '.join(str(f['rung']) for f in figures)}.\n"
+    )
     if settings.get("kind") == "fifo":
-        head += ("This run used FIFO (every trial ran its full budget), so the table says what ASHA at "
-                 "these settings would have judged, over every trial.\n")
+        head += (
+            "This run used FIFO (every trial ran its full budget), so the table says what ASHA at "
+            "these settings would have judged, over every trial.\n"
+        )
     else:
-        head += ("Only ASHA's survivors reach the final epoch, so correlations here rest on a narrowed "
-                 "field and understate how well a rung sorts all trials.\n")
-    lines = ["| rung (epoch) | compared with epoch | trials | Spearman (95 % CI) | Kendall | "
-             "final top-k behind cut-off | verdict |", "|---|---|---|---|---|---|---|"]
+        head += (
+            "Only ASHA's survivors reach the final epoch, so correlations here rest on a narrowed "
+            "field and understate how well a rung sorts all trials.\n"
+        )
+    lines = [
+        "| rung (epoch) | compared with epoch | trials | Spearman (95 % CI) | Kendall | "
+        "final top-k behind cut-off | verdict |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for f in figures:
         if f["final"] is None:
             lines.append(f"| {f['rung']} | | {f['n_rung']} | | | | no later epoch reached by enough trials |")
             continue
         lo, hi = _fisher_ci(f["spearman"], f["n"], 1.06 / max(f["n"] - 3, 1))
         ci = f" ({_num(lo)} to {_num(hi)})" if lo is not None else ""
-        verdict = ("**poor**" if f["warning"] else "too few trials" if f["n"] < MIN_PAIRS else "good")
+        verdict = "**poor**" if f["warning"] else "too few trials" if f["n"] < MIN_PAIRS else "good"
         behind = "" if f.get("behind") is None else f"{f['behind']} of {f['k']}"
-        lines.append(f"| {f['rung']} | {f['final']} | {f['n']} | {_num(f['spearman'])}{ci} | "
-                     f"{_num(f['kendall'])} | {behind} | {verdict} |")
+        lines.append(
+            f"| {f['rung']} | {f['final']} | {f['n']} | {_num(f['spearman'])}{ci} | "
+            f"{_num(f['kendall'])} | {behind} | {verdict} |"
+        )
     warnings = [f"- {f['warning']}" for f in figures if f.get("warning")]
     return head + "\n" + "\n".join(lines) + "\n" + ("\n" + "\n".join(warnings) + "\n" if warnings else "")

@@ -97,11 +97,15 @@ def verdict(knob: str, level_a: str, level_b: str, diff: Interval, p_holm: float
             win, lose, lo, hi, d = level_a, level_b, diff.ci_low, diff.ci_high, diff.mean
         else:
             win, lose, lo, hi, d = level_b, level_a, -diff.ci_high, -diff.ci_low, -diff.mean
-        return (f"{knob}: {win} beats {lose} by {points(d)} points of {metric}, "
-                f"95 % CI {points(lo)} to {points(hi)} (n={diff.n} seed pairs, Holm p={p_holm:.2g})")
+        return (
+            f"{knob}: {win} beats {lose} by {points(d)} points of {metric}, "
+            f"95 % CI {points(lo)} to {points(hi)} (n={diff.n} seed pairs, Holm p={p_holm:.2g})"
+        )
     # The interval is per comparison; the verdict is Holm-corrected across them, so an interval that
     # excludes 0 can still fall short: say so rather than leave the reader to spot the mismatch.
     caveat = "; the unadjusted CI excludes 0, the Holm-corrected test does not" if diff.excludes_zero else ""
-    return (f"{knob}: {level_a} vs {level_b}: no difference detected in {metric} "
-            f"({level_a} - {level_b} = {points(diff.mean)} points, 95 % CI {points(diff.ci_low)} to "
-            f"{points(diff.ci_high)}, n={diff.n} seed pairs, Holm p={p_holm:.2g}{caveat})")
+    return (
+        f"{knob}: {level_a} vs {level_b}: no difference detected in {metric} "
+        f"({level_a} - {level_b} = {points(diff.mean)} points, 95 % CI {points(diff.ci_low)} to "
+        f"{points(diff.ci_high)}, n={diff.n} seed pairs, Holm p={p_holm:.2g}{caveat})"
+    )

@@ -32,14 +32,23 @@ import json
 import math
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import pyarrow as pa
 
 from analysis import importance, questions, rungs, stats
-from analysis.knobs import (MAX_LEVELS, MIN_TRIALS_AT_BUDGET, NOT_KNOBS, is_discrete, knob_names,  # noqa: F401
-                            level_text, matched_budget, paired_differences, repeated_runs, search_trials,
-                            varying_knobs)
+from analysis.knobs import (  # noqa: F401
+    MAX_LEVELS,
+    MIN_TRIALS_AT_BUDGET,
+    NOT_KNOBS,
+    is_discrete,
+    knob_names,
+    level_text,
+    matched_budget,
+    paired_differences,
+    repeated_runs,
+    search_trials,
+    varying_knobs,
+)
 from analysis.knobs import finite as _finite
 from analysis.knobs import plain as _plain
 from analysis.tables import SCHEMA_VERSION
@@ -49,47 +58,87 @@ METRICS = ("test_accuracy", "best_val_accuracy")  # of repeated runs; test first
 BUDGET_METRIC = "val_accuracy_at_budget"
 
 SUMMARY_COLUMNS: list[tuple[str, pa.DataType, str]] = [
-    ("kind", pa.string(), "row kind: 'question', 'ranking', 'config', 'paired', 'marginal', 'importance' "
-                          "or 'rung' (see analysis.summary)"),
+    (
+        "kind",
+        pa.string(),
+        "row kind: 'question', 'ranking', 'config', 'paired', 'marginal', 'importance' "
+        "or 'rung' (see analysis.summary)",
+    ),
     ("question", pa.string(), "question rows: the reference study's question they answer (analysis.questions)"),
-    ("metric", pa.string(), "what value/std/ci_low/ci_high describe: 'best_val_accuracy', 'test_accuracy', "
-                            "'val_accuracy_at_budget' (best validation accuracy by epoch budget_epochs) "
-                            "'fanova_importance', or for rung rows 'rung_spearman', 'rung_kendall', "
-                            "'rung_top_k_behind'"),
-    ("rank", pa.int64(), "1 = best: among all ranking rows; among config rows of one metric; "
-                         "among a knob's levels (marginal); among knobs (importance); null for paired"),
+    (
+        "metric",
+        pa.string(),
+        "what value/std/ci_low/ci_high describe: 'best_val_accuracy', 'test_accuracy', "
+        "'val_accuracy_at_budget' (best validation accuracy by epoch budget_epochs) "
+        "'fanova_importance', or for rung rows 'rung_spearman', 'rung_kendall', "
+        "'rung_top_k_behind'",
+    ),
+    (
+        "rank",
+        pa.int64(),
+        "1 = best: among all ranking rows; among config rows of one metric; "
+        "among a knob's levels (marginal); among knobs (importance); null for paired",
+    ),
     ("phase", pa.string(), "trials the row rests on: 'search' or 'confirm'"),
-    ("budget_epochs", pa.int64(), "epochs every trial in the row reached; rows are compared only at "
-                                  "equal budget; rung: the final epoch the rung is compared with"),
-    ("config_id", pa.string(), "12 hex digits identifying the knob values except seed; joins "
-                               "ranking and config rows of one configuration"),
+    (
+        "budget_epochs",
+        pa.int64(),
+        "epochs every trial in the row reached; rows are compared only at "
+        "equal budget; rung: the final epoch the rung is compared with",
+    ),
+    (
+        "config_id",
+        pa.string(),
+        "12 hex digits identifying the knob values except seed; joins ranking and config rows of one configuration",
+    ),
     ("config", pa.string(), "the knobs that vary in the experiment, as 'knob=value, ...'"),
     ("trial_id", pa.string(), "ranking: the trial (trials.parquet trial_id); null otherwise"),
     ("status", pa.string(), "ranking: the trial's status ('completed' or 'stopped'); null otherwise"),
     ("knob", pa.string(), "paired, marginal, importance: the knob (a trials.parquet column)"),
-    ("level", pa.string(), "marginal: the knob's level; paired: the first level (difference = level - "
-                           "level_b); rung: the rung's epoch"),
+    (
+        "level",
+        pa.string(),
+        "marginal: the knob's level; paired: the first level (difference = level - level_b); rung: the rung's epoch",
+    ),
     ("level_b", pa.string(), "paired: the second level"),
-    ("n", pa.int64(), "runs (ranking: 1; config, marginal), seed-paired differences (paired) or "
-                      "trials (importance) the row rests on"),
-    ("value", pa.float64(), "ranking: best validation accuracy; config, marginal: mean of metric; "
-                            "paired: mean of level minus level_b; importance: importance (sums to 1)"),
+    (
+        "n",
+        pa.int64(),
+        "runs (ranking: 1; config, marginal), seed-paired differences (paired) or trials (importance) the row rests on",
+    ),
+    (
+        "value",
+        pa.float64(),
+        "ranking: best validation accuracy; config, marginal: mean of metric; "
+        "paired: mean of level minus level_b; importance: importance (sums to 1)",
+    ),
     ("std", pa.float64(), "sample standard deviation (ddof=1) of what value averages; null for n < 2"),
-    ("ci_low", pa.float64(), "lower end of the 95 % t-interval of value, cut to where value can lie "
-                              "(0..1 for accuracies, -1..1 for differences); null for n < 2"),
-    ("ci_high", pa.float64(), "upper end of the 95 % t-interval of value, cut like ci_low; "
-                               "null for n < 2"),
-    ("test_accuracy", pa.float64(), "ranking: the trial's test accuracy (null unless full budget); "
-                                    "config: mean test accuracy of its runs"),
+    (
+        "ci_low",
+        pa.float64(),
+        "lower end of the 95 % t-interval of value, cut to where value can lie "
+        "(0..1 for accuracies, -1..1 for differences); null for n < 2",
+    ),
+    ("ci_high", pa.float64(), "upper end of the 95 % t-interval of value, cut like ci_low; null for n < 2"),
+    (
+        "test_accuracy",
+        pa.float64(),
+        "ranking: the trial's test accuracy (null unless full budget); config: mean test accuracy of its runs",
+    ),
     ("p_value", pa.float64(), "paired: two-sided paired t-test of level == level_b"),
     ("p_holm", pa.float64(), "paired: p_value Holm-adjusted across the paired rows of the same metric"),
-    ("verdict", pa.string(), "paired: one line, 'A beats B by x points, 95 % CI lo to hi' or "
-                             "'no difference detected'; rung: the warning, or 'judges well'"),
+    (
+        "verdict",
+        pa.string(),
+        "paired: one line, 'A beats B by x points, 95 % CI lo to hi' or "
+        "'no difference detected'; rung: the warning, or 'judges well'",
+    ),
     ("note", pa.string(), "what a row rests on, or why a statistic is missing"),
 ]
 SUMMARY_SCHEMA = pa.schema(
     [pa.field(n, t, metadata={"doc": d}) for n, t, d in SUMMARY_COLUMNS],
-    metadata={"schema_version": SCHEMA_VERSION, "table": "summary"})
+    metadata={"schema_version": SCHEMA_VERSION, "table": "summary"},
+)
 
 
 def config_ids(trials: pd.DataFrame) -> pd.Series:
@@ -111,11 +160,13 @@ def config_labels(trials: pd.DataFrame, knobs: list[str]) -> pd.Series:
 
 # ---------------------------------------------------------------- ranking
 
+
 def ranking(trials: pd.DataFrame) -> pd.DataFrame:
     """Trials that did not fail, best first, compared only at matched budget (see module doc)."""
     ok = trials[(trials["status"] != "error") & trials["best_val_accuracy"].notna()].copy()
-    return ok.sort_values(["epochs_completed", "best_val_accuracy", "trial_id"],
-                          ascending=[False, False, True], kind="stable").reset_index(drop=True)
+    return ok.sort_values(
+        ["epochs_completed", "best_val_accuracy", "trial_id"], ascending=[False, False, True], kind="stable"
+    ).reset_index(drop=True)
 
 
 def ranking_rows(trials: pd.DataFrame, knobs: list[str]) -> list[dict[str, Any]]:
@@ -125,20 +176,35 @@ def ranking_rows(trials: pd.DataFrame, knobs: list[str]) -> list[dict[str, Any]]
     rows = []
     for i, r in ranked.iterrows():
         stopped = r["epochs_completed"] < r["max_epochs"]
-        rows.append({
-            "kind": "ranking", "metric": "best_val_accuracy", "rank": i + 1, "phase": r["phase"],
-            "budget_epochs": int(r["epochs_completed"]), "config_id": ids[i], "config": labels[i],
-            "trial_id": r["trial_id"], "status": r["status"], "n": 1,
-            "value": float(r["best_val_accuracy"]),
-            "test_accuracy": float(r["test_accuracy"]) if _finite(r["test_accuracy"]) else None,
-            "note": (f"stopped after {int(r['epochs_completed'])} of {int(r['max_epochs'])} epochs: ranked "
-                     f"below every trial with a larger budget" if stopped else
-                     f"full budget ({int(full)} epochs)" if full is not None else None),
-        })
+        rows.append(
+            {
+                "kind": "ranking",
+                "metric": "best_val_accuracy",
+                "rank": i + 1,
+                "phase": r["phase"],
+                "budget_epochs": int(r["epochs_completed"]),
+                "config_id": ids[i],
+                "config": labels[i],
+                "trial_id": r["trial_id"],
+                "status": r["status"],
+                "n": 1,
+                "value": float(r["best_val_accuracy"]),
+                "test_accuracy": float(r["test_accuracy"]) if _finite(r["test_accuracy"]) else None,
+                "note": (
+                    f"stopped after {int(r['epochs_completed'])} of {int(r['max_epochs'])} epochs: ranked "
+                    f"below every trial with a larger budget"
+                    if stopped
+                    else f"full budget ({int(full)} epochs)"
+                    if full is not None
+                    else None
+                ),
+            }
+        )
     return rows
 
 
 # ---------------------------------------------------------------- repeated runs
+
 
 def config_rows(rep: pd.DataFrame, knobs: list[str]) -> list[dict[str, Any]]:
     if rep.empty:
@@ -151,15 +217,24 @@ def config_rows(rep: pd.DataFrame, knobs: list[str]) -> list[dict[str, Any]]:
         group_rows = []
         for cid, g in rep.groupby("_cid", sort=True):
             iv = stats.t_interval(g[metric].dropna(), stats.ACCURACY)
-            group_rows.append({
-                "kind": "config", "metric": metric, "phase": g["phase"].iloc[0],
-                "budget_epochs": int(g["epochs_completed"].min()), "config_id": cid,
-                "config": g["_label"].iloc[0], "n": iv.n, "value": _nan_none(iv.mean),
-                "std": _nan_none(iv.std), "ci_low": _nan_none(iv.ci_low), "ci_high": _nan_none(iv.ci_high),
-                "test_accuracy": _nan_none(float(g["test_accuracy"].mean())),
-                "note": f"seeds {sorted(int(s) for s in g['seed'].unique())}" + (
-                    "; a single run: no interval" if iv.n < 2 else ""),
-            })
+            group_rows.append(
+                {
+                    "kind": "config",
+                    "metric": metric,
+                    "phase": g["phase"].iloc[0],
+                    "budget_epochs": int(g["epochs_completed"].min()),
+                    "config_id": cid,
+                    "config": g["_label"].iloc[0],
+                    "n": iv.n,
+                    "value": _nan_none(iv.mean),
+                    "std": _nan_none(iv.std),
+                    "ci_low": _nan_none(iv.ci_low),
+                    "ci_high": _nan_none(iv.ci_high),
+                    "test_accuracy": _nan_none(float(g["test_accuracy"].mean())),
+                    "note": f"seeds {sorted(int(s) for s in g['seed'].unique())}"
+                    + ("; a single run: no interval" if iv.n < 2 else ""),
+                }
+            )
         order = sorted(range(len(group_rows)), key=lambda j: -(group_rows[j]["value"] or -math.inf))
         for rank, j in enumerate(order, 1):
             group_rows[j]["rank"] = rank
@@ -186,18 +261,31 @@ def paired_rows(rep: pd.DataFrame, knobs: list[str]) -> list[dict[str, Any]]:
         adjusted = stats.holm([iv.p_value for *_, iv in family])
         for (knob, a, b, iv), p_holm in zip(family, adjusted, strict=True):
             la, lb = level_text(a), level_text(b)
-            rows.append({
-                "kind": "paired", "metric": metric, "phase": rep["phase"].iloc[0],
-                "budget_epochs": int(rep["epochs_completed"].min()), "knob": knob, "level": la, "level_b": lb,
-                "n": iv.n, "value": _nan_none(iv.mean), "std": _nan_none(iv.std), "ci_low": _nan_none(iv.ci_low),
-                "ci_high": _nan_none(iv.ci_high), "p_value": _nan_none(iv.p_value), "p_holm": _nan_none(p_holm),
-                "verdict": stats.verdict(knob, la, lb, iv, p_holm, metric),
-                "note": f"paired t-test over {iv.n} seed pairs; Holm across {len(family)} comparisons of {metric}",
-            })
+            rows.append(
+                {
+                    "kind": "paired",
+                    "metric": metric,
+                    "phase": rep["phase"].iloc[0],
+                    "budget_epochs": int(rep["epochs_completed"].min()),
+                    "knob": knob,
+                    "level": la,
+                    "level_b": lb,
+                    "n": iv.n,
+                    "value": _nan_none(iv.mean),
+                    "std": _nan_none(iv.std),
+                    "ci_low": _nan_none(iv.ci_low),
+                    "ci_high": _nan_none(iv.ci_high),
+                    "p_value": _nan_none(iv.p_value),
+                    "p_holm": _nan_none(p_holm),
+                    "verdict": stats.verdict(knob, la, lb, iv, p_holm, metric),
+                    "note": f"paired t-test over {iv.n} seed pairs; Holm across {len(family)} comparisons of {metric}",
+                }
+            )
     return rows
 
 
 # ---------------------------------------------------------------- matched budget (search trials)
+
 
 def marginal_rows(trials: pd.DataFrame, epochs: pd.DataFrame, knobs: list[str]) -> list[dict[str, Any]]:
     search = search_trials(trials)
@@ -213,13 +301,22 @@ def marginal_rows(trials: pd.DataFrame, epochs: pd.DataFrame, knobs: list[str]) 
         level_rows = []
         for level in levels:
             iv = stats.t_interval(at.loc[at[knob] == level, "_score"], stats.ACCURACY)
-            level_rows.append({
-                "kind": "marginal", "metric": BUDGET_METRIC, "phase": at["phase"].iloc[0],
-                "budget_epochs": budget, "knob": knob, "level": level_text(level), "n": iv.n,
-                "value": _nan_none(iv.mean), "std": _nan_none(iv.std), "ci_low": _nan_none(iv.ci_low),
-                "ci_high": _nan_none(iv.ci_high),
-                "note": f"{iv.n} search trials that reached epoch {budget}; other knobs vary freely",
-            })
+            level_rows.append(
+                {
+                    "kind": "marginal",
+                    "metric": BUDGET_METRIC,
+                    "phase": at["phase"].iloc[0],
+                    "budget_epochs": budget,
+                    "knob": knob,
+                    "level": level_text(level),
+                    "n": iv.n,
+                    "value": _nan_none(iv.mean),
+                    "std": _nan_none(iv.std),
+                    "ci_low": _nan_none(iv.ci_low),
+                    "ci_high": _nan_none(iv.ci_high),
+                    "note": f"{iv.n} search trials that reached epoch {budget}; other knobs vary freely",
+                }
+            )
         level_rows.sort(key=lambda r: -(r["value"] if r["value"] is not None else -math.inf))
         for rank, r in enumerate(level_rows, 1):
             r["rank"] = rank
@@ -233,14 +330,20 @@ def _nan_none(x: float | None) -> float | None:
 
 # ---------------------------------------------------------------- all together
 
-def build_summary(trials: pd.DataFrame, epochs: pd.DataFrame,
-                  scheduler: dict[str, Any] | None = None) -> pa.Table:
+
+def build_summary(trials: pd.DataFrame, epochs: pd.DataFrame, scheduler: dict[str, Any] | None = None) -> pa.Table:
     """Every row kind, in KINDS order, as a table with SUMMARY_SCHEMA. `scheduler`: the experiment's
     ASHA settings (analysis.rungs.settings_from_meta), for the rung rows; None skips them."""
     knobs = varying_knobs(trials)
     rep = repeated_runs(trials)
     rep_knobs = varying_knobs(rep) if len(rep) else []
-    rows = (questions.question_rows(rep) + ranking_rows(trials, knobs) + config_rows(rep, knobs)
-            + paired_rows(rep, rep_knobs) + marginal_rows(trials, epochs, knobs)
-            + importance.importance_rows(trials, epochs) + rungs.rung_rows(trials, epochs, scheduler))
+    rows = (
+        questions.question_rows(rep)
+        + ranking_rows(trials, knobs)
+        + config_rows(rep, knobs)
+        + paired_rows(rep, rep_knobs)
+        + marginal_rows(trials, epochs, knobs)
+        + importance.importance_rows(trials, epochs)
+        + rungs.rung_rows(trials, epochs, scheduler)
+    )
     return pa.Table.from_pylist(rows, schema=SUMMARY_SCHEMA)

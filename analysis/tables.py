@@ -4,6 +4,9 @@ Everything here reads what trials reported (Ray Tune's per-trial `result.json`,
 `params.json`, `error.txt`) and the driver's `experiment.json`, so the tables
 can be rebuilt at any time, from a local folder or a bucket, without Ray or
 TensorFlow. Replayed epochs after a restore are deduplicated (last report wins).
+
+Knobs a plugin's search space declared become typed columns after the built-in ones; experiment.json
+records their declarations (`plugin_declarations`), so the tables are rebuilt without the plugin's code.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from analysis import storage
+from trainables import registry
 from trainables.config import TrialConfig, knob_types
 
 # 2: knobs a trial did not read are null (were their defaults); summary.parquet gained `question`;
@@ -49,14 +53,29 @@ TRIAL_TAIL = [
     ("test_accuracy", pa.float64(), "test accuracy at full budget; null otherwise"),
     ("train_time_s", pa.float64(), "seconds of training, all epochs"),
     ("param_count", pa.int64(), "weights of the model, trainable or not (keras count_params)"),
-    ("macs_per_image", pa.int64(), "multiply-accumulates to classify one image: convs, dense, normalisation, "
-                                   "average pooling (trainables.cost); null if a layer has no rule"),
-    ("inference_s_per_image_b1", pa.float64(), "seconds per image, predicting one image per call, on the "
-                                               "trial's device (fastest of a few calls after a warm-up)"),
-    ("inference_s_per_image_large", pa.float64(), "seconds per image, predicting inference_large_batch "
-                                                  "images per call, on the trial's device"),
-    ("inference_large_batch", pa.int64(), "images per call of the large-batch timing (256 on a GPU, 32 on "
-                                          "a CPU; halved while the device ran out of memory)"),
+    (
+        "macs_per_image",
+        pa.int64(),
+        "multiply-accumulates to classify one image: convs, dense, normalisation, "
+        "average pooling (trainables.cost); null if a layer has no rule",
+    ),
+    (
+        "inference_s_per_image_b1",
+        pa.float64(),
+        "seconds per image, predicting one image per call, on the "
+        "trial's device (fastest of a few calls after a warm-up)",
+    ),
+    (
+        "inference_s_per_image_large",
+        pa.float64(),
+        "seconds per image, predicting inference_large_batch images per call, on the trial's device",
+    ),
+    (
+        "inference_large_batch",
+        pa.int64(),
+        "images per call of the large-batch timing (256 on a GPU, 32 on "
+        "a CPU; halved while the device ran out of memory)",
+    ),
     ("inference_device", pa.string(), "where the timings ran: 'GPU: <name>' or 'CPU: <model>'"),
     ("node", pa.string(), "host:ray-node-id the trial last ran on"),
     ("gpus", pa.float64(), "GPUs (or share of one) the trial held"),
@@ -86,11 +105,27 @@ def _schema(columns: list[tuple[str, pa.DataType, str]], table: str) -> pa.Schem
     return pa.schema(fields, metadata={"schema_version": SCHEMA_VERSION, "table": table})
 
 
-def knob_columns() -> list[tuple[str, pa.DataType, str]]:
-    return [(name, _ARROW[kind], "knob (TrialConfig field)") for name, kind in knob_types().items()]
+def knob_columns(declared: list[registry.Knob] | None = None) -> list[tuple[str, pa.DataType, str]]:
+    """The built-in knobs (TrialConfig fields), then `declared` knobs (default: every registered one)."""
+    columns = [(name, _ARROW[kind], "knob (TrialConfig field)") for name, kind in knob_types(declared=False).items()]
+    knobs = list(registry.KNOBS.values()) if declared is None else declared
+    columns += [
+        (
+            k.name,
+            _ARROW[registry.KNOB_TYPES[k.type]],
+            f"knob declared by {posixpath.basename(k.origin)}" + (f": {k.doc}" if k.doc else ""),
+        )
+        for k in knobs
+    ]
+    return columns
 
 
-TRIALS_SCHEMA = _schema(TRIAL_HEAD + knob_columns() + TRIAL_TAIL, "trials")
+def trials_schema(declared: list[registry.Knob] | None = None) -> pa.Schema:
+    """trials.parquet's schema: TRIALS_SCHEMA plus a column per declared knob."""
+    return _schema(TRIAL_HEAD + knob_columns(declared or []) + TRIAL_TAIL, "trials")
+
+
+TRIALS_SCHEMA = trials_schema()  # an experiment without plugin knobs
 EPOCHS_SCHEMA = _schema(EPOCH_COLUMNS, "epochs")
 
 
@@ -161,8 +196,14 @@ def legacy_params(meta: dict[str, Any], params: dict[str, Any]) -> dict[str, Any
     return filled
 
 
-def trial_record(meta: dict[str, Any], phase: str, trial_dir: str, params: dict[str, Any],
-                 rows: list[dict[str, Any]], ray_error: str | None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def trial_record(
+    meta: dict[str, Any],
+    phase: str,
+    trial_dir: str,
+    params: dict[str, Any],
+    rows: list[dict[str, Any]],
+    ray_error: str | None,
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     epochs = _epochs_of(rows)
     config = TrialConfig.from_params(legacy_params(meta, params)).to_row() if params else {}
     trial_id = next((r["trial_id"] for r in rows if "trial_id" in r), posixpath.basename(trial_dir))
@@ -180,8 +221,9 @@ def trial_record(meta: dict[str, Any], phase: str, trial_dir: str, params: dict[
         status, error = "error", "trial reported no epoch"
     else:
         status, error = "stopped", None
-    val_accs = [r["val_accuracy"] for r in epochs if r.get("val_accuracy") is not None
-                and math.isfinite(r["val_accuracy"])]
+    val_accs = [
+        r["val_accuracy"] for r in epochs if r.get("val_accuracy") is not None and math.isfinite(r["val_accuracy"])
+    ]
     first = epochs[0] if epochs else {}
     versions = meta.get("versions", {})
     record: dict[str, Any] = {
@@ -210,22 +252,33 @@ def trial_record(meta: dict[str, Any], phase: str, trial_dir: str, params: dict[
         "ray_version": versions.get("ray"),
         "optuna_version": versions.get("optuna"),
     }
-    epoch_rows = [{
-        "trial_id": trial_id,
-        "epoch": int(r["epoch"]),
-        **{k: _num(r.get(k)) for k in ("loss", "accuracy", "val_loss", "val_accuracy",
-                                       "learning_rate", "epoch_time_s")},
-    } for r in epochs]
+    epoch_rows = [
+        {
+            "trial_id": trial_id,
+            "epoch": int(r["epoch"]),
+            **{
+                k: _num(r.get(k))
+                for k in ("loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "epoch_time_s")
+            },
+        }
+        for r in epochs
+    ]
     return record, epoch_rows
 
 
-COST_FIELDS = ("param_count", "macs_per_image", "inference_s_per_image_b1", "inference_s_per_image_large",
-               "inference_large_batch", "inference_device")
+COST_FIELDS = (
+    "param_count",
+    "macs_per_image",
+    "inference_s_per_image_b1",
+    "inference_s_per_image_large",
+    "inference_large_batch",
+    "inference_device",
+)
 
 
 def _cost_of(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """The cost columns from the last report that carries them (a restored trial measures again)."""
-    last = next((r for r in reversed(rows) if "param_count" in r), {})
+    last: dict[str, Any] = next((r for r in reversed(rows) if "param_count" in r), {})
     return {k: last.get(k) for k in COST_FIELDS}
 
 
@@ -240,6 +293,7 @@ def build_tables(experiment: str | Path) -> tuple[pa.Table, pa.Table]:
     if not storage.exists(fs, meta_path):
         raise FileNotFoundError(f"{experiment} is not an experiment folder (no {storage.EXPERIMENT_FILE})")
     meta = storage.read_json(fs, meta_path)
+    declared = registry.declare_recorded(meta.get("plugin_declarations"))
     trials: list[dict[str, Any]] = []
     epochs: list[dict[str, Any]] = []
     for phase in PHASES:
@@ -250,8 +304,10 @@ def build_tables(experiment: str | Path) -> tuple[pa.Table, pa.Table]:
             trials.append(record)
             epochs.extend(rows)
     trials.sort(key=lambda r: (PHASES.index(r["phase"]), r["trial_id"]))
-    return (pa.Table.from_pylist(trials, schema=TRIALS_SCHEMA),
-            pa.Table.from_pylist(epochs, schema=EPOCHS_SCHEMA))
+    return (
+        pa.Table.from_pylist(trials, schema=trials_schema(declared)),
+        pa.Table.from_pylist(epochs, schema=EPOCHS_SCHEMA),
+    )
 
 
 def write_table(table: pa.Table, fs: pafs.FileSystem, path: str) -> None:

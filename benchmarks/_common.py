@@ -47,23 +47,30 @@ def load(dataset: str, data_dir: str | None):  # noqa: ANN201 - trainables.data.
 def machine() -> dict[str, Any]:
     """Where and when a figure was taken; the load average says whether others were running."""
     load1, load5, _ = os.getloadavg()
-    return {"host": platform.node(), "cpus": os.cpu_count(), "date_utc": dt.datetime.now(dt.UTC).isoformat(
-        timespec="seconds"), "loadavg_1m": round(load1, 2), "loadavg_5m": round(load5, 2)}
+    return {
+        "host": platform.node(),
+        "cpus": os.cpu_count(),
+        "date_utc": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "loadavg_1m": round(load1, 2),
+        "loadavg_5m": round(load5, 2),
+    }
 
 
-def run_search(args: list[str], storage: Path, name: str, timeout: float = 3600,
-               env: dict[str, str] | None = None) -> tuple[float, Path]:
+def run_search(
+    args: list[str], storage: Path, name: str, timeout: float = 3600, env: dict[str, str] | None = None
+) -> tuple[float, Path]:
     """run_search.py in its own process, as a user runs it; (wall seconds, experiment folder).
     Raises with run_search's stderr when it fails."""
-    cmd = [sys.executable, str(PROJECT / "run_search.py"), *args, "--storage-path", str(storage),
-           "--name", name, "-q"]
+    cmd = [sys.executable, str(PROJECT / "run_search.py"), *args, "--storage-path", str(storage), "--name", name, "-q"]
     started = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=PROJECT, capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, **(env or {})})
+    proc = subprocess.run(
+        cmd, cwd=PROJECT, capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})}
+    )
     wall = time.perf_counter() - started
     if proc.returncode != 0:
-        raise RuntimeError(f"run_search.py {' '.join(args)} exited {proc.returncode}:\n"
-                           f"{proc.stderr[-3000:]}\n{proc.stdout[-2000:]}")
+        raise RuntimeError(
+            f"run_search.py {' '.join(args)} exited {proc.returncode}:\n{proc.stderr[-3000:]}\n{proc.stdout[-2000:]}"
+        )
     return wall, storage / name
 
 
@@ -75,8 +82,7 @@ def start_ray(attempts: int = 3, **options: Any) -> float:
     started = time.perf_counter()
     for attempt in range(1, attempts + 1):
         try:
-            ray.init(address="local", include_dashboard=False, log_to_driver=False, logging_level="WARNING",
-                     **options)
+            ray.init(address="local", include_dashboard=False, log_to_driver=False, logging_level="WARNING", **options)
             return time.perf_counter() - started
         except Exception as e:  # noqa: BLE001 - Ray raises a bare Exception for this timeout
             if "timed out during startup" not in str(e) or attempt == attempts:

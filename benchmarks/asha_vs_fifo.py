@@ -45,9 +45,24 @@ def main(argv: list[str] | None = None) -> int:
     info = _common.machine()
     runs = {}
     for scheduler in ("fifo", "asha"):
-        cmd = ["--space", args.space, "--search", "random", "--seed", str(args.seed), "--scheduler", scheduler,
-               "--num-samples", str(trials), "--max-epochs", str(epochs), "--dataset", dataset,
-               "--max-concurrent", str(args.max_concurrent)] + (["--data-dir", data_dir] if data_dir else [])
+        cmd = [
+            "--space",
+            args.space,
+            "--search",
+            "random",
+            "--seed",
+            str(args.seed),
+            "--scheduler",
+            scheduler,
+            "--num-samples",
+            str(trials),
+            "--max-epochs",
+            str(epochs),
+            "--dataset",
+            dataset,
+            "--max-concurrent",
+            str(args.max_concurrent),
+        ] + (["--data-dir", data_dir] if data_dir else [])
         wall, exp = _common.run_search(cmd, work, scheduler)
         table, _ = _common.tables(exp)
         runs[scheduler] = (wall, table)
@@ -61,21 +76,34 @@ def main(argv: list[str] | None = None) -> int:
     for scheduler, (wall, table) in runs.items():
         total_epochs = int(table["epochs_completed"].sum())
         best = float(table["best_val_accuracy"].max())
-        rows.append({
-            "scheduler": scheduler, "dataset": dataset, "space": args.space, "configs": trials,
-            "max_epochs": epochs, "max_concurrent": args.max_concurrent, "same_configs": same,
-            "total_epochs": total_epochs, "wall_s": round(wall, 1),
-            "best_val_accuracy": round(best, 4),
-            "epochs_ratio_vs_fifo": round(total_epochs / int(fifo["epochs_completed"].sum()), 3),
-            "wall_ratio_vs_fifo": round(wall / fifo_wall, 3),
-            "gap_to_fifo_best_points": round(100 * (float(fifo["best_val_accuracy"].max()) - best), 2),
-            "stopped_early": int(table["stopped_early"].sum()),
-            "loadavg_1m": info["loadavg_1m"], "cpus": info["cpus"], "date_utc": info["date_utc"],
-        })
+        rows.append(
+            {
+                "scheduler": scheduler,
+                "dataset": dataset,
+                "space": args.space,
+                "configs": trials,
+                "max_epochs": epochs,
+                "max_concurrent": args.max_concurrent,
+                "same_configs": same,
+                "total_epochs": total_epochs,
+                "wall_s": round(wall, 1),
+                "best_val_accuracy": round(best, 4),
+                "epochs_ratio_vs_fifo": round(total_epochs / int(fifo["epochs_completed"].sum()), 3),
+                "wall_ratio_vs_fifo": round(wall / fifo_wall, 3),
+                "gap_to_fifo_best_points": round(100 * (float(fifo["best_val_accuracy"].max()) - best), 2),
+                "stopped_early": int(table["stopped_early"].sum()),
+                "loadavg_1m": info["loadavg_1m"],
+                "cpus": info["cpus"],
+                "date_utc": info["date_utc"],
+            }
+        )
     frame = pd.DataFrame(rows)
     asha = frame[frame["scheduler"] == "asha"].iloc[0]
-    frame["met"] = bool(asha["gap_to_fifo_best_points"] <= 1.0 and asha["epochs_ratio_vs_fifo"] <= 0.2
-                        and asha["wall_ratio_vs_fifo"] <= 0.2)
+    frame["met"] = bool(
+        asha["gap_to_fifo_best_points"] <= 1.0
+        and asha["epochs_ratio_vs_fifo"] <= 0.2
+        and asha["wall_ratio_vs_fifo"] <= 0.2
+    )
     _common.emit(NAME, frame, args.out, "ASHA vs FIFO (same seeded configurations)")
     return 0
 

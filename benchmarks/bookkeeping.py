@@ -6,7 +6,7 @@ storage path), then the table export at 250 / 500 / 1,000 trials.
     .venv/bin/python benchmarks/bookkeeping.py            # 1,000 trials x 3 epochs
     .venv/bin/python benchmarks/bookkeeping.py --quick    # 20 trials
 
-The Tuner is built as run_search.py builds it (its build_searcher / build_scheduler / trial_dirname,
+The Tuner is built as the driver builds it (its build_search / build_scheduler / trial_dirname,
 metric val_accuracy, mode max, the batchnorm space's define-by-run), and an experiment.json like
 run_search's is written so analysis.tables.export_tables reads the folder as it reads a real one. The
 trainable reports what trainables.callbacks reports (same keys, `epoch` 1-based, a small checkpoint),
@@ -55,10 +55,19 @@ def trivial_trainable(config: dict, checkpoint_every: int = 1) -> None:
     bonus = {"none": 0.0, "before_relu": 0.05, "after_relu": 0.04}.get(config.get("bn_position"), 0.0)
     peak = 0.6 - 0.1 * (math.log10(lr) + 2) ** 2 + bonus  # best near lr = 1e-2
     for epoch in range(1, int(config["max_epochs"]) + 1):
-        val = peak * (1 - 0.5 ** epoch)
-        metrics = {"epoch": epoch, "loss": 1.0 / epoch, "accuracy": val, "val_loss": 1.0 - val,
-                   "val_accuracy": val, "learning_rate": lr, "epoch_time_s": 0.0, "gpus": 0.0,
-                   "node": "bench", "pid": os.getpid()}
+        val = peak * (1 - 0.5**epoch)
+        metrics = {
+            "epoch": epoch,
+            "loss": 1.0 / epoch,
+            "accuracy": val,
+            "val_loss": 1.0 - val,
+            "val_accuracy": val,
+            "learning_rate": lr,
+            "epoch_time_s": 0.0,
+            "gpus": 0.0,
+            "node": "bench",
+            "pid": os.getpid(),
+        }
         if epoch == int(config["max_epochs"]):
             metrics["test_accuracy"] = val
         elif epoch % checkpoint_every:
@@ -69,11 +78,19 @@ def trivial_trainable(config: dict, checkpoint_every: int = 1) -> None:
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
 
 
-def build_tuner(trials: int, epochs: int, exp: Path, reuse: bool, seed: int,  # noqa: ANN201
-                checkpoint_every: int = 1, before: bool = False):
-    """A Tuner as run_search.run builds one, with the trivial trainable in place of train_trial."""
+def build_tuner(
+    trials: int,
+    epochs: int,
+    exp: Path,
+    reuse: bool,
+    seed: int,  # noqa: ANN201
+    checkpoint_every: int = 1,
+    before: bool = False,
+):
+    """A Tuner as driver.run builds one, with the trivial trainable in place of train_trial."""
     from ray import tune
 
+    import driver
     import run_search
     from search_spaces import SPACES
     from trainables import tune_settings
@@ -84,24 +101,42 @@ def build_tuner(trials: int, epochs: int, exp: Path, reuse: bool, seed: int,  # 
     else:
         checkpoints, callbacks = tune_settings.checkpoint_config(), tune_settings.result_loggers()
 
-    args = run_search.parse_args(["--space", "batchnorm", "--num-samples", str(trials), "--max-epochs",
-                                  str(epochs), "--seed", str(seed), "--dataset", "digits"])
+    args = run_search.parse_args(
+        [
+            "--space",
+            "batchnorm",
+            "--num-samples",
+            str(trials),
+            "--max-epochs",
+            str(epochs),
+            "--seed",
+            str(seed),
+            "--dataset",
+            "digits",
+        ]
+    )
     space = SPACES["batchnorm"]
     fixed = {"dataset": "digits", "seed": seed, "max_epochs": epochs}
-    # run_search's own searcher (Optuna TPE on the space's define-by-run, learning at step = epoch).
-    if hasattr(run_search, "build_search"):
-        searcher, _param_space = run_search.build_search(args, space, fixed)
-    else:  # the earlier name and signature
-        searcher = run_search.build_searcher(args, space, fixed)
-    scheduler = run_search.build_scheduler(args, epochs)
+    # The driver's own searcher (Optuna TPE on the space's define-by-run, learning at step = epoch),
+    # and its scheduler at the space's ASHA settings.
+    searcher, _param_space = driver.build_search(args, space, fixed)
+    scheduler = driver.build_scheduler(args.scheduler, driver.scheduler_settings(args, space, epochs), epochs)
     return tune.Tuner(
-        tune.with_resources(tune.with_parameters(trivial_trainable, checkpoint_every=checkpoint_every),
-                            {"cpu": args.cpus_per_trial}),
-        tune_config=tune.TuneConfig(metric=run_search.METRIC, mode=run_search.MODE, num_samples=trials,
-                                    search_alg=searcher, scheduler=scheduler,
-                                    trial_dirname_creator=run_search.trial_dirname, reuse_actors=reuse),
-        run_config=tune.RunConfig(name="search", storage_path=str(exp),
-                                  checkpoint_config=checkpoints, callbacks=callbacks, verbose=0),
+        tune.with_resources(
+            tune.with_parameters(trivial_trainable, checkpoint_every=checkpoint_every), {"cpu": args.cpus_per_trial}
+        ),
+        tune_config=tune.TuneConfig(
+            metric=driver.METRIC,
+            mode=driver.MODE,
+            num_samples=trials,
+            search_alg=searcher,
+            scheduler=scheduler,
+            trial_dirname_creator=driver.trial_dirname,
+            reuse_actors=reuse,
+        ),
+        run_config=tune.RunConfig(
+            name="search", storage_path=str(exp), checkpoint_config=checkpoints, callbacks=callbacks, verbose=0
+        ),
     ), args
 
 
@@ -115,12 +150,22 @@ def growth(grid, k: int) -> tuple[float, float]:  # noqa: ANN001 - tune.ResultGr
 
 
 def write_meta(exp: Path, trials: int, epochs: int, seed: int) -> None:
-    import run_search
+    import driver
 
-    meta = {"experiment": exp.name, "space": "batchnorm", "dataset": "digits", "max_epochs": epochs,
-            "num_samples": trials, "seed": seed, "scheduler": "asha", "search": "optuna",
-            "cpus_per_trial": 1.0, "gpus_per_trial": 0.0, "argv": ["benchmarks/bookkeeping.py"],
-            **run_search.provenance()}
+    meta = {
+        "experiment": exp.name,
+        "space": "batchnorm",
+        "dataset": "digits",
+        "max_epochs": epochs,
+        "num_samples": trials,
+        "seed": seed,
+        "scheduler": "asha",
+        "search": "optuna",
+        "cpus_per_trial": 1.0,
+        "gpus_per_trial": 0.0,
+        "argv": ["benchmarks/bookkeeping.py"],
+        **driver.provenance(),
+    }
     (exp / "experiment.json").write_text(json.dumps(meta, indent=2, default=str))
 
 
@@ -140,10 +185,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="20 trials (a smoke run)")
     p.add_argument("--trials", type=int, default=None, help="trials (default 1000; quick 20)")
     p.add_argument("--epochs", type=int, default=3)
-    p.add_argument("--fresh-workers", action="store_true", help="a fresh worker process per trial "
-                   "(run_search --fresh-workers); default: workers reused, as run_search does")
-    p.add_argument("--checkpoint-every", type=int, default=1, metavar="EPOCHS",
-                   help="checkpoint period of the trainable, as run_search --checkpoint-every")
+    p.add_argument(
+        "--fresh-workers",
+        action="store_true",
+        help="a fresh worker process per trial "
+        "(run_search --fresh-workers); default: workers reused, as run_search does",
+    )
+    p.add_argument(
+        "--checkpoint-every",
+        type=int,
+        default=1,
+        metavar="EPOCHS",
+        help="checkpoint period of the trainable, as run_search --checkpoint-every",
+    )
     p.add_argument("--before", action="store_true", help="the Tune settings before issue 11 (see above)")
     p.add_argument("--profile", default=None, metavar="FILE", help="cProfile the driver into FILE")
     p.add_argument("--seed", type=int, default=0)
@@ -195,8 +249,14 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         _, table, epochs_table = export_tables(folder)
         secs = time.perf_counter() - t0
-        export_rows.append({"export_trials": table.num_rows, "export_epoch_rows": epochs_table.num_rows,
-                            "export_s": round(secs, 3), "export_ms_per_trial": round(1000 * secs / k, 2)})
+        export_rows.append(
+            {
+                "export_trials": table.num_rows,
+                "export_epoch_rows": epochs_table.num_rows,
+                "export_s": round(secs, 3),
+                "export_ms_per_trial": round(1000 * secs / k, 2),
+            }
+        )
     per_trial_ms = 1000 * fit_s / trials
     first_ms, last_ms = growth(grid, 100 if trials >= 300 else max(1, trials // 3))
     frame = pd.DataFrame(export_rows)
@@ -221,8 +281,12 @@ def main(argv: list[str] | None = None) -> int:
     frame["export_linear"] = bool(per.iloc[-1] <= 2 * per.iloc[0]) if len(per) > 1 else None
     for key in ("loadavg_1m", "cpus", "date_utc"):
         frame[key] = info[key]
-    _common.emit(NAME + ("" if reuse else "_fresh") + ("_before" if args.before else ""), frame, args.out,
-                 "trivial trials through Tuner + Optuna + ASHA, then the table export")
+    _common.emit(
+        NAME + ("" if reuse else "_fresh") + ("_before" if args.before else ""),
+        frame,
+        args.out,
+        "trivial trials through Tuner + Optuna + ASHA, then the table export",
+    )
     return 0
 
 

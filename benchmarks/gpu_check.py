@@ -40,8 +40,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common  # noqa: E402
 
 NAME = "gpu_check"
-CELL = {"model": "convnet", "bn_position": "after_relu", "augmentation": "simple", "optimizer": "sgd",
-        "learning_rate": 0.01, "batch_size": 32}
+CELL = {
+    "model": "convnet",
+    "bn_position": "after_relu",
+    "augmentation": "simple",
+    "optimizer": "sgd",
+    "learning_rate": 0.01,
+    "batch_size": 32,
+}
 
 
 def gpu_info() -> dict | None:
@@ -49,8 +55,17 @@ def gpu_info() -> dict | None:
     if not shutil.which("nvidia-smi"):
         return None
     try:
-        out = subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total,count", "--format=csv,noheader,nounits"],
-                             capture_output=True, text=True, timeout=20, check=True).stdout.strip().splitlines()
+        out = (
+            subprocess.run(
+                ["nvidia-smi", "--query-gpu=name,memory.total,count", "--format=csv,noheader,nounits"],
+                capture_output=True,
+                text=True,
+                timeout=20,
+                check=True,
+            )
+            .stdout.strip()
+            .splitlines()
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     if not out:
@@ -88,16 +103,23 @@ def instrumented(params: dict, data, log: str, cpus: float = 1, gpus: float = 0)
             peak_mb = tf.config.experimental.get_memory_info("GPU:0")["peak"] / 2**20
         configured = next(iter(runtime._CONFIGURED.values()), {})  # what configure_tensorflow set
         errors = [e["error"] for e in epochs if e.get("error")]
-        record = {"seed": params["seed"], "pid": os.getpid(), "gpu_share": gpus,
-                  "limit_mb": configured.get("gpu_memory_limit_mb"), "peak_mb": peak_mb,
-                  "epochs": epochs, "error": error or (errors[0] if errors else None),
-                  "visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")}
+        record = {
+            "seed": params["seed"],
+            "pid": os.getpid(),
+            "gpu_share": gpus,
+            "limit_mb": configured.get("gpu_memory_limit_mb"),
+            "peak_mb": peak_mb,
+            "epochs": epochs,
+            "error": error or (errors[0] if errors else None),
+            "visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+        }
         with open(log, "a") as f:
             f.write(json.dumps(record) + "\n")
 
 
-def run(label: str, trials: int, share: float, cpus: float, epochs: int, dataset: str, data, work: Path,
-        use_gpu: bool) -> list[dict]:  # noqa: ANN001
+def run(
+    label: str, trials: int, share: float, cpus: float, epochs: int, dataset: str, data, work: Path, use_gpu: bool
+) -> list[dict]:  # noqa: ANN001
     from ray import tune
 
     from search_spaces.optuna_search import fixed_configs_search
@@ -107,14 +129,22 @@ def run(label: str, trials: int, share: float, cpus: float, epochs: int, dataset
     search_alg, param_space = fixed_configs_search(configs)
     resources = {"cpu": cpus, "gpu": share if use_gpu else 0}
     tuner = tune.Tuner(
-        tune.with_resources(tune.with_parameters(instrumented, data=data, log=str(log), cpus=cpus,
-                                                 gpus=share if use_gpu else 0), resources),
+        tune.with_resources(
+            tune.with_parameters(instrumented, data=data, log=str(log), cpus=cpus, gpus=share if use_gpu else 0),
+            resources,
+        ),
         param_space=param_space,
-        tune_config=tune.TuneConfig(metric="val_accuracy", mode="max", num_samples=trials, search_alg=search_alg,
-                                    reuse_actors=False),
-        run_config=tune.RunConfig(name=label, storage_path=str(work), verbose=0,
-                                  checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-                                  failure_config=tune.FailureConfig(max_failures=0)))
+        tune_config=tune.TuneConfig(
+            metric="val_accuracy", mode="max", num_samples=trials, search_alg=search_alg, reuse_actors=False
+        ),
+        run_config=tune.RunConfig(
+            name=label,
+            storage_path=str(work),
+            verbose=0,
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            failure_config=tune.FailureConfig(max_failures=0),
+        ),
+    )
     t0 = time.perf_counter()
     grid = tuner.fit()
     wall = time.perf_counter() - t0
@@ -128,14 +158,23 @@ def run(label: str, trials: int, share: float, cpus: float, epochs: int, dataset
 
 
 def summarize(rows: list[dict], train_images: int) -> dict:
-    times = [statistics.median([e["epoch_time_s"] for e in r["epochs"][1:] or r["epochs"]
-                                if e.get("epoch_time_s")]) for r in rows if r.get("epochs")]
-    return {"trials": len(rows), "aggregate_img_per_s": round(sum(train_images / t for t in times), 1),
-            "median_epoch_s": round(statistics.median(times), 2) if times else None,
-            "errors": sum(1 for r in rows if r.get("error")),
-            "oom": sum(1 for r in rows if "memory" in str(r.get("error") or "").lower()
-                       or "ResourceExhausted" in str(r.get("error") or "")),
-            "wall_s": round(rows[0]["wall_s"], 1) if rows else None}
+    times = [
+        statistics.median([e["epoch_time_s"] for e in r["epochs"][1:] or r["epochs"] if e.get("epoch_time_s")])
+        for r in rows
+        if r.get("epochs")
+    ]
+    return {
+        "trials": len(rows),
+        "aggregate_img_per_s": round(sum(train_images / t for t in times), 1),
+        "median_epoch_s": round(statistics.median(times), 2) if times else None,
+        "errors": sum(1 for r in rows if r.get("error")),
+        "oom": sum(
+            1
+            for r in rows
+            if "memory" in str(r.get("error") or "").lower() or "ResourceExhausted" in str(r.get("error") or "")
+        ),
+        "wall_s": round(rows[0]["wall_s"], 1) if rows else None,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -151,14 +190,18 @@ def main(argv: list[str] | None = None) -> int:
     gpu = gpu_info()
     use_gpu = gpu is not None and not args.quick
     if gpu is None:
-        print("gpu_check: no GPU on this machine (no nvidia-smi or no device): running the CPU dry run "
-              "(2 trials at a time against 1, degraded size); these figures are not GPU figures")
+        print(
+            "gpu_check: no GPU on this machine (no nvidia-smi or no device): running the CPU dry run "
+            "(2 trials at a time against 1, degraded size); these figures are not GPU figures"
+        )
     epochs = args.epochs or (3 if use_gpu else 1)
     cpus = args.cpus or (3 if use_gpu else 1)
     data_dir = Path(args.data_dir) if args.data_dir else _common.SHARED_DATA
     if use_gpu and not (data_dir / "cifar-100-python" / "train").is_file():
-        print(f"gpu_check: error: CIFAR-100 not found under {data_dir} (cifar-100-python/train); "
-              "pass --data-dir FOLDER", file=sys.stderr)
+        print(
+            f"gpu_check: error: CIFAR-100 not found under {data_dir} (cifar-100-python/train); pass --data-dir FOLDER",
+            file=sys.stderr,
+        )
         return 2
     work = _common.scratch(NAME, args.workdir)
     from trainables.data import ImageDataset, load_dataset
@@ -169,8 +212,14 @@ def main(argv: list[str] | None = None) -> int:
         dataset, data = "digits", load_dataset("digits", None)
     if not use_gpu:  # degraded: a slice, so the dry run takes a minute or two on a loaded CPU
         n = args.cpu_images
-        data = ImageDataset(data.name, data.x_train[:n], data.y_train[:n], data.x_test[: n // 5],
-                            data.y_test[: n // 5], data.num_classes)
+        data = ImageDataset(
+            data.name,
+            data.x_train[:n],
+            data.y_train[:n],
+            data.x_test[: n // 5],
+            data.y_test[: n // 5],
+            data.num_classes,
+        )
     from trainables.data import validation_split
 
     train_images = len(validation_split(data.y_train, 0)[0])
@@ -187,27 +236,55 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         ray.shutdown()
     s_whole, s_shared = summarize(whole, train_images), summarize(shared, train_images)
-    info = {"gpu": use_gpu, **(gpu or {"gpu_name": None, "gpu_total_mb": None}), "dataset": dataset,
-            "train_images": train_images, "epochs": epochs, "cpus_per_trial": cpus,
-            "loadavg_1m": before["loadavg_1m"], "date_utc": before["date_utc"]}
-    trials = pd.DataFrame([{**info, "run": r["run"], "gpu_share": r.get("gpu_share"), "seed": r.get("seed"),
-                            "pid": r.get("pid"), "limit_mb": r.get("limit_mb"),
-                            "peak_mb": None if r.get("peak_mb") is None else round(r["peak_mb"], 1),
-                            "within_limit": None if not (r.get("limit_mb") and r.get("peak_mb") is not None)
-                            else bool(r["peak_mb"] <= r["limit_mb"]),
-                            "epochs_done": len([e for e in r.get("epochs", []) if not e.get("error")]),
-                            "error": r.get("error")} for r in whole + shared])
+    info = {
+        "gpu": use_gpu,
+        **(gpu or {"gpu_name": None, "gpu_total_mb": None}),
+        "dataset": dataset,
+        "train_images": train_images,
+        "epochs": epochs,
+        "cpus_per_trial": cpus,
+        "loadavg_1m": before["loadavg_1m"],
+        "date_utc": before["date_utc"],
+    }
+    trials = pd.DataFrame(
+        [
+            {
+                **info,
+                "run": r["run"],
+                "gpu_share": r.get("gpu_share"),
+                "seed": r.get("seed"),
+                "pid": r.get("pid"),
+                "limit_mb": r.get("limit_mb"),
+                "peak_mb": None if r.get("peak_mb") is None else round(r["peak_mb"], 1),
+                "within_limit": None
+                if not (r.get("limit_mb") and r.get("peak_mb") is not None)
+                else bool(r["peak_mb"] <= r["limit_mb"]),
+                "epochs_done": len([e for e in r.get("epochs", []) if not e.get("error")]),
+                "error": r.get("error"),
+            }
+            for r in whole + shared
+        ]
+    )
     summary = pd.DataFrame([{**info, "run": "whole", **s_whole}, {**info, "run": "shared", **s_shared}])
-    summary["shared_over_whole"] = round(s_shared["aggregate_img_per_s"] / s_whole["aggregate_img_per_s"], 2) \
-        if s_whole["aggregate_img_per_s"] else None
+    summary["shared_over_whole"] = (
+        round(s_shared["aggregate_img_per_s"] / s_whole["aggregate_img_per_s"], 2)
+        if s_whole["aggregate_img_per_s"]
+        else None
+    )
     out = Path(args.out) if args.out else None
     _common.emit(NAME if use_gpu else f"{NAME}_cpu_dry_run", summary, out, "GPU check: shared vs whole GPU")
-    trials_out = out.with_name(out.stem + "_trials.csv") if out else \
-        _common.RESULTS / f"{NAME if use_gpu else NAME + '_cpu_dry_run'}_trials.csv"
+    trials_out = (
+        out.with_name(out.stem + "_trials.csv")
+        if out
+        else _common.RESULTS / f"{NAME if use_gpu else NAME + '_cpu_dry_run'}_trials.csv"
+    )
     trials.to_csv(trials_out, index=False)
     with pd.option_context("display.max_columns", None, "display.width", 200):
-        print(trials[["run", "gpu_share", "seed", "limit_mb", "peak_mb", "within_limit", "epochs_done",
-                      "error"]].to_string(index=False))
+        print(
+            trials[
+                ["run", "gpu_share", "seed", "limit_mb", "peak_mb", "within_limit", "epochs_done", "error"]
+            ].to_string(index=False)
+        )
     print(f"-> {trials_out}")
     return 1 if s_whole["errors"] + s_shared["errors"] else 0
 

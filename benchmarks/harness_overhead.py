@@ -62,15 +62,18 @@ def plain_loop(configs_path: str, dataset: str, data_dir: str | None) -> None:
         train_idx, val_idx = validation_split(data.y_train, config.seed)
         train = make_dataset(data.x_train, data.y_train, train_idx, config.batch_size, to_unit_float, config.seed)
         val = make_dataset(data.x_train, data.y_train, val_idx, config.batch_size, to_unit_float)
-        test = make_dataset(data.x_test, data.y_test, np.arange(len(data.y_test)), config.batch_size,
-                            to_unit_float)
+        test = make_dataset(data.x_test, data.y_test, np.arange(len(data.y_test)), config.batch_size, to_unit_float)
         model = build_model(config, data.image_shape, data.num_classes)
-        model.compile(optimizer=build_optimizer(config), loss="sparse_categorical_crossentropy",
-                      metrics=["accuracy"])
+        model.compile(optimizer=build_optimizer(config), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
         hist = model.fit(train, validation_data=val, epochs=config.max_epochs, verbose=0)
         test_acc = model.evaluate(test, verbose=0, return_dict=True)["accuracy"]
-        out.append({"seconds": time.perf_counter() - t0, "val_accuracy": hist.history["val_accuracy"][-1],
-                    "test_accuracy": test_acc})
+        out.append(
+            {
+                "seconds": time.perf_counter() - t0,
+                "val_accuracy": hist.history["val_accuracy"][-1],
+                "test_accuracy": test_acc,
+            }
+        )
     print("PLAIN_RESULT " + json.dumps({"trials": out, "in_process_s": time.perf_counter() - started}))
 
 
@@ -96,9 +99,24 @@ def main(argv: list[str] | None = None) -> int:
     work = _common.scratch(NAME, args.workdir)
     before = _common.machine()
 
-    search = ["--space", "basenet", "--search", "random", "--seed", str(args.seed), "--scheduler", "fifo",
-              "--max-concurrent", "1", "--num-samples", str(trials), "--max-epochs", str(epochs),
-              "--dataset", dataset] + (["--data-dir", data_dir] if data_dir else [])
+    search = [
+        "--space",
+        "basenet",
+        "--search",
+        "random",
+        "--seed",
+        str(args.seed),
+        "--scheduler",
+        "fifo",
+        "--max-concurrent",
+        "1",
+        "--num-samples",
+        str(trials),
+        "--max-epochs",
+        str(epochs),
+        "--dataset",
+        dataset,
+    ] + (["--data-dir", data_dir] if data_dir else [])
     harness_wall, exp = _common.run_search(search, work, "harness")
     trial_table, _ = _common.tables(exp)
     knobs = [c for c in trial_table.columns if c in _knob_names()]
@@ -107,33 +125,42 @@ def main(argv: list[str] | None = None) -> int:
     configs_path.write_text(json.dumps(configs, default=str))
 
     cmd = [sys.executable, __file__, "--plain", str(configs_path), "--dataset", dataset] + (
-        ["--data-dir", data_dir] if data_dir else [])
+        ["--data-dir", data_dir] if data_dir else []
+    )
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, cwd=_common.PROJECT, capture_output=True, text=True, check=False)
     plain_wall = time.perf_counter() - t0
     if proc.returncode != 0:
         raise RuntimeError(f"plain loop failed:\n{proc.stderr[-3000:]}")
-    plain = json.loads(next(ln for ln in proc.stdout.splitlines() if ln.startswith("PLAIN_RESULT "))
-                       .split(" ", 1)[1])
+    plain = json.loads(next(ln for ln in proc.stdout.splitlines() if ln.startswith("PLAIN_RESULT ")).split(" ", 1)[1])
 
     startup, gaps = startup_times(exp)
     after = _common.machine()
-    rows = [{
-        "benchmark": NAME, "dataset": dataset, "trials": trials, "epochs": epochs,
-        "harness_wall_s": round(harness_wall, 1), "plain_wall_s": round(plain_wall, 1),
-        "ratio_harness_over_plain": round(harness_wall / plain_wall, 3), "target_ratio": 1.05,
-        "met": harness_wall / plain_wall <= 1.05,
-        "overhead_per_trial_s": round((harness_wall - plain_wall) / trials, 2),
-        "startup_in_trial_median_s": round(float(pd.Series(startup).median()), 2),
-        "startup_in_trial_max_s": round(max(startup), 2),
-        "gap_between_trials_median_s": round(float(pd.Series(gaps).median()), 1) if gaps else None,
-        "harness_train_time_sum_s": round(float(trial_table["train_time_s"].sum()), 1),
-        "plain_fit_time_sum_s": round(sum(t["seconds"] for t in plain["trials"]), 1),
-        "harness_best_val_accuracy": round(float(trial_table["best_val_accuracy"].max()), 4),
-        "plain_best_val_accuracy": round(max(t["val_accuracy"] for t in plain["trials"]), 4),
-        "loadavg_before": before["loadavg_1m"], "loadavg_after": after["loadavg_1m"],
-        "cpus": before["cpus"], "date_utc": before["date_utc"],
-    }]
+    rows = [
+        {
+            "benchmark": NAME,
+            "dataset": dataset,
+            "trials": trials,
+            "epochs": epochs,
+            "harness_wall_s": round(harness_wall, 1),
+            "plain_wall_s": round(plain_wall, 1),
+            "ratio_harness_over_plain": round(harness_wall / plain_wall, 3),
+            "target_ratio": 1.05,
+            "met": harness_wall / plain_wall <= 1.05,
+            "overhead_per_trial_s": round((harness_wall - plain_wall) / trials, 2),
+            "startup_in_trial_median_s": round(float(pd.Series(startup).median()), 2),
+            "startup_in_trial_max_s": round(max(startup), 2),
+            "gap_between_trials_median_s": round(float(pd.Series(gaps).median()), 1) if gaps else None,
+            "harness_train_time_sum_s": round(float(trial_table["train_time_s"].sum()), 1),
+            "plain_fit_time_sum_s": round(sum(t["seconds"] for t in plain["trials"]), 1),
+            "harness_best_val_accuracy": round(float(trial_table["best_val_accuracy"].max()), 4),
+            "plain_best_val_accuracy": round(max(t["val_accuracy"] for t in plain["trials"]), 4),
+            "loadavg_before": before["loadavg_1m"],
+            "loadavg_after": after["loadavg_1m"],
+            "cpus": before["cpus"],
+            "date_utc": before["date_utc"],
+        }
+    ]
     _common.emit(NAME, pd.DataFrame(rows), args.out, "harness vs plain Keras (same configs, same pipeline)")
     return 0
 

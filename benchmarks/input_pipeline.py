@@ -49,8 +49,14 @@ POLICIES = ("simple", "complex", "whitening")
 TARGET_SPEEDUP = {"simple": None, "complex": 8.0, "whitening": 16.0}
 
 
-def legacy_batches(x: np.ndarray, policy: str, stats: dict[str, np.ndarray], batch_size: int,
-                   zoom_range: float, rng: np.random.Generator):
+def legacy_batches(
+    x: np.ndarray,
+    policy: str,
+    stats: dict[str, np.ndarray],
+    batch_size: int,
+    zoom_range: float,
+    rng: np.random.Generator,
+):
     """Yield float32 batches made one image at a time, as keras' legacy ImageDataGenerator did."""
     from scipy import ndimage
 
@@ -70,8 +76,13 @@ def legacy_batches(x: np.ndarray, policy: str, stats: dict[str, np.ndarray], bat
                 # Zoom about the centre: output pixel o samples input z * (o - centre) + centre.
                 matrix = np.diag([z, z])
                 offset = np.array([(h - 1) / 2, (w - 1) / 2]) * (1 - z)
-                img = np.stack([ndimage.affine_transform(img[..., ch], matrix, offset, order=1, mode="reflect")
-                                for ch in range(c)], axis=-1)
+                img = np.stack(
+                    [
+                        ndimage.affine_transform(img[..., ch], matrix, offset, order=1, mode="reflect")
+                        for ch in range(c)
+                    ],
+                    axis=-1,
+                )
             img = (img - stats["mean"].astype(np.float32)) / stats["std"].astype(np.float32)
             if policy == "whitening":
                 img = (img.reshape(-1) @ stats["zca"]).reshape(h, w, c)
@@ -120,13 +131,26 @@ def keras2_baseline(policy: str, subset: np.ndarray, batch_size: int, zoom: floa
     with tempfile.TemporaryDirectory(prefix="idg-") as folder:
         path = Path(folder) / "x.npy"
         np.save(path, subset)
-        proc = subprocess.run([sys.executable, "-c", KERAS2_WORKER, policy, str(path), str(batch_size),
-                               str(zoom), str(epsilon)], capture_output=True, text=True, timeout=1800,
-                              env={**os.environ, "CUDA_VISIBLE_DEVICES": "", "TF_CPP_MIN_LOG_LEVEL": "3",
-                                   "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"})
+        proc = subprocess.run(
+            [sys.executable, "-c", KERAS2_WORKER, policy, str(path), str(batch_size), str(zoom), str(epsilon)],
+            capture_output=True,
+            text=True,
+            timeout=1800,
+            env={
+                **os.environ,
+                "CUDA_VISIBLE_DEVICES": "",
+                "TF_CPP_MIN_LOG_LEVEL": "3",
+                "OMP_NUM_THREADS": "1",
+                "OPENBLAS_NUM_THREADS": "1",
+                "MKL_NUM_THREADS": "1",
+            },
+        )
     if proc.returncode != 0:
-        print(f"ImageDataGenerator baseline unavailable ({proc.stderr.strip().splitlines()[-1:]}); "
-              "install the bench extra: pip install -e '.[bench]'", file=sys.stderr)
+        print(
+            f"ImageDataGenerator baseline unavailable ({proc.stderr.strip().splitlines()[-1:]}); "
+            "install the bench extra: pip install -e '.[bench]'",
+            file=sys.stderr,
+        )
         return float("nan")
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     return out["images"] / out["seconds"]
@@ -216,31 +240,56 @@ def main(argv: list[str] | None = None) -> int:
         legacy_ips = seen / (time.perf_counter() - t0)
         idg_ips = keras2_baseline(policy, subset, config.batch_size, config.zoom_range, config.zca_epsilon)
         target = TARGET_SPEEDUP[policy]
-        rows.append({"policy": policy, "dataset": dataset, "batch_size": config.batch_size,
-                     "pipeline_images": n, "pipeline_img_per_s": round(pipe_ips, 1),
-                     "legacy_images": seen, "legacy_img_per_s": round(legacy_ips, 1),
-                     "speedup": round(pipe_ips / legacy_ips, 2), "idg_img_per_s": round(idg_ips, 1),
-                     "speedup_idg": round(pipe_ips / idg_ips, 2), "target_speedup": target,
-                     "met": None if target is None else bool(pipe_ips / idg_ips >= target)})
+        rows.append(
+            {
+                "policy": policy,
+                "dataset": dataset,
+                "batch_size": config.batch_size,
+                "pipeline_images": n,
+                "pipeline_img_per_s": round(pipe_ips, 1),
+                "legacy_images": seen,
+                "legacy_img_per_s": round(legacy_ips, 1),
+                "speedup": round(pipe_ips / legacy_ips, 2),
+                "idg_img_per_s": round(idg_ips, 1),
+                "speedup_idg": round(pipe_ips / idg_ips, 2),
+                "target_speedup": target,
+                "met": None if target is None else bool(pipe_ips / idg_ips >= target),
+            }
+        )
 
         # Training speed: the real pipeline against pre-normalised in-memory tensors.
         def model_fn(config=config):  # noqa: ANN202
             keras.utils.set_random_seed(0)
             model = build_model(config, data.image_shape, data.num_classes)
-            model.compile(optimizer=build_optimizer(config), loss="sparse_categorical_crossentropy",
-                          metrics=["accuracy"])
+            model.compile(
+                optimizer=build_optimizer(config), loss="sparse_categorical_crossentropy", metrics=["accuracy"]
+            )
             return model
 
-        prebuilt_x = np.concatenate([eval_tf(tf.constant(inputs.x_train[train_idx[i:i + 1024]])).numpy()
-                                     for i in range(0, len(train_idx), 1024)])
-        prebuilt = (tf.data.Dataset.from_tensor_slices((prebuilt_x, data.y_train[train_idx]))
-                    .shuffle(len(train_idx), seed=0).batch(config.batch_size).prefetch(tf.data.AUTOTUNE))
+        prebuilt_x = np.concatenate(
+            [
+                eval_tf(tf.constant(inputs.x_train[train_idx[i : i + 1024]])).numpy()
+                for i in range(0, len(train_idx), 1024)
+            ]
+        )
+        prebuilt = (
+            tf.data.Dataset.from_tensor_slices((prebuilt_x, data.y_train[train_idx]))
+            .shuffle(len(train_idx), seed=0)
+            .batch(config.batch_size)
+            .prefetch(tf.data.AUTOTUNE)
+        )
         prebuilt_ips = fit_speed(model_fn, prebuilt)
         real_ips = fit_speed(model_fn, ds)
-        fit_rows.append({"policy": policy, "fit_prebuilt_img_per_s": round(prebuilt_ips, 1),
-                         "fit_pipeline_img_per_s": round(real_ips, 1),
-                         "fit_ratio": round(real_ips / prebuilt_ips, 3), "fit_target": 0.95,
-                         "fit_met": bool(real_ips / prebuilt_ips >= 0.95)})
+        fit_rows.append(
+            {
+                "policy": policy,
+                "fit_prebuilt_img_per_s": round(prebuilt_ips, 1),
+                "fit_pipeline_img_per_s": round(real_ips, 1),
+                "fit_ratio": round(real_ips / prebuilt_ips, 3),
+                "fit_target": 0.95,
+                "fit_met": bool(real_ips / prebuilt_ips >= 0.95),
+            }
+        )
     frame = pd.DataFrame(rows).merge(pd.DataFrame(fit_rows), on="policy")
     for key in ("loadavg_1m", "cpus", "date_utc"):
         frame[key] = info[key]

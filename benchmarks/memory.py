@@ -57,13 +57,33 @@ def sample_tree(root: psutil.Process, interval: float, stop: threading.Event, ou
         stop.wait(interval)
 
 
-def session(concurrent: int, dataset: str, data_dir: str | None, work: Path, interval: float,
-            epochs: int) -> dict:
+def session(concurrent: int, dataset: str, data_dir: str | None, work: Path, interval: float, epochs: int) -> dict:
     name = f"{dataset}-c{concurrent}"
-    cmd = [sys.executable, str(_common.PROJECT / "run_search.py"), "--space", "basenet", "--search", "random",
-           "--scheduler", "fifo", "--seed", "0", "--num-samples", str(concurrent), "--max-concurrent",
-           str(concurrent), "--max-epochs", str(epochs), "--dataset", dataset, "--storage-path", str(work),
-           "--name", name, "-q"] + (["--data-dir", data_dir] if data_dir else [])
+    cmd = [
+        sys.executable,
+        str(_common.PROJECT / "run_search.py"),
+        "--space",
+        "basenet",
+        "--search",
+        "random",
+        "--scheduler",
+        "fifo",
+        "--seed",
+        "0",
+        "--num-samples",
+        str(concurrent),
+        "--max-concurrent",
+        str(concurrent),
+        "--max-epochs",
+        str(epochs),
+        "--dataset",
+        dataset,
+        "--storage-path",
+        str(work),
+        "--name",
+        name,
+        "-q",
+    ] + (["--data-dir", data_dir] if data_dir else [])
     proc = subprocess.Popen(cmd, cwd=_common.PROJECT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     samples: list[dict] = []
     stop = threading.Event()
@@ -76,11 +96,15 @@ def session(concurrent: int, dataset: str, data_dir: str | None, work: Path, int
         raise RuntimeError(f"{' '.join(cmd)} exited {proc.returncode}:\n{err[-3000:]}\n{out[-1000:]}")
     trial_pids = {int(r["pid"]) for rows in _common.result_rows(work / name).values() for r in rows if "pid" in r}
     trial_uss = [max((s["uss"].get(pid, 0) for s in samples), default=0) for pid in sorted(trial_pids)]
-    return {"dataset": dataset, "concurrent": concurrent, "samples": len(samples),
-            "peak_session_pss_mb": round(max(s["pss_total"] for s in samples) / MB, 1),
-            "trial_processes": len(trial_pids),
-            "peak_trial_uss_mb_mean": round(sum(trial_uss) / max(1, len(trial_uss)) / MB, 1),
-            "peak_trial_uss_mb_max": round(max(trial_uss, default=0) / MB, 1)}
+    return {
+        "dataset": dataset,
+        "concurrent": concurrent,
+        "samples": len(samples),
+        "peak_session_pss_mb": round(max(s["pss_total"] for s in samples) / MB, 1),
+        "trial_processes": len(trial_pids),
+        "peak_trial_uss_mb_mean": round(sum(trial_uss) / max(1, len(trial_uss)) / MB, 1),
+        "peak_trial_uss_mb_max": round(max(trial_uss, default=0) / MB, 1),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -43,8 +43,10 @@ def main(argv: list[str] | None = None) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     curves.to_parquet(args.out, index=False, compression="zstd")
     configs = configs_of(curves)
-    print(f"{len(configs)} configurations x up to {int(curves['epoch'].max())} epochs "
-          f"({len(curves)} rows, {args.out.stat().st_size / 1024:.0f} KiB) -> {args.out}")
+    print(
+        f"{len(configs)} configurations x up to {int(curves['epoch'].max())} epochs "
+        f"({len(curves)} rows, {args.out.stat().st_size / 1024:.0f} KiB) -> {args.out}"
+    )
     return 0
 
 

@@ -27,14 +27,21 @@ import _common  # noqa: E402
 from analysis import questions, stats  # noqa: E402
 
 NAME = "reference_study"
-ORDER = ["BaseNet", "BaseNet + BN before ReLU", "BaseNet + BN after ReLU", "ConvNet (BN after ReLU), simple",
-         "ConvNet (BN after ReLU), complex", "ConvNet (BN after ReLU), whitening"]
+ORDER = [
+    "BaseNet",
+    "BaseNet + BN before ReLU",
+    "BaseNet + BN after ReLU",
+    "ConvNet (BN after ReLU), simple",
+    "ConvNet (BN after ReLU), complex",
+    "ConvNet (BN after ReLU), whitening",
+]
 
 
 def cell_name(row: pd.Series) -> str:
     if row["model"] == "basenet":
-        return {"none": "BaseNet", "before_relu": "BaseNet + BN before ReLU",
-                "after_relu": "BaseNet + BN after ReLU"}[row["bn_position"]]
+        return {"none": "BaseNet", "before_relu": "BaseNet + BN before ReLU", "after_relu": "BaseNet + BN after ReLU"}[
+            row["bn_position"]
+        ]
     bn = {"none": "no BN", "before_relu": "BN before ReLU", "after_relu": "BN after ReLU"}[row["bn_position"]]
     return f"ConvNet ({bn}), {row['augmentation']}"
 
@@ -43,12 +50,20 @@ def cell_table(trials: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for cell, g in trials.groupby(trials.apply(cell_name, axis=1), sort=False):
         iv = stats.t_interval(g["test_accuracy"].dropna(), stats.ACCURACY)
-        rows.append({"cell": cell, "seeds": " ".join(str(int(s)) for s in sorted(g["seed"])),
-                     "runs": len(g), "epochs": int(g["epochs_completed"].min()),
-                     "val_accuracy": round(float(g["val_accuracy"].mean()), 4),
-                     "test_accuracy": round(iv.mean, 4), "test_std": round(iv.std, 4),
-                     "test_ci_low": round(iv.ci_low, 4), "test_ci_high": round(iv.ci_high, 4),
-                     "train_time_s": round(float(g["train_time_s"].mean()), 1)})
+        rows.append(
+            {
+                "cell": cell,
+                "seeds": " ".join(str(int(s)) for s in sorted(g["seed"])),
+                "runs": len(g),
+                "epochs": int(g["epochs_completed"].min()),
+                "val_accuracy": round(float(g["val_accuracy"].mean()), 4),
+                "test_accuracy": round(iv.mean, 4),
+                "test_std": round(iv.std, 4),
+                "test_ci_low": round(iv.ci_low, 4),
+                "test_ci_high": round(iv.ci_high, 4),
+                "train_time_s": round(float(g["train_time_s"].mean()), 1),
+            }
+        )
     frame = pd.DataFrame(rows)
     frame["_o"] = frame["cell"].map({c: i for i, c in enumerate(ORDER)}).fillna(len(ORDER))
     return frame.sort_values("_o").drop(columns="_o")
@@ -76,8 +91,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-concurrent", type=int, default=2)
     p.add_argument("--dataset", default=None)
     p.add_argument("--workdir", default=None)
-    p.add_argument("--experiments", nargs="+", type=Path, default=None,
-                   help="summarise these finished experiment folders instead of running the grid")
+    p.add_argument(
+        "--experiments",
+        nargs="+",
+        type=Path,
+        default=None,
+        help="summarise these finished experiment folders instead of running the grid",
+    )
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
     info = _common.machine()
@@ -86,8 +106,22 @@ def main(argv: list[str] | None = None) -> int:
     else:
         epochs = args.epochs or (1 if args.quick else 30)
         dataset, data_dir = _common.pick_dataset(args.quick, args.dataset)
-        cmd = ["--space", "reference", "--search", "grid", "--scheduler", "fifo", "--max-epochs", str(epochs),
-               "--seed", str(args.seed), "--dataset", dataset, "--max-concurrent", str(args.max_concurrent)]
+        cmd = [
+            "--space",
+            "reference",
+            "--search",
+            "grid",
+            "--scheduler",
+            "fifo",
+            "--max-epochs",
+            str(epochs),
+            "--seed",
+            str(args.seed),
+            "--dataset",
+            dataset,
+            "--max-concurrent",
+            str(args.max_concurrent),
+        ]
         if args.repeats > 1:
             cmd += ["--repeats", str(args.repeats)]
         if data_dir:

@@ -46,11 +46,17 @@ import _common  # noqa: E402
 NAME = "replay_schedulers"
 DEFAULT_CURVES = _common.RESULTS / "curves_digits_basenet.parquet"
 # (label, scheduler, grace, rf, brackets, stop_on): FIFO and ASHA at the candidate settings.
-SETTINGS = [("fifo", "fifo", 1, 3, 1, "last"), ("asha g1 b1", "asha", 1, 3, 1, "last"),
-            ("asha g2 b1", "asha", 2, 3, 1, "last"), ("asha g3 b1", "asha", 3, 3, 1, "last"),
-            ("asha g1 b3", "asha", 1, 3, 3, "last"), ("asha g2 b3", "asha", 2, 3, 3, "last"),
-            ("asha g3 b3", "asha", 3, 3, 3, "last"), ("asha g1 b1 best", "asha", 1, 3, 1, "best"),
-            ("asha g2 b1 best", "asha", 2, 3, 1, "best")]
+SETTINGS = [
+    ("fifo", "fifo", 1, 3, 1, "last"),
+    ("asha g1 b1", "asha", 1, 3, 1, "last"),
+    ("asha g2 b1", "asha", 2, 3, 1, "last"),
+    ("asha g3 b1", "asha", 3, 3, 1, "last"),
+    ("asha g1 b3", "asha", 1, 3, 3, "last"),
+    ("asha g2 b3", "asha", 2, 3, 3, "last"),
+    ("asha g3 b3", "asha", 3, 3, 3, "last"),
+    ("asha g1 b1 best", "asha", 1, 3, 1, "best"),
+    ("asha g2 b1 best", "asha", 2, 3, 1, "best"),
+]
 QUICK_SETTINGS = ["fifo", "asha g1 b1", "asha g2 b1"]
 
 
@@ -62,22 +68,41 @@ def synthetic_curves(n: int = 24, epochs: int = 9) -> pd.DataFrame:
     rows = []
     rng = np.random.default_rng(0)
     for i, lr in enumerate(np.logspace(-4, -1, n)):
-        knobs = TrialConfig(model="basenet", dataset="digits", max_epochs=epochs, optimizer="sgd",
-                            learning_rate=float(lr)).to_row()
+        knobs = TrialConfig(
+            model="basenet", dataset="digits", max_epochs=epochs, optimizer="sgd", learning_rate=float(lr)
+        ).to_row()
         start, end = 0.1 + 0.5 * i / n, 0.9 - 0.6 * abs(i / n - 0.6)
         for e in range(1, epochs + 1):
             val = start + (end - start) * (1 - np.exp(-e / 3)) + rng.normal(0, 0.01)
-            rows.append({"config_id": f"syn/{i:02d}", "epoch": e, "loss": 1 - val, "accuracy": val, "val_loss": 1 - val,
-                         "val_accuracy": val, "epoch_time_s": 0.1, "epoch_learning_rate": float(lr),
-                         "test_accuracy": val, "source": "synthetic", **knobs})
+            rows.append(
+                {
+                    "config_id": f"syn/{i:02d}",
+                    "epoch": e,
+                    "loss": 1 - val,
+                    "accuracy": val,
+                    "val_loss": 1 - val,
+                    "val_accuracy": val,
+                    "epoch_time_s": 0.1,
+                    "epoch_learning_rate": float(lr),
+                    "test_accuracy": val,
+                    "source": "synthetic",
+                    **knobs,
+                }
+            )
     return pd.DataFrame(rows)
 
 
 def as_tables(curves: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """A curve set as the (trials, epochs) tables analysis.rungs reads: one FIFO trial per recorded config."""
     max_epochs = int(curves["epoch"].max())
-    trials = pd.DataFrame({"trial_id": sorted(curves["config_id"].unique()), "phase": "search",
-                           "status": "completed", "max_epochs": max_epochs})
+    trials = pd.DataFrame(
+        {
+            "trial_id": sorted(curves["config_id"].unique()),
+            "phase": "search",
+            "status": "completed",
+            "max_epochs": max_epochs,
+        }
+    )
     return trials, curves.rename(columns={"config_id": "trial_id"})[["trial_id", "epoch", "val_accuracy"]]
 
 
@@ -89,16 +114,33 @@ def rung_table(curves: pd.DataFrame, name: str) -> pd.DataFrame:
     rows = []
     for grace in (1, 2, 3):
         for stop_on in ("last", "best"):
-            settings = {"kind": "fifo", "grace_period": grace, "reduction_factor": 3, "brackets": 1,
-                        "stop_on": stop_on, "max_t": int(curves["epoch"].max())}
+            settings = {
+                "kind": "fifo",
+                "grace_period": grace,
+                "reduction_factor": 3,
+                "brackets": 1,
+                "stop_on": stop_on,
+                "max_t": int(curves["epoch"].max()),
+            }
             for f in rungs.rung_figures(trials, epochs, settings):
                 if f["final"] is None:
                     continue
-                rows.append({"curves": name, "configs": len(trials), "grace_period": grace, "stop_on": stop_on,
-                             "rung": f["rung"], "final_epoch": f["final"], "trials": f["n"],
-                             "spearman": round(f["spearman"], 3) if f["spearman"] is not None else None,
-                             "kendall": round(f["kendall"], 3) if f["kendall"] is not None else None,
-                             "top_k_behind": f["behind"], "k": f["k"], "poor": f["warning"] is not None})
+                rows.append(
+                    {
+                        "curves": name,
+                        "configs": len(trials),
+                        "grace_period": grace,
+                        "stop_on": stop_on,
+                        "rung": f["rung"],
+                        "final_epoch": f["final"],
+                        "trials": f["n"],
+                        "spearman": round(f["spearman"], 3) if f["spearman"] is not None else None,
+                        "kendall": round(f["kendall"], 3) if f["kendall"] is not None else None,
+                        "top_k_behind": f["behind"],
+                        "k": f["k"],
+                        "poor": f["warning"] is not None,
+                    }
+                )
     return pd.DataFrame(rows)
 
 
@@ -139,17 +181,29 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--searchers", default="fidelity,stock,random")
     p.add_argument("--settings", default=None, help="comma-separated labels of SETTINGS (default: all)")
     p.add_argument("--max-concurrent", type=int, default=4, help="trials at once")
-    p.add_argument("--engine", choices=("sim", "tune"), default="sim",
-                   help="sim: trainables.replay.simulate (the production searcher and scheduler, Tune's call "
-                        "order, no Tune engine; ms per run); tune: a real Tune experiment per run (seconds)")
+    p.add_argument(
+        "--engine",
+        choices=("sim", "tune"),
+        default="sim",
+        help="sim: trainables.replay.simulate (the production searcher and scheduler, Tune's call "
+        "order, no Tune engine; ms per run); tune: a real Tune experiment per run (seconds)",
+    )
     p.add_argument("--quick", action="store_true", help="2 seeds, 3 settings, budget 4: a smoke run")
-    p.add_argument("--synthetic", action="store_true",
-                   help="use a generated curve set (crossing curves over the basenet space) instead of --curves")
+    p.add_argument(
+        "--synthetic",
+        action="store_true",
+        help="use a generated curve set (crossing curves over the basenet space) instead of --curves",
+    )
     p.add_argument("--out", type=Path, default=None)
     p.add_argument("--figure", type=Path, default=None, help="PNG (default: beside --out)")
     p.add_argument("--workdir", type=Path, default=None)
-    p.add_argument("--rung-curves", type=Path, action="append", default=[],
-                   help="more curve sets to run only the rung diagnostics on (e.g. the CIFAR reference runs)")
+    p.add_argument(
+        "--rung-curves",
+        type=Path,
+        action="append",
+        default=[],
+        help="more curve sets to run only the rung diagnostics on (e.g. the CIFAR reference runs)",
+    )
     args = p.parse_args(argv)
     if args.quick:
         args.seeds, args.budget = 2, 4
@@ -183,41 +237,83 @@ def main(argv: list[str] | None = None) -> int:
     work = _common.scratch(NAME, args.workdir)
     settings = [s for s in SETTINGS if s[0] in labels]
     searchers = args.searchers.split(",")
-    print(f"{len(finals)} recorded configs x {max_epochs} epochs from {args.curves.name}; best final "
-          f"{finals.max():.4f}, worst {finals.min():.4f}; budget {budget} epochs; {args.seeds} seeds x "
-          f"{len(searchers)} searchers x {len(settings)} settings", flush=True)
+    print(
+        f"{len(finals)} recorded configs x {max_epochs} epochs from {args.curves.name}; best final "
+        f"{finals.max():.4f}, worst {finals.min():.4f}; budget {budget} epochs; {args.seeds} seeds x "
+        f"{len(searchers)} searchers x {len(settings)} settings",
+        flush=True,
+    )
 
     logging.getLogger("ray").setLevel(logging.ERROR)
     if args.engine == "tune":
-        ray.init(address="local", num_cpus=args.max_concurrent, include_dashboard=False, log_to_driver=False,
-                 logging_level="ERROR")
+        ray.init(
+            address="local",
+            num_cpus=args.max_concurrent,
+            include_dashboard=False,
+            log_to_driver=False,
+            logging_level="ERROR",
+        )
     curves_rows, runs = [], []
     started = time.perf_counter()
     try:
         for seed in range(args.seeds):
             for searcher in searchers:
                 for label, kind, grace, rf, brackets, stop_on in settings:
-                    sched = SchedulerSettings(grace_period=grace, reduction_factor=rf, brackets=brackets,
-                                              stop_on=stop_on)
+                    sched = SchedulerSettings(
+                        grace_period=grace, reduction_factor=rf, brackets=brackets, stop_on=stop_on
+                    )
                     name = f"{searcher}-{label.replace(' ', '-')}-s{seed}"
                     t0 = time.perf_counter()
                     if args.engine == "sim":
-                        log = replay.simulate(curves, space, searcher=searcher, scheduler=kind, settings=sched,
-                                              seed=seed, num_samples=budget, budget_epochs=budget,
-                                              workers=args.max_concurrent)
+                        log = replay.simulate(
+                            curves,
+                            space,
+                            searcher=searcher,
+                            scheduler=kind,
+                            settings=sched,
+                            seed=seed,
+                            num_samples=budget,
+                            budget_epochs=budget,
+                            workers=args.max_concurrent,
+                        )
                     else:
                         with contextlib.redirect_stdout(io.StringIO()):  # Tune's per-run banner
-                            log = replay.run_replay(curves, space, searcher=searcher, scheduler=kind,
-                                                    settings=sched, seed=seed, storage=work, name=name,
-                                                    num_samples=budget, budget_epochs=budget,
-                                                    max_concurrent=args.max_concurrent)
+                            log = replay.run_replay(
+                                curves,
+                                space,
+                                searcher=searcher,
+                                scheduler=kind,
+                                settings=sched,
+                                seed=seed,
+                                storage=work,
+                                name=name,
+                                num_samples=budget,
+                                budget_epochs=budget,
+                                max_concurrent=args.max_concurrent,
+                            )
                         shutil.rmtree(work / name, ignore_errors=True)
                     regret = regret_curve(log, finals, budget, points)
-                    runs.append({"searcher": searcher, "setting": label, "seed": seed,
-                                 "trials": log["trial_id"].nunique(), "epochs": min(len(log), budget),
-                                 "regret": regret[-1], "wall_s": time.perf_counter() - t0})
-                    curves_rows += [{"searcher": searcher, "setting": label, "seed": seed, "epochs_spent": int(e),
-                                     "regret": float(r)} for e, r in zip(points, regret)]
+                    runs.append(
+                        {
+                            "searcher": searcher,
+                            "setting": label,
+                            "seed": seed,
+                            "trials": log["trial_id"].nunique(),
+                            "epochs": min(len(log), budget),
+                            "regret": regret[-1],
+                            "wall_s": time.perf_counter() - t0,
+                        }
+                    )
+                    curves_rows += [
+                        {
+                            "searcher": searcher,
+                            "setting": label,
+                            "seed": seed,
+                            "epochs_spent": int(e),
+                            "regret": float(r),
+                        }
+                        for e, r in zip(points, regret)
+                    ]
             done = time.perf_counter() - started
             print(f"seed {seed} done, {done:.0f} s so far", flush=True)
     finally:
@@ -238,29 +334,73 @@ def main(argv: list[str] | None = None) -> int:
     trials = run_frame.groupby(["searcher", "setting"])["trials"].mean()
     table["mean_trials"] = [round(trials[(s, lb)], 1) for s, lb in zip(table["searcher"], table["setting"])]
     table["found_best_share"] = [
-        float((per_seed[(per_seed.searcher == s) & (per_seed.setting == lb) & (per_seed.epochs_spent == e)]
-               ["regret"] <= 1e-12).mean()) for s, lb, e in zip(table["searcher"], table["setting"], table["epochs_spent"])]
+        float(
+            (
+                per_seed[(per_seed.searcher == s) & (per_seed.setting == lb) & (per_seed.epochs_spent == e)]["regret"]
+                <= 1e-12
+            ).mean()
+        )
+        for s, lb, e in zip(table["searcher"], table["setting"], table["epochs_spent"])
+    ]
     table["budget_epochs"], table["max_epochs"], table["configs"] = budget, max_epochs, len(finals)
     table["curves"], table["engine"], table["workers"] = args.curves.name, args.engine, args.max_concurrent
     for k, v in _common.machine().items():
         table[k] = v
-    out_cols = ["curves", "engine", "workers", "configs", "max_epochs", "budget_epochs", "searcher", "setting", "epochs_spent", "seeds",
-                "mean_regret_points", "std_points", "q25", "q75", "mean_normalised", "found_best_share",
-                "mean_trials", "host", "cpus", "date_utc", "loadavg_1m", "loadavg_5m"]
+    out_cols = [
+        "curves",
+        "engine",
+        "workers",
+        "configs",
+        "max_epochs",
+        "budget_epochs",
+        "searcher",
+        "setting",
+        "epochs_spent",
+        "seeds",
+        "mean_regret_points",
+        "std_points",
+        "q25",
+        "q75",
+        "mean_normalised",
+        "found_best_share",
+        "mean_trials",
+        "host",
+        "cpus",
+        "date_utc",
+        "loadavg_1m",
+        "loadavg_5m",
+    ]
     out = args.out or _common.RESULTS / f"{NAME}.csv"
-    _common.emit(NAME, table[out_cols][table["epochs_spent"] == budget], out=out.with_name(out.stem + "_final.csv"),
-                 title=f"{NAME}: regret at the full budget ({budget} epochs)")
+    _common.emit(
+        NAME,
+        table[out_cols][table["epochs_spent"] == budget],
+        out=out.with_name(out.stem + "_final.csv"),
+        title=f"{NAME}: regret at the full budget ({budget} epochs)",
+    )
     _common.emit(NAME, table[out_cols], out=out, title=f"{NAME}: regret vs epochs spent")
-    _common.emit(NAME, paired(per_seed, budget, searchers, [s[0] for s in settings]),
-                 out=out.with_name(out.stem + "_paired.csv"), title=f"{NAME}: seed-paired differences at {budget} epochs")
+    _common.emit(
+        NAME,
+        paired(per_seed, budget, searchers, [s[0] for s in settings]),
+        out=out.with_name(out.stem + "_paired.csv"),
+        title=f"{NAME}: seed-paired differences at {budget} epochs",
+    )
     rung_frames = [rung_table(curves, args.curves.name)]
     rung_frames += [rung_table(replay.load_curves(path), path.name) for path in args.rung_curves]
-    _common.emit(NAME, pd.concat(rung_frames, ignore_index=True), out=out.with_name(out.stem + "_rungs.csv"),
-                 title=f"{NAME}: rung diagnostics (analysis.rungs) of the curve sets, FIFO what-if")
+    _common.emit(
+        NAME,
+        pd.concat(rung_frames, ignore_index=True),
+        out=out.with_name(out.stem + "_rungs.csv"),
+        title=f"{NAME}: rung diagnostics (analysis.rungs) of the curve sets, FIFO what-if",
+    )
     # Before `workers` full trainings' worth of epochs no FIFO trial can have finished, and the incumbent
     # is whichever partial trial started first: the figure starts where every scheduler has a finished one.
-    figure(table[table["epochs_spent"] >= min(budget, args.max_concurrent * max_epochs)],
-           args.figure or out.with_suffix(".png"), searchers, [s[0] for s in settings], budget)
+    figure(
+        table[table["epochs_spent"] >= min(budget, args.max_concurrent * max_epochs)],
+        args.figure or out.with_suffix(".png"),
+        searchers,
+        [s[0] for s in settings],
+        budget,
+    )
     print(f"total wall {time.perf_counter() - started:.0f} s; median run {run_frame['wall_s'].median():.1f} s")
     return 0
 
@@ -277,10 +417,18 @@ def paired(per_seed: pd.DataFrame, budget: int, searchers: list[str], labels: li
         da, db = at.loc[a[0], a[1]], at.loc[b[0], b[1]]
         diffs = (da - db.reindex(da.index)).dropna().to_numpy()
         mean, lo, hi = t_interval(diffs)
-        rows.append({"a": f"{a[0]} / {a[1]}", "b": f"{b[0]} / {b[1]}", "seeds": len(diffs),
-                     "mean_diff_points": round(100 * mean, 3), "ci_low_points": round(100 * lo, 3),
-                     "ci_high_points": round(100 * hi, 3), "a_better_seeds": int((diffs < 0).sum()),
-                     "b_better_seeds": int((diffs > 0).sum())})
+        rows.append(
+            {
+                "a": f"{a[0]} / {a[1]}",
+                "b": f"{b[0]} / {b[1]}",
+                "seeds": len(diffs),
+                "mean_diff_points": round(100 * mean, 3),
+                "ci_low_points": round(100 * lo, 3),
+                "ci_high_points": round(100 * hi, 3),
+                "a_better_seeds": int((diffs < 0).sum()),
+                "b_better_seeds": int((diffs > 0).sum()),
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -294,15 +442,14 @@ def figure(table: pd.DataFrame, path: Path, searchers: list[str], labels: list[s
     for ax, searcher in zip(axes[0], searchers):
         for label in labels:
             d = table[(table["searcher"] == searcher) & (table["setting"] == label)]
-            line, = ax.plot(d["epochs_spent"], 100 * d["mean"], marker="o", ms=3, label=label)
+            (line,) = ax.plot(d["epochs_spent"], 100 * d["mean"], marker="o", ms=3, label=label)
             ax.fill_between(d["epochs_spent"], 100 * d["q25"], 100 * d["q75"], color=line.get_color(), alpha=0.12)
         ax.set_title(f"searcher: {searcher}")
         ax.set_xlabel("epochs spent (all trials)")
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("regret, accuracy points (mean; band: quartiles)")
     axes[0][-1].legend(fontsize=8)
-    fig.suptitle(f"Regret of the incumbent vs epochs spent (budget {budget} epochs, "
-                 f"{int(table['seeds'].max())} seeds)")
+    fig.suptitle(f"Regret of the incumbent vs epochs spent (budget {budget} epochs, {int(table['seeds'].max())} seeds)")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)

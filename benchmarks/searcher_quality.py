@@ -52,8 +52,14 @@ def train_table(lrs: np.ndarray, epochs: int, train_images: int | None) -> pd.Da
     for bn in ("none", "before_relu", "after_relu"):
         for opt in ("sgd", "adam"):
             for lr in lrs:
-                config = TrialConfig(model="convnet", dataset="digits", bn_position=bn, optimizer=opt,
-                                     learning_rate=float(lr), max_epochs=epochs)
+                config = TrialConfig(
+                    model="convnet",
+                    dataset="digits",
+                    bn_position=bn,
+                    optimizer=opt,
+                    learning_rate=float(lr),
+                    max_epochs=epochs,
+                )
                 keras.utils.set_random_seed(config.seed)
                 train_idx, val_idx = validation_split(data.y_train, config.seed)
                 if train_images:
@@ -62,19 +68,28 @@ def train_table(lrs: np.ndarray, epochs: int, train_images: int | None) -> pd.Da
                 train = make_dataset(data.x_train, data.y_train, train_idx, config.batch_size, train_tf, 0)
                 val = make_dataset(data.x_train, data.y_train, val_idx, config.batch_size, eval_tf)
                 model = build_model(config, data.image_shape, data.num_classes)
-                model.compile(optimizer=build_optimizer(config), loss="sparse_categorical_crossentropy",
-                              metrics=["accuracy"])
+                model.compile(
+                    optimizer=build_optimizer(config), loss="sparse_categorical_crossentropy", metrics=["accuracy"]
+                )
                 t0 = time.perf_counter()
                 hist = model.fit(train, validation_data=val, epochs=epochs, verbose=0)
-                rows.append({"bn_position": bn, "optimizer": opt, "learning_rate": float(lr),
-                             "best_val_accuracy": float(np.nanmax(hist.history["val_accuracy"])),
-                             "train_s": time.perf_counter() - t0})
+                rows.append(
+                    {
+                        "bn_position": bn,
+                        "optimizer": opt,
+                        "learning_rate": float(lr),
+                        "best_val_accuracy": float(np.nanmax(hist.history["val_accuracy"])),
+                        "train_s": time.perf_counter() - t0,
+                    }
+                )
     return pd.DataFrame(rows)
 
 
 def surrogate(table: pd.DataFrame):  # noqa: ANN201
-    curves = {key: (np.log10(g["learning_rate"].to_numpy()), g["best_val_accuracy"].to_numpy())
-              for key, g in table.sort_values("learning_rate").groupby(["bn_position", "optimizer"])}
+    curves = {
+        key: (np.log10(g["learning_rate"].to_numpy()), g["best_val_accuracy"].to_numpy())
+        for key, g in table.sort_values("learning_rate").groupby(["bn_position", "optimizer"])
+    }
 
     def score(params: dict) -> float:
         x, y = curves[(params["bn_position"], params["optimizer"])]
@@ -91,8 +106,10 @@ def run_studies(score, seeds: int, budget: int) -> pd.DataFrame:  # noqa: ANN001
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     rows = []
     for seed in range(seeds):
-        for name, sampler in (("tpe", optuna.samplers.TPESampler(seed=seed)),
-                              ("random", optuna.samplers.RandomSampler(seed=seed))):
+        for name, sampler in (
+            ("tpe", optuna.samplers.TPESampler(seed=seed)),
+            ("random", optuna.samplers.RandomSampler(seed=seed)),
+        ):
             study = optuna.create_study(direction="maximize", sampler=sampler)
 
             def objective(trial, study=study):  # noqa: ANN001, ANN202
@@ -121,28 +138,38 @@ def main(argv: list[str] | None = None) -> int:
     info = _common.machine()
 
     t0 = time.perf_counter()
-    table = train_table(np.logspace(np.log10(LR_RANGE[0]), np.log10(LR_RANGE[1]), lr_points), epochs,
-                        200 if args.quick else None)
+    table = train_table(
+        np.logspace(np.log10(LR_RANGE[0]), np.log10(LR_RANGE[1]), lr_points), epochs, 200 if args.quick else None
+    )
     table_s = time.perf_counter() - t0
     curves = run_studies(surrogate(table), seeds, budget)
     checkpoints = sorted({n for n in (5, 10, 15, 20, 30, 40, budget) if n <= budget})
     rows = []
     for n in checkpoints:
         at = curves[curves["trials"] == n].pivot(index="seed", columns="sampler", values="best")
-        rows.append({"trials": n, "seeds": seeds,
-                     "tpe_mean_best": round(at["tpe"].mean(), 4), "random_mean_best": round(at["random"].mean(), 4),
-                     "tpe_median_best": round(at["tpe"].median(), 4),
-                     "random_median_best": round(at["random"].median(), 4),
-                     "tpe_at_least_random": round(float((at["tpe"] >= at["random"]).mean()), 2),
-                     "table_optimum": round(float(table["best_val_accuracy"].max()), 4)})
+        rows.append(
+            {
+                "trials": n,
+                "seeds": seeds,
+                "tpe_mean_best": round(at["tpe"].mean(), 4),
+                "random_mean_best": round(at["random"].mean(), 4),
+                "tpe_median_best": round(at["tpe"].median(), 4),
+                "random_median_best": round(at["random"].median(), 4),
+                "tpe_at_least_random": round(float((at["tpe"] >= at["random"]).mean()), 2),
+                "table_optimum": round(float(table["best_val_accuracy"].max()), 4),
+            }
+        )
     frame = pd.DataFrame(rows)
     frame["proxy"] = f"tabular: digits ConvNet, {lr_points} lr x 3 bn x 2 opt, {epochs} epochs, interp in log lr"
     frame["table_train_s"] = round(table_s, 1)
     for key in ("loadavg_1m", "cpus", "date_utc"):
         frame[key] = info[key]
     _common.emit(NAME, frame, args.out, "TPE vs random at equal budget (batchnorm space, tabular proxy)")
-    table_path = Path(args.out).with_name(Path(args.out).stem + "_table.csv") if args.out else \
-        _common.RESULTS / f"{NAME}_table.csv"
+    table_path = (
+        Path(args.out).with_name(Path(args.out).stem + "_table.csv")
+        if args.out
+        else _common.RESULTS / f"{NAME}_table.csv"
+    )
     table.round(4).to_csv(table_path, index=False)
     print(f"-> {table_path}")
     return 0

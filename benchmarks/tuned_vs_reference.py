@@ -53,15 +53,28 @@ def compare(tuned: pd.DataFrame, reference: pd.DataFrame, model: str) -> pd.Data
     diff = stats.t_interval((t_by_seed[seeds] - r_by_seed[seeds]).to_numpy(), stats.DIFFERENCE)
     t_iv = stats.t_interval(t_by_seed.to_numpy(), stats.ACCURACY)
     r_iv = stats.t_interval(r_by_seed.to_numpy(), stats.ACCURACY)
-    return pd.DataFrame([{
-        "model": model, "tuned_config": t_label, "tuned_seeds": " ".join(map(str, t_by_seed.index)),
-        "tuned_test_accuracy": round(t_iv.mean, 4), "tuned_ci_low": round(t_iv.ci_low, 4),
-        "tuned_ci_high": round(t_iv.ci_high, 4), "reference_cell": r_label,
-        "reference_seeds": " ".join(map(str, r_by_seed.index)), "reference_test_accuracy": round(r_iv.mean, 4),
-        "reference_ci_low": round(r_iv.ci_low, 4), "reference_ci_high": round(r_iv.ci_high, 4),
-        "paired_seeds": " ".join(map(str, seeds)), "difference": round(diff.mean, 4),
-        "diff_ci_low": round(diff.ci_low, 4), "diff_ci_high": round(diff.ci_high, 4),
-        "p_value": round(diff.p_value, 4)}])
+    return pd.DataFrame(
+        [
+            {
+                "model": model,
+                "tuned_config": t_label,
+                "tuned_seeds": " ".join(map(str, t_by_seed.index)),
+                "tuned_test_accuracy": round(t_iv.mean, 4),
+                "tuned_ci_low": round(t_iv.ci_low, 4),
+                "tuned_ci_high": round(t_iv.ci_high, 4),
+                "reference_cell": r_label,
+                "reference_seeds": " ".join(map(str, r_by_seed.index)),
+                "reference_test_accuracy": round(r_iv.mean, 4),
+                "reference_ci_low": round(r_iv.ci_low, 4),
+                "reference_ci_high": round(r_iv.ci_high, 4),
+                "paired_seeds": " ".join(map(str, seeds)),
+                "difference": round(diff.mean, 4),
+                "diff_ci_low": round(diff.ci_low, 4),
+                "diff_ci_high": round(diff.ci_high, 4),
+                "p_value": round(diff.p_value, 4),
+            }
+        ]
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -42,12 +42,34 @@ NAME = "warm_workers"
 
 CONFIGS = [  # cycled: each differs from the one before in model, optimizer, batch or policy
     {"model": "basenet", "optimizer": "sgd", "learning_rate": 0.01, "batch_size": 32, "augmentation": "simple"},
-    {"model": "convnet", "depth": 2, "pool_after": "2", "optimizer": "adam", "learning_rate": 0.001,
-     "batch_size": 64, "augmentation": "complex", "bn_position": "after_relu"},
-    {"model": "convnet", "depth": 3, "pool_after": "2", "optimizer": "sgd", "learning_rate": 0.02,
-     "batch_size": 32, "augmentation": "whitening", "bn_position": "before_relu"},
-    {"model": "basenet", "optimizer": "adam", "learning_rate": 0.0005, "batch_size": 64,
-     "augmentation": "complex", "bn_position": "after_relu"},
+    {
+        "model": "convnet",
+        "depth": 2,
+        "pool_after": "2",
+        "optimizer": "adam",
+        "learning_rate": 0.001,
+        "batch_size": 64,
+        "augmentation": "complex",
+        "bn_position": "after_relu",
+    },
+    {
+        "model": "convnet",
+        "depth": 3,
+        "pool_after": "2",
+        "optimizer": "sgd",
+        "learning_rate": 0.02,
+        "batch_size": 32,
+        "augmentation": "whitening",
+        "bn_position": "before_relu",
+    },
+    {
+        "model": "basenet",
+        "optimizer": "adam",
+        "learning_rate": 0.0005,
+        "batch_size": 64,
+        "augmentation": "complex",
+        "bn_position": "after_relu",
+    },
 ]
 
 
@@ -77,8 +99,13 @@ def instrumented(params: dict, data, log: str, cpus: float = 1, gpus: float = 0)
         trainable.train_trial(params, data, cpus, gpus)
     finally:
         callbacks.tune.report = real_report
-        record = {"trial": params["seed"], "pid": os.getpid(), "entered": entered, "reports": reports,
-                  "rss_mb": rss_mb()}
+        record = {
+            "trial": params["seed"],
+            "pid": os.getpid(),
+            "entered": entered,
+            "reports": reports,
+            "rss_mb": rss_mb(),
+        }
         with open(log, "a") as f:
             f.write(json.dumps(record) + "\n")
 
@@ -90,17 +117,24 @@ def run(trials: int, epochs: int, reuse: bool, data, work: Path) -> list[dict]: 
     from trainables import tune_settings
 
     log = work / f"log-{'reused' if reuse else 'fresh'}.jsonl"
-    configs = [{**CONFIGS[i % len(CONFIGS)], "dataset": "digits", "max_epochs": epochs, "seed": i}
-               for i in range(trials)]
+    configs = [
+        {**CONFIGS[i % len(CONFIGS)], "dataset": "digits", "max_epochs": epochs, "seed": i} for i in range(trials)
+    ]
     search_alg, param_space = fixed_configs_search(configs)
     tuner = tune.Tuner(
         tune.with_parameters(instrumented, data=data, log=str(log)),
         param_space=param_space,
-        tune_config=tune.TuneConfig(metric="val_accuracy", mode="max", num_samples=trials,
-                                    search_alg=search_alg, reuse_actors=reuse),
-        run_config=tune.RunConfig(name="search", storage_path=str(work / ("reused" if reuse else "fresh")),
-                                  checkpoint_config=tune_settings.checkpoint_config(),
-                                  callbacks=tune_settings.result_loggers(), verbose=0))
+        tune_config=tune.TuneConfig(
+            metric="val_accuracy", mode="max", num_samples=trials, search_alg=search_alg, reuse_actors=reuse
+        ),
+        run_config=tune.RunConfig(
+            name="search",
+            storage_path=str(work / ("reused" if reuse else "fresh")),
+            checkpoint_config=tune_settings.checkpoint_config(),
+            callbacks=tune_settings.result_loggers(),
+            verbose=0,
+        ),
+    )
     grid = tuner.fit()
     if grid.num_errors:
         raise RuntimeError(f"{grid.num_errors} trials failed: {[str(r.error)[:300] for r in grid if r.error]}")
@@ -117,8 +151,9 @@ def small_digits(n: int):  # noqa: ANN201 - an ImageDataset
     from trainables.data import ImageDataset, load_digits
 
     full = load_digits()
-    return ImageDataset(full.name, full.x_train[:n], full.y_train[:n], full.x_test[: n // 3],
-                        full.y_test[: n // 3], full.num_classes)
+    return ImageDataset(
+        full.name, full.x_train[:n], full.y_train[:n], full.x_test[: n // 3], full.y_test[: n // 3], full.num_classes
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -160,30 +195,62 @@ def main(argv: list[str] | None = None) -> int:
     early = min(5, len(reused)) - 1  # after trial 5 (1-based)
     rss_early, rss_last = reused[early]["rss_mb"], reused[-1]["rss_mb"]
     row = {
-        "trials_reused": len(reused), "trials_fresh": len(fresh), "epochs": args.epochs, "images": args.images,
-        "reused_worker_processes": len(reused_pids), "fresh_worker_processes": len({r["pid"] for r in fresh}),
+        "trials_reused": len(reused),
+        "trials_fresh": len(fresh),
+        "epochs": args.epochs,
+        "images": args.images,
+        "reused_worker_processes": len(reused_pids),
+        "fresh_worker_processes": len({r["pid"] for r in fresh}),
         "startup_reused_median_s": round(med(reused, "startup_s"), 3),
         "startup_reused_max_s": round(max(r["startup_s"] for r in reused[1:]), 3) if len(reused) > 1 else None,
         "startup_fresh_median_s": round(med(fresh, "startup_s"), 3),
         "in_trial_reused_median_s": round(med(reused, "in_trial_s"), 3),
         "in_trial_fresh_median_s": round(med(fresh, "in_trial_s"), 3),
         "startup_ratio_fresh_over_reused": round(med(fresh, "startup_s") / med(reused, "startup_s"), 1),
-        "target_startup_s": 0.5, "met_startup": bool(med(reused, "startup_s") <= 0.5),
+        "target_startup_s": 0.5,
+        "met_startup": bool(med(reused, "startup_s") <= 0.5),
         "wall_per_trial_reused_s": round(reused_wall / len(reused), 2),
         "wall_per_trial_fresh_s": round(fresh_wall / len(fresh), 2),
-        f"rss_after_trial_{early + 1}_mb": round(rss_early, 1), f"rss_after_trial_{len(reused)}_mb": round(rss_last, 1),
-        "rss_growth": round(rss_last / rss_early - 1, 3), "target_rss_growth": 0.10,
+        f"rss_after_trial_{early + 1}_mb": round(rss_early, 1),
+        f"rss_after_trial_{len(reused)}_mb": round(rss_last, 1),
+        "rss_growth": round(rss_last / rss_early - 1, 3),
+        "target_rss_growth": 0.10,
         "met_rss": bool(len(reused_pids) == 1 and abs(rss_last / rss_early - 1) <= 0.10),
-        "loadavg_1m": before["loadavg_1m"], "loadavg_after": after["loadavg_1m"], "cpus": before["cpus"],
+        "loadavg_1m": before["loadavg_1m"],
+        "loadavg_after": after["loadavg_1m"],
+        "cpus": before["cpus"],
         "date_utc": before["date_utc"],
     }
     _common.emit(NAME, pd.DataFrame([row]), args.out, "warm workers: start-up and resident memory")
-    trace = pd.DataFrame([{"run": "reused", "trial": r["trial"], "pid": r["pid"], "startup_s": r["startup_s"],
-                           "in_trial_s": r["in_trial_s"], "rss_mb": r["rss_mb"]} for r in reused]
-                         + [{"run": "fresh", "trial": r["trial"], "pid": r["pid"], "startup_s": r["startup_s"],
-                             "in_trial_s": r["in_trial_s"], "rss_mb": r["rss_mb"]} for r in fresh])
-    trace_path = Path(args.out).with_name(Path(args.out).stem + "_trace.csv") if args.out else \
-        _common.RESULTS / f"{NAME}_trace.csv"
+    trace = pd.DataFrame(
+        [
+            {
+                "run": "reused",
+                "trial": r["trial"],
+                "pid": r["pid"],
+                "startup_s": r["startup_s"],
+                "in_trial_s": r["in_trial_s"],
+                "rss_mb": r["rss_mb"],
+            }
+            for r in reused
+        ]
+        + [
+            {
+                "run": "fresh",
+                "trial": r["trial"],
+                "pid": r["pid"],
+                "startup_s": r["startup_s"],
+                "in_trial_s": r["in_trial_s"],
+                "rss_mb": r["rss_mb"],
+            }
+            for r in fresh
+        ]
+    )
+    trace_path = (
+        Path(args.out).with_name(Path(args.out).stem + "_trace.csv")
+        if args.out
+        else _common.RESULTS / f"{NAME}_trace.csv"
+    )
     trace.to_csv(trace_path, index=False)
     print(f"-> {trace_path} (per trial)")
     print(f"RSS by trial (reused): {np.round([r['rss_mb'] for r in reused], 0).tolist()}")

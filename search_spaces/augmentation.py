@@ -1,4 +1,5 @@
-"""Which augmentation helps the ConvNet (the study's network, BN after every ReLU): none (`simple`), flips and zoom (`complex`), or ZCA (`whitening`).
+"""Which augmentation helps the ConvNet (the study's network, BN after every ReLU): none (`simple`),
+flips and zoom (`complex`), or ZCA (`whitening`).
 
 Conditional: a policy's own knobs are sampled only when that policy is chosen, so
 TPE never learns from a zoom range that a `simple` trial ignored.

@@ -9,6 +9,8 @@ from typing import Any
 
 import optuna
 
+from trainables.registry import Knob
+
 DefineByRun = Callable[[optuna.Trial], "dict[str, Any] | None"]
 # A grid is either a cartesian product {knob: values} or an explicit list of cells {knob: value},
 # for studies whose cells are not a product (BaseNet; ConvNet x BN; ConvNet x augmentation).
@@ -64,8 +66,10 @@ IMAGE_SIZE = 32
 
 @dataclasses.dataclass(frozen=True)
 class SearchSpace:
-    """A named space. `define` samples knobs on an Optuna trial (names = TrialConfig fields)
-    and returns the knobs it fixes; `grid` lists the cells `--search grid` visits."""
+    """A named space. `define` samples knobs on an Optuna trial (names = TrialConfig fields, or the
+    space's own `knobs`) and returns the knobs it fixes; `grid` lists the cells `--search grid` visits.
+    `knobs` declares knobs beyond TrialConfig's (a plugin's network's): registered with the space,
+    validated by their declaration, typed columns of trials.parquet."""
 
     name: str
     description: str
@@ -76,6 +80,8 @@ class SearchSpace:
     grid: Grid | None = None
     gpus_per_trial: float = 0.0  # default on a GPU cluster; 0 runs on CPUs
     scheduler: SchedulerSettings = SchedulerSettings()  # ASHA's defaults for this space (--scheduler asha)
+    knobs: tuple[Knob, ...] = ()
+    origin: str = "built-in"  # the plugin file that registered it
 
     def sample(self, trial: optuna.Trial) -> dict[str, Any]:
         """Every knob this space sets for one trial: sampled ones and fixed ones."""
@@ -103,7 +109,7 @@ class SearchSpace:
             return []
         if isinstance(self.grid, Mapping):
             names = list(self.grid)
-            cells = [dict(zip(names, values)) for values in itertools.product(*self.grid.values())]
+            cells = [dict(zip(names, values, strict=True)) for values in itertools.product(*self.grid.values())]
         else:
             cells = [dict(cell) for cell in self.grid]
         return [c for c in cells if all(k in c and str(c[k]) == v for k, v in (where or {}).items())]

@@ -65,34 +65,40 @@ class FidelityOptunaSearch(OptunaSearch):
         if trial_id in self._completed_trials or trial_id not in self._ot_trials:
             return
         ot_trial = self._ot_trials[trial_id]
+        study = self._ot_study
+        assert study is not None  # OptunaSearch creates it before it suggests any trial
         result = result or {}
         value, epochs = result.get(self.metric), result.get(EPOCH)
         if error or result.get("error") or (value is not None and not math.isfinite(value)):
-            self._ot_study.tell(ot_trial, state=TrialState.FAIL)
+            study.tell(ot_trial, state=TrialState.FAIL)
             self._completed_trials.add(trial_id)
             return
         # Tune hands a result the scheduler answered STOP (ASHA's rung, or max_t) only to this
         # method, never to on_trial_result: report it here, so the last epoch is not lost.
         if value is not None and epochs is not None:
             self.on_trial_result(trial_id, result)
-        if value is not None and epochs is not None and (self._max_epochs is None
-                                                         or int(epochs) >= self._max_epochs):
-            self._ot_study.tell(ot_trial, float(value), state=TrialState.COMPLETE)
+        if value is not None and epochs is not None and (self._max_epochs is None or int(epochs) >= self._max_epochs):
+            study.tell(ot_trial, float(value), state=TrialState.COMPLETE)
         else:
             # Ended before the full budget without error (ASHA, patience, or no result at all):
             # Optuna records its last intermediate value at its last step.
-            self._ot_study.tell(ot_trial, state=TrialState.PRUNED)
+            study.tell(ot_trial, state=TrialState.PRUNED)
         self._completed_trials.add(trial_id)
 
 
-def build_optuna_search(space: SearchSpace, fixed: Mapping[str, Any], *, metric: str, mode: str,
-                        seed: int, random: bool, max_epochs: int) -> FidelityOptunaSearch:
+def build_optuna_search(
+    space: SearchSpace, fixed: Mapping[str, Any], *, metric: str, mode: str, seed: int, random: bool, max_epochs: int
+) -> FidelityOptunaSearch:
     import functools
 
-    sampler = (optuna.samplers.RandomSampler(seed=seed) if random
-               else optuna.samplers.TPESampler(seed=seed))
-    return FidelityOptunaSearch(space=functools.partial(define_with_fixed, space=space, fixed=dict(fixed)),
-                                metric=metric, mode=mode, sampler=sampler, max_epochs=max_epochs)
+    sampler = optuna.samplers.RandomSampler(seed=seed) if random else optuna.samplers.TPESampler(seed=seed)
+    return FidelityOptunaSearch(
+        space=functools.partial(define_with_fixed, space=space, fixed=dict(fixed)),
+        metric=metric,
+        mode=mode,
+        sampler=sampler,
+        max_epochs=max_epochs,
+    )
 
 
 def full_configs(configs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
@@ -112,8 +118,9 @@ def fixed_configs_search(configs: Sequence[Mapping[str, Any]]) -> tuple[BasicVar
     return BasicVariantGenerator(points_to_evaluate=points), param_space
 
 
-def grid_configs(space: SearchSpace, fixed: Mapping[str, Any], seed: int, repeats: int,
-                 where: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
+def grid_configs(
+    space: SearchSpace, fixed: Mapping[str, Any], seed: int, repeats: int, where: Mapping[str, str] | None = None
+) -> list[dict[str, Any]]:
     """Every cell of the space's grid (those matching `where`), `repeats` times with seeds seed, seed+1, ...
 
     Repeat-major: every cell once before any cell twice, so a search cut short still covers the grid.

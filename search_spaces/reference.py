@@ -19,8 +19,7 @@ REFERENCE = {"optimizer": "sgd", "learning_rate": 0.01, "momentum": 0.0, "batch_
 
 CELLS: list[dict[str, Any]] = [
     *({"model": "basenet", "bn_position": bn, "augmentation": "simple", **REFERENCE} for bn in BN_POSITIONS),
-    *({"model": "convnet", "bn_position": "after_relu", "augmentation": aug, **REFERENCE}
-      for aug in AUGMENTATIONS),
+    *({"model": "convnet", "bn_position": "after_relu", "augmentation": aug, **REFERENCE} for aug in AUGMENTATIONS),
 ]
 
 

@@ -18,27 +18,42 @@ TIME_ATTR = "epoch"  # the trainable's 1-based epoch count
 EMA_WEIGHT = 0.5  # stop_on='ema': weight of the newest epoch (a half-life of one epoch)
 
 
-def resolve_settings(space: SearchSpace, max_epochs: int, *, grace_period: int | None = None,
-                     reduction_factor: int | None = None, brackets: int | None = None,
-                     stop_on: str | None = None) -> SchedulerSettings:
+def resolve_settings(
+    space: SearchSpace,
+    max_epochs: int,
+    *,
+    grace_period: int | None = None,
+    reduction_factor: int | None = None,
+    brackets: int | None = None,
+    stop_on: str | None = None,
+) -> SchedulerSettings:
     """The space's settings with the given ones (flags) replacing them; ValueError names what is wrong.
 
     A space default that a short budget cannot hold (grace 2 with --max-epochs 1) is cut to fit;
     a given value that does not fit is refused."""
-    given = {k: v for k, v in dict(grace_period=grace_period, reduction_factor=reduction_factor,
-                                   brackets=brackets, stop_on=stop_on).items() if v is not None}
-    settings = dataclasses.replace(space.scheduler, **given)
+    given = {
+        k: v
+        for k, v in dict(
+            grace_period=grace_period, reduction_factor=reduction_factor, brackets=brackets, stop_on=stop_on
+        ).items()
+        if v is not None
+    }
+    settings = dataclasses.replace(space.scheduler, **given)  # type: ignore[arg-type]  # typed per flag
     if settings.grace_period > max_epochs:
         if "grace_period" in given:
-            raise ValueError(f"grace_period {settings.grace_period} is more than the full budget of {max_epochs} "
-                             "epochs; lower it, or use FIFO")
+            raise ValueError(
+                f"grace_period {settings.grace_period} is more than the full budget of {max_epochs} "
+                "epochs; lower it, or use FIFO"
+            )
         settings = dataclasses.replace(settings, grace_period=max_epochs)
     fit = max(1, len(rung_epochs(dataclasses.replace(settings, brackets=1), max_epochs)))
     if settings.brackets > fit:
         if "brackets" in given:
-            raise ValueError(f"brackets {settings.brackets}: with grace_period {settings.grace_period}, "
-                             f"reduction_factor {settings.reduction_factor} and {max_epochs} epochs only "
-                             f"{fit} bracket(s) have a rung below the budget; use fewer brackets")
+            raise ValueError(
+                f"brackets {settings.brackets}: with grace_period {settings.grace_period}, "
+                f"reduction_factor {settings.reduction_factor} and {max_epochs} epochs only "
+                f"{fit} bracket(s) have a rung below the budget; use fewer brackets"
+            )
         settings = dataclasses.replace(settings, brackets=fit)
     return settings
 
@@ -82,7 +97,7 @@ class SmoothedASHA(ASHAScheduler):
         history = self._history.setdefault(trial.trial_id, {})
         history[int(result[self._time_attr])] = float(value)
         values = [history[e] for e in sorted(history)]
-        return {**result, self._metric: smooth(values, self._stop_on, self._mode)}
+        return {**result, self._metric: smooth(values, self._stop_on, self._mode or "max")}
 
     def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
         return super().on_trial_result(tune_controller, trial, self._smoothed(trial, result))
@@ -104,17 +119,25 @@ def smooth(values: list[float], stop_on: str, mode: str = "max") -> float:
     return ema
 
 
-def build_scheduler(kind: str, settings: SchedulerSettings, max_epochs: int, *,
-                    metric: str | None = None, mode: str | None = None) -> TrialScheduler:
+def build_scheduler(
+    kind: str, settings: SchedulerSettings, max_epochs: int, *, metric: str | None = None, mode: str | None = None
+) -> TrialScheduler:
     """FIFO (no early stopping) or ASHA at `settings`, judging at the epochs rung_epochs() lists.
     metric/mode may be left to tune.TuneConfig."""
     if kind == "fifo":
         return FIFOScheduler()
     if kind != "asha":
         raise ValueError(f"scheduler must be 'asha' or 'fifo', got {kind!r}")
-    return SmoothedASHA(time_attr=TIME_ATTR, metric=metric, mode=mode, max_t=max_epochs,
-                        grace_period=settings.grace_period, reduction_factor=settings.reduction_factor,
-                        brackets=settings.brackets, stop_on=settings.stop_on)
+    return SmoothedASHA(
+        time_attr=TIME_ATTR,
+        metric=metric,
+        mode=mode,
+        max_t=max_epochs,
+        grace_period=settings.grace_period,
+        reduction_factor=settings.reduction_factor,
+        brackets=settings.brackets,
+        stop_on=settings.stop_on,
+    )
 
 
 def record(kind: str, settings: SchedulerSettings | None, max_epochs: int, metric: str, mode: str) -> dict[str, Any]:
@@ -122,5 +145,12 @@ def record(kind: str, settings: SchedulerSettings | None, max_epochs: int, metri
     FIFO too: the report then says what ASHA at the space's settings would have judged."""
     if settings is None:
         return {"kind": kind}
-    return {"kind": kind, **settings.to_dict(), "max_t": max_epochs, "time_attr": TIME_ATTR,
-            "metric": metric, "mode": mode, "rungs": rung_epochs(settings, max_epochs)}
+    return {
+        "kind": kind,
+        **settings.to_dict(),
+        "max_t": max_epochs,
+        "time_attr": TIME_ATTR,
+        "metric": metric,
+        "mode": mode,
+        "rungs": rung_epochs(settings, max_epochs),
+    }

@@ -11,11 +11,11 @@ from typing import Any
 import optuna
 
 from search_spaces.base import SchedulerSettings, SearchSpace
-from trainables.config import TRANSFER_MODELS, TRANSFER_MODES
+from trainables.config import TRANSFER_MODES
 
 
 def define(trial: optuna.Trial) -> dict[str, Any]:
-    trial.suggest_categorical("model", TRANSFER_MODELS)
+    trial.suggest_categorical("model", ["resnet50", "inception_resnet_v2"])
     trial.suggest_categorical("transfer_mode", TRANSFER_MODES)
     trial.suggest_categorical("head_units", [500, 1024])
     trial.suggest_float("dropout", 0.0, 0.5)

@@ -15,8 +15,15 @@ import numpy as np
 from PIL import Image
 
 
-def make_cub_folder(root: str | Path, n_classes: int = 3, per_class: int = 14, size: int = 48,
-                    train_per_class: int | None = None, seed: int = 0, width: int | None = None) -> Path:
+def make_cub_folder(
+    root: str | Path,
+    n_classes: int = 3,
+    per_class: int = 14,
+    size: int = 48,
+    train_per_class: int | None = None,
+    seed: int = 0,
+    width: int | None = None,
+) -> Path:
     """Write `root/CUB_200_2011/` with `n_classes * per_class` JPEGs of `size` rows by `width`
     (default `size`) columns; real CUB photos are not square, so tests may pass a `width`.
 
@@ -46,15 +53,19 @@ def make_cub_folder(root: str | Path, n_classes: int = 3, per_class: int = 14, s
             # A box of the inverse colour in the upper-left quadrant: the bird the bounding box frames.
             x, y = int(rng.integers(0, cols // 4)), int(rng.integers(0, size // 4))
             w, h = cols // 2, size // 2
-            pixels[y:y + h, x:x + w] = 255 - base
+            pixels[y : y + h, x : x + w] = 255 - base
             name = f"{class_dir}/Bird_{c + 1}_{i:04d}.jpg"
             Image.fromarray(pixels).save(folder / "images" / name, quality=95)
             images.append(f"{image_id} {name}")
             labels.append(f"{image_id} {c + 1}")
             split.append(f"{image_id} {1 if i < train_per_class else 0}")
             boxes.append(f"{image_id} {float(x)} {float(y)} {float(w)} {float(h)}")
-    for filename, lines in (("images.txt", images), ("image_class_labels.txt", labels),
-                            ("train_test_split.txt", split), ("bounding_boxes.txt", boxes),
-                            ("classes.txt", classes)):
+    for filename, lines in (
+        ("images.txt", images),
+        ("image_class_labels.txt", labels),
+        ("train_test_split.txt", split),
+        ("bounding_boxes.txt", boxes),
+        ("classes.txt", classes),
+    ):
         (folder / filename).write_text("\n".join(lines) + "\n")
     return folder

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 
+import driver
 import run_search
 from analysis.tables import read_table
 from search_spaces import SPACES
@@ -44,8 +45,14 @@ def free_ports(n: int) -> list[int]:
 
 def node_ports(ports: list[int]) -> list[str]:
     """The per-node ports Ray would otherwise take from fixed defaults shared by every Ray on the host."""
-    names = ("--dashboard-agent-listen-port", "--dashboard-agent-grpc-port", "--metrics-export-port",
-             "--runtime-env-agent-port", "--node-manager-port", "--object-manager-port")
+    names = (
+        "--dashboard-agent-listen-port",
+        "--dashboard-agent-grpc-port",
+        "--metrics-export-port",
+        "--runtime-env-agent-port",
+        "--node-manager-port",
+        "--object-manager-port",
+    )
     return [arg for name, port in zip(names, ports, strict=True) for arg in (name, str(port))]
 
 
@@ -64,34 +71,63 @@ def processes_naming(text: str) -> list[int]:
 
 
 def active_nodes(address: str, env: dict[str, str]) -> list[str]:
-    out = subprocess.run([RAY, "status", "--address", address], capture_output=True, text=True, env=env,
-                         timeout=60).stdout
+    out = subprocess.run(
+        [RAY, "status", "--address", address], capture_output=True, text=True, env=env, timeout=60
+    ).stdout
     active = out.split("Active:", 1)[-1].split("Pending:", 1)[0] if "Active:" in out else ""
     return re.findall(r"node_([0-9a-f]+)", active)
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")  # one cluster for the tests below: starting one takes a minute
 def two_node_cluster():
     temp_dir = tempfile.mkdtemp(prefix="rc", dir="/tmp")  # short: Ray's unix socket paths must fit 107 bytes
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token",
-           "RAY_AUTH_TOKEN": secrets.token_hex(32)}
+    env = {
+        **os.environ,
+        "RAY_USAGE_STATS_ENABLED": "0",
+        "RAY_AUTH_MODE": "token",
+        "RAY_AUTH_TOKEN": secrets.token_hex(32),
+    }
     env.pop("RAY_ADDRESS", None)
     ports = free_ports(14)
     address = f"127.0.0.1:{ports[0]}"
     # 150 MB object store per node: the digits data is ~1 MB; Ray's default is 30 % of RAM.
-    common = ["--block", "--num-cpus", "1", "--num-gpus", "0", "--node-ip-address", "127.0.0.1",
-              "--object-store-memory", str(150 * 1024**2), "--temp-dir", temp_dir, "--disable-usage-stats"]
+    common = [
+        "--block",
+        "--num-cpus",
+        "1",
+        "--num-gpus",
+        "0",
+        "--node-ip-address",
+        "127.0.0.1",
+        "--object-store-memory",
+        str(150 * 1024**2),
+        "--temp-dir",
+        temp_dir,
+        "--disable-usage-stats",
+    ]
     starts = []
     logs = Path(temp_dir) / "start-logs"
     logs.mkdir()
     try:
-        head = [RAY, "start", "--head", "--port", str(ports[0]), "--ray-client-server-port", str(ports[1]),
-                "--include-dashboard", "false", *node_ports(ports[2:8]), *common]
+        head = [
+            RAY,
+            "start",
+            "--head",
+            "--port",
+            str(ports[0]),
+            "--ray-client-server-port",
+            str(ports[1]),
+            "--include-dashboard",
+            "false",
+            *node_ports(ports[2:8]),
+            *common,
+        ]
         worker = [RAY, "start", "--address", address, *node_ports(ports[8:14]), *common]
         for name, cmd in (("head", head), ("worker", worker)):
             log = open(logs / f"{name}.log", "w")  # noqa: SIM115 - closed with the process
-            starts.append((subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
-                                            start_new_session=True), log))
+            starts.append(
+                (subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True), log)
+            )
             if name == "head":
                 _wait_for(lambda: "Ray runtime started" in (logs / "head.log").read_text(), 120, logs)
         _wait_for(lambda: len(active_nodes(address, env)) == 2, 180, logs)
@@ -117,7 +153,7 @@ def two_node_cluster():
         shutil.rmtree(temp_dir, ignore_errors=True)
 
 
-def _wait_for(condition, timeout_s: float, logs: Path) -> None:  # noqa: ANN001
+def _wait_for(condition, timeout_s: float, logs: Path) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         try:
@@ -136,12 +172,35 @@ def test_sweep_through_address_spreads_trials_over_both_nodes(two_node_cluster, 
     address, env, node_ids = two_node_cluster
     assert len(node_ids) == 2
     proc = subprocess.run(
-        [sys.executable, str(PROJECT / "run_search.py"), "--space", "batchnorm", "--dataset", "digits",
-         "--num-samples", str(NUM_SAMPLES), "--max-epochs", str(EPOCHS), "--scheduler", "fifo",
-         "--cpus-per-trial", "1", "--address", address, "--storage-path", str(tmp_path), "--name", "cluster",
-         "-q"],
+        [
+            sys.executable,
+            str(PROJECT / "run_search.py"),
+            "--space",
+            "batchnorm",
+            "--dataset",
+            "digits",
+            "--num-samples",
+            str(NUM_SAMPLES),
+            "--max-epochs",
+            str(EPOCHS),
+            "--scheduler",
+            "fifo",
+            "--cpus-per-trial",
+            "1",
+            "--address",
+            address,
+            "--storage-path",
+            str(tmp_path),
+            "--name",
+            "cluster",
+            "-q",
+        ],
         cwd=tmp_path,  # run from elsewhere, as a user on a cluster login node would
-        capture_output=True, text=True, timeout=800, env=env)
+        capture_output=True,
+        text=True,
+        timeout=800,
+        env=env,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 
     trials = read_table(tmp_path / "cluster", "trials")
@@ -159,45 +218,119 @@ def test_sweep_through_address_spreads_trials_over_both_nodes(two_node_cluster, 
     assert (trials["gpus"] == 0).all()
 
 
-@pytest.mark.parametrize(("space", "flag", "cluster_gpus", "expected"), [
-    ("transfer", None, 8.0, 1.0),  # a backbone trial takes a whole GPU where there are GPUs
-    ("transfer", None, 0.0, 0.0),  # ... and still runs on a CPU-only machine
-    ("batchnorm", None, 8.0, 0.0),  # small CNN spaces stay on CPUs unless asked
-    ("batchnorm", 0.25, 8.0, 0.25),  # the flag wins: four trials share a GPU
-    ("transfer", 0.5, 8.0, 0.5),
-])
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_a_plugin_reaches_the_workers_on_both_nodes(two_node_cluster, tmp_path):
+    """The example plugin from a folder outside the project (so not in the shipped working dir): the
+    runtime env's py_modules carries it, and every trial, on either node, imports it by module name."""
+    address, env, node_ids = two_node_cluster
+    plugin = tmp_path / "mine" / "resnet_mini_plugin.py"
+    plugin.parent.mkdir()
+    shutil.copy(PROJECT / "examples" / "resnet_mini_plugin.py", plugin)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(PROJECT / "run_search.py"),
+            "--plugin",
+            str(plugin),
+            "--space",
+            "resnet_mini",
+            "--search",
+            "grid",
+            "--max-epochs",
+            "1",
+            "--scheduler",
+            "fifo",
+            "--cpus-per-trial",
+            "1",
+            "--address",
+            address,
+            "--storage-path",
+            str(tmp_path),
+            "--name",
+            "plugin",
+            "-q",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=800,
+        env=env,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    trials = read_table(tmp_path / "plugin", "trials")
+    assert set(trials["status"]) == {"completed"} and trials["error"].isna().all()
+    assert set(trials["model"]) == {"resnet_mini", "basenet"}
+    assert trials.set_index("model").loc["resnet_mini", "res_blocks"] == 1
+    ran_on = {node.split(":", 1)[1] for node in trials["node"]}
+    assert ran_on == {node_id[:12] for node_id in node_ids}, (ran_on, node_ids)
+
+
+def test_runtime_env_ships_plugin_files_as_py_modules(tmp_path):
+    env = driver.cluster_runtime_env({}, [str(tmp_path / "mine.py"), "installed_plugin_module"])
+    assert env["py_modules"] == [str(tmp_path / "mine.py")]  # a module name must be importable on the nodes
+
+
+@pytest.mark.parametrize(
+    ("space", "flag", "cluster_gpus", "expected"),
+    [
+        ("transfer", None, 8.0, 1.0),  # a backbone trial takes a whole GPU where there are GPUs
+        ("transfer", None, 0.0, 0.0),  # ... and still runs on a CPU-only machine
+        ("batchnorm", None, 8.0, 0.0),  # small CNN spaces stay on CPUs unless asked
+        ("batchnorm", 0.25, 8.0, 0.25),  # the flag wins: four trials share a GPU
+        ("transfer", 0.5, 8.0, 0.5),
+    ],
+)
 def test_gpus_per_trial_default_follows_the_cluster(space, flag, cluster_gpus, expected):
-    assert run_search.trial_gpus(flag, SPACES[space].gpus_per_trial, cluster_gpus) == expected
+    assert driver.trial_gpus(flag, SPACES[space].gpus_per_trial, cluster_gpus) == expected
 
 
-@pytest.mark.parametrize(("storage", "endpoint", "message"), [
-    ("s3://bucket/hpo", "minio:9000", "--s3-endpoint must be an http:// or https:// URL"),
-    (None, "http://127.0.0.1:9000", "--s3-endpoint needs an s3:// --storage-path"),
-])
+@pytest.mark.parametrize(
+    ("storage", "endpoint", "message"),
+    [
+        ("s3://bucket/hpo", "minio:9000", "--s3-endpoint must be an http:// or https:// URL"),
+        (None, "http://127.0.0.1:9000", "--s3-endpoint needs an s3:// --storage-path"),
+    ],
+)
 def test_bad_s3_endpoint_is_a_usage_error(storage, endpoint, message, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
-    code = run_search.main(["--space", "batchnorm", "--dataset", "digits", "--storage-path",
-                            storage or str(tmp_path / "results"), "--s3-endpoint", endpoint])
+    code = run_search.main(
+        [
+            "--space",
+            "batchnorm",
+            "--dataset",
+            "digits",
+            "--storage-path",
+            storage or str(tmp_path / "results"),
+            "--s3-endpoint",
+            endpoint,
+        ]
+    )
     err = capsys.readouterr().err
-    assert code == run_search.EXIT_USAGE
+    assert code == driver.EXIT_USAGE
     assert message in err and "Traceback" not in err
     assert "AWS_ENDPOINT_URL" not in os.environ
     assert list(tmp_path.iterdir()) == []  # nothing written
 
 
 def test_runtime_env_ships_code_and_endpoint_but_no_credentials():
-    env = run_search.cluster_runtime_env({"AWS_ENDPOINT_URL": "http://minio:9000", "AWS_SECRET_ACCESS_KEY": "s"})
+    env = driver.cluster_runtime_env({"AWS_ENDPOINT_URL": "http://minio:9000", "AWS_SECRET_ACCESS_KEY": "s"})
     assert env["working_dir"] == str(PROJECT) and ".venv" in env["excludes"]
     assert env["env_vars"] == {"AWS_ENDPOINT_URL": "http://minio:9000"}
-    assert run_search.cluster_runtime_env({}).keys() == {"working_dir", "excludes"}
+    assert driver.cluster_runtime_env({}).keys() == {"working_dir", "excludes"}
 
 
 def test_runtime_env_defers_to_a_ray_jobs_own():
     # `ray job submit --working-dir . --runtime-env-json '{"env_vars": {...}}'`: Ray refuses to merge
     # a driver's runtime env that sets the same fields, so the driver leaves them to the job.
-    job = json.dumps({"runtime_env": {"working_dir": "gcs://_ray_pkg_abc.zip",
-                                      "env_vars": {"AWS_ENDPOINT_URL": "http://minio:9000"}}})
-    env = run_search.cluster_runtime_env({"RAY_JOB_CONFIG_JSON_ENV_VAR": job,
-                                          "AWS_ENDPOINT_URL": "http://minio:9000"})
+    job = json.dumps(
+        {
+            "runtime_env": {
+                "working_dir": "gcs://_ray_pkg_abc.zip",
+                "env_vars": {"AWS_ENDPOINT_URL": "http://minio:9000"},
+            }
+        }
+    )
+    env = driver.cluster_runtime_env({"RAY_JOB_CONFIG_JSON_ENV_VAR": job, "AWS_ENDPOINT_URL": "http://minio:9000"})
     assert env == {}

@@ -19,8 +19,14 @@ pytestmark = pytest.mark.slow
 def start(*args: str, log: Path) -> subprocess.Popen:
     """run_search.py in its own session, so its Ray processes can be cleaned up as a group."""
     out = open(log, "w")  # noqa: SIM115 - the process owns it
-    return subprocess.Popen([sys.executable, str(PROJECT / "run_search.py"), *args], cwd=PROJECT,
-                            stdout=out, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    return subprocess.Popen(
+        [sys.executable, str(PROJECT / "run_search.py"), *args],
+        cwd=PROJECT,
+        stdout=out,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
 
 
 def reports(exp: Path) -> dict[str, list[dict]]:
@@ -81,16 +87,18 @@ SEARCH = ("--space", "batchnorm", "--dataset", "digits", "--scheduler", "fifo", 
 def start_one_trial(tmp_path):
     """A one-trial, 3-epoch search in experiment `x`: (experiment folder, log, process)."""
     log = tmp_path / "log"
-    proc = start(*SEARCH, "--num-samples", "1", "--max-epochs", "3", "--storage-path", str(tmp_path),
-                 "--name", "x", log=log)
+    proc = start(
+        *SEARCH, "--num-samples", "1", "--max-epochs", "3", "--storage-path", str(tmp_path), "--name", "x", log=log
+    )
     return tmp_path / "x", log, proc
 
 
 def test_a_worker_killed_mid_epoch_is_retried_from_its_checkpoint(tmp_path):
     exp, log, proc = start_one_trial(tmp_path)
     try:
-        first = wait_for(lambda: next((r for rows in reports(exp).values() for r in rows if r.get("epoch") == 1),
-                                      None), proc, log)
+        first = wait_for(
+            lambda: next((r for rows in reports(exp).values() for r in rows if r.get("epoch") == 1), None), proc, log
+        )
         os.kill(first["pid"], signal.SIGKILL)  # the trial's worker, while epoch 2 trains
         assert proc.wait(timeout=600) == 0, log.read_text()[-4000:]
     finally:
@@ -99,30 +107,36 @@ def test_a_worker_killed_mid_epoch_is_retried_from_its_checkpoint(tmp_path):
     pids = {r["pid"] for r in rows if "pid" in r}
     assert len(pids) == 2, "a second worker process took over"
     resumed = [r for r in rows if r["pid"] != first["pid"]]
-    assert resumed[0]["epoch"] == 2 and resumed[0]["iterations_since_restore"] == 1, \
+    assert resumed[0]["epoch"] == 2 and resumed[0]["iterations_since_restore"] == 1, (
         "the retry restored the epoch-1 checkpoint instead of starting over"
+    )
     trials, epochs = tables(exp)
     assert list(trials["status"]) == ["completed"] and list(trials["epochs_completed"]) == [3]
     assert list(epochs["epoch"]) == [1, 2, 3]
     assert_one_row_per_trial_and_epoch(trials, epochs)
 
 
-def _interrupt_then_resume(tmp_path: Path, stop) -> tuple[subprocess.CompletedProcess, dict, dict]:  # noqa: ANN001
+def _interrupt_then_resume(tmp_path: Path, stop) -> tuple[subprocess.CompletedProcess, dict, dict]:
     """Start 3 trials of 2 epochs one at a time, `stop` the driver once a trial has finished,
     then --resume. Returns (the resume run, reports before the resume, reports after)."""
     exp = tmp_path / "x"
     log = tmp_path / "log"
-    proc = start(*SEARCH, "--num-samples", "3", "--max-epochs", "2", "--storage-path", str(tmp_path),
-                 "--name", "x", log=log)
+    proc = start(
+        *SEARCH, "--num-samples", "3", "--max-epochs", "2", "--storage-path", str(tmp_path), "--name", "x", log=log
+    )
     try:
         wait_for(lambda: finished(exp, 2), proc, log)
         stop(proc, exp, log)
     finally:
         reap(proc)
     before = reports(exp)
-    resume = subprocess.run([sys.executable, str(PROJECT / "run_search.py"), "--resume", "--name", "x",
-                             "--storage-path", str(tmp_path)], cwd=PROJECT, capture_output=True, text=True,
-                            timeout=900)
+    resume = subprocess.run(
+        [sys.executable, str(PROJECT / "run_search.py"), "--resume", "--name", "x", "--storage-path", str(tmp_path)],
+        cwd=PROJECT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert resume.returncode == 0, resume.stdout[-3000:] + resume.stderr[-3000:]
     return resume, before, reports(exp)
 
@@ -163,8 +177,13 @@ def test_a_driver_killed_outright_then_resume_completes(tmp_path):
         reap(proc)
         # The driver never wrote its tables; they are rebuilt from the experiment folder alone.
         assert not (exp / "tables").exists()
-        rebuilt = subprocess.run([sys.executable, "-m", "analysis", str(exp), "--rebuild-tables"], cwd=PROJECT,
-                                 capture_output=True, text=True, timeout=300)
+        rebuilt = subprocess.run(
+            [sys.executable, "-m", "analysis", str(exp), "--rebuild-tables"],
+            cwd=PROJECT,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert rebuilt.returncode == 0, rebuilt.stderr[-3000:]
         trials, epochs = tables(exp)
         done = finished(exp, 2)
@@ -188,9 +207,13 @@ def test_sigterm_exits_130_and_resume_continues_the_trial_from_its_checkpoint(tm
     assert len(trials) == 1 and 1 <= trials.loc[0, "epochs_completed"] < 3
     stopped_at = int(trials.loc[0, "epochs_completed"])
 
-    resume = subprocess.run([sys.executable, str(PROJECT / "run_search.py"), "--resume", "--name", "x",
-                             "--storage-path", str(tmp_path)], cwd=PROJECT, capture_output=True, text=True,
-                            timeout=900)
+    resume = subprocess.run(
+        [sys.executable, str(PROJECT / "run_search.py"), "--resume", "--name", "x", "--storage-path", str(tmp_path)],
+        cwd=PROJECT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert resume.returncode == 0, resume.stdout[-3000:] + resume.stderr[-3000:]
     trials, epochs = tables(exp)
     assert list(trials["status"]) == ["completed"] and list(epochs["epoch"]) == [1, 2, 3]

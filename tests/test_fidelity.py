@@ -27,11 +27,40 @@ pytestmark = pytest.mark.slow
 def experiment(tmp_path_factory):
     root = tmp_path_factory.mktemp("fidelity")
     out = subprocess.run(
-        [sys.executable, "run_search.py", "--space", "basenet", "--dataset", "digits", "--num-samples", "6",
-         "--max-epochs", str(MAX_EPOCHS), "--scheduler", "asha", "--grace-period", "1", "--max-concurrent", "2",
-         "--seed", "0",
-         "--confirm-top", "2", "--repeats", "2", "--storage-path", str(root), "--name", "f"],
-        cwd=PROJECT, capture_output=True, text=True, timeout=1200, env=dict(os.environ))
+        [
+            sys.executable,
+            "run_search.py",
+            "--space",
+            "basenet",
+            "--dataset",
+            "digits",
+            "--num-samples",
+            "6",
+            "--max-epochs",
+            str(MAX_EPOCHS),
+            "--scheduler",
+            "asha",
+            "--grace-period",
+            "1",
+            "--max-concurrent",
+            "2",
+            "--seed",
+            "0",
+            "--confirm-top",
+            "2",
+            "--repeats",
+            "2",
+            "--storage-path",
+            str(root),
+            "--name",
+            "f",
+        ],
+        cwd=PROJECT,
+        capture_output=True,
+        text=True,
+        timeout=1200,
+        env=dict(os.environ),
+    )
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     exp = root / "f"
     trials = pd.read_parquet(exp / "tables" / "trials.parquet")
@@ -52,7 +81,7 @@ def test_optuna_study_has_early_stopped_trials_pruned_and_full_budget_ones_compl
     for trial_id, ot_trial in searcher._ot_trials.items():  # Tune trial id -> Optuna trial
         frozen, row = by_number[ot_trial.number], search.loc[trial_id]
         curve = epochs[epochs["trial_id"] == trial_id].sort_values("epoch")
-        expected = dict(zip(curve["epoch"].astype(int), curve["val_accuracy"]))
+        expected = dict(zip(curve["epoch"].astype(int), curve["val_accuracy"], strict=True))
         # Every epoch reached Optuna at step = epoch, exactly once.
         assert frozen.intermediate_values.keys() == expected.keys()
         for step, value in expected.items():

@@ -10,16 +10,57 @@ import pytest
 from analysis.tables import EPOCHS_SCHEMA, TRIALS_SCHEMA
 
 DESIGN_TRIAL_COLUMNS = [
-    "experiment", "space", "phase", "trial_id", "status", "dataset", "seed", "model", "bn_position",
-    "optimizer", "learning_rate", "batch_size", "augmentation", "transfer_mode", "depth",
-    "epochs_completed", "stopped_early", "best_val_accuracy", "val_accuracy", "val_loss", "test_accuracy",
-    "train_time_s", "node", "gpus", "started_at", "ended_at", "error", "git_sha",
-    "tensorflow_version", "keras_version", "ray_version", "optuna_version",
+    "experiment",
+    "space",
+    "phase",
+    "trial_id",
+    "status",
+    "dataset",
+    "seed",
+    "model",
+    "bn_position",
+    "optimizer",
+    "learning_rate",
+    "batch_size",
+    "augmentation",
+    "transfer_mode",
+    "depth",
+    "epochs_completed",
+    "stopped_early",
+    "best_val_accuracy",
+    "val_accuracy",
+    "val_loss",
+    "test_accuracy",
+    "train_time_s",
+    "node",
+    "gpus",
+    "started_at",
+    "ended_at",
+    "error",
+    "git_sha",
+    "tensorflow_version",
+    "keras_version",
+    "ray_version",
+    "optuna_version",
 ]
-COST_COLUMNS = ["param_count", "macs_per_image", "inference_s_per_image_b1", "inference_s_per_image_large",
-                "inference_large_batch", "inference_device"]
-DESIGN_EPOCH_COLUMNS = ["trial_id", "epoch", "loss", "accuracy", "val_loss", "val_accuracy",
-                        "learning_rate", "epoch_time_s"]
+COST_COLUMNS = [
+    "param_count",
+    "macs_per_image",
+    "inference_s_per_image_b1",
+    "inference_s_per_image_large",
+    "inference_large_batch",
+    "inference_device",
+]
+DESIGN_EPOCH_COLUMNS = [
+    "trial_id",
+    "epoch",
+    "loss",
+    "accuracy",
+    "val_loss",
+    "val_accuracy",
+    "learning_rate",
+    "epoch_time_s",
+]
 
 
 def test_unknown_space_exits_2_listing_the_known_ones(search, tmp_path):
@@ -31,8 +72,16 @@ def test_unknown_space_exits_2_listing_the_known_ones(search, tmp_path):
 
 
 def test_unavailable_dataset_exits_2_naming_the_fix(search, tmp_path):
-    out = search("--space", "batchnorm", "--dataset", "cifar100_25", "--data-dir", str(tmp_path / "none"),
-                 "--storage-path", str(tmp_path / "res"))
+    out = search(
+        "--space",
+        "batchnorm",
+        "--dataset",
+        "cifar100_25",
+        "--data-dir",
+        str(tmp_path / "none"),
+        "--storage-path",
+        str(tmp_path / "res"),
+    )
     assert out.returncode == 2
     assert "--data-dir" in out.stderr and "--dataset digits" in out.stderr
     assert "Traceback" not in out.stderr
@@ -41,8 +90,20 @@ def test_unavailable_dataset_exits_2_naming_the_fix(search, tmp_path):
 
 @pytest.mark.slow
 def test_batchnorm_search_on_digits_writes_the_design_tables(search, tmp_path):
-    out = search("--space", "batchnorm", "--dataset", "digits", "--num-samples", "6", "--max-epochs", "3",
-                 "--storage-path", str(tmp_path), "--name", "x")
+    out = search(
+        "--space",
+        "batchnorm",
+        "--dataset",
+        "digits",
+        "--num-samples",
+        "6",
+        "--max-epochs",
+        "3",
+        "--storage-path",
+        str(tmp_path),
+        "--name",
+        "x",
+    )
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     tables = tmp_path / "x" / "tables"
     trials = pd.read_parquet(tables / "trials.parquet")
@@ -58,11 +119,15 @@ def test_batchnorm_search_on_digits_writes_the_design_tables(search, tmp_path):
     # Exactly one row per reported epoch, numbered 1..epochs_completed without gaps.
     assert len(epochs) == trials["epochs_completed"].sum()
     assert not epochs.duplicated(["trial_id", "epoch"]).any()
-    for trial_id, n in zip(trials["trial_id"], trials["epochs_completed"]):
+    for trial_id, n in zip(trials["trial_id"], trials["epochs_completed"], strict=True):
         assert sorted(epochs.loc[epochs["trial_id"] == trial_id, "epoch"]) == list(range(1, n + 1))
 
-    assert (trials[["experiment", "space", "phase", "dataset"]].iloc[0].tolist()
-            == ["x", "batchnorm", "search", "digits"])
+    assert trials[["experiment", "space", "phase", "dataset"]].iloc[0].tolist() == [
+        "x",
+        "batchnorm",
+        "search",
+        "digits",
+    ]
     assert (trials["seed"] == 0).all() and set(trials["model"]) <= {"basenet", "convnet"}
     assert set(trials["bn_position"]) <= {"none", "before_relu", "after_relu"}
     # Knobs a trial did not read are null, never their defaults (DESIGN section 3).
@@ -114,7 +179,8 @@ def assert_tensorboard_has_every_epoch_and_the_knobs(search_dir: Path, epochs: p
             assert value == pytest.approx(reported[epoch], abs=1e-6)
         assert "ray/tune/param_count" in acc.Tags()["scalars"]
         start = plugin_data_pb2.HParamsPluginData.FromString(
-            acc.PluginTagToContent("hparams")["_hparams_/session_start_info"]).session_start_info
+            acc.PluginTagToContent("hparams")["_hparams_/session_start_info"]
+        ).session_start_info
         hparams = {k: v.WhichOneof("kind") and getattr(v, v.WhichOneof("kind")) for k, v in start.hparams.items()}
         params = json.loads((folder / "params.json").read_text())
         for knob in ("model", "bn_position", "optimizer", "learning_rate", "batch_size", "seed"):

@@ -62,14 +62,16 @@ def cifar_dir(root: Path, train: bytes, test: bytes | None = None) -> Path:
 
 def cifar_payload(n: int = 50) -> bytes:
     rng = np.random.default_rng(0)
-    return pickle.dumps({b"data": rng.integers(0, 255, (n, 3072), dtype=np.uint8),
-                         b"fine_labels": list(np.arange(n) % 25)}, protocol=2)
+    return pickle.dumps(
+        {b"data": rng.integers(0, 255, (n, 3072), dtype=np.uint8), b"fine_labels": list(np.arange(n) % 25)}, protocol=2
+    )
 
 
 DIGITS = ("--space", "batchnorm", "--dataset", "digits")
 
 
 # --- usage -------------------------------------------------------------------------------------
+
 
 def test_unknown_space(search, store):
     refused(search, store, "--space", "nope", expect=("--space 'nope' is unknown", "batchnorm"))
@@ -85,10 +87,13 @@ def test_non_positive_counts(search, store, flag, value):
     refused(search, store, *DIGITS, flag, value, expect=(f"{flag} must be a positive integer",))
 
 
-@pytest.mark.parametrize("argv,expect", [
-    (("--repeats", "-1", "--confirm-top", "2"), "--repeats must be >= 0"),
-    (("--repeats", "0", "--confirm-top", "2"), "--confirm-top K needs --repeats R (R >= 1)"),
-])
+@pytest.mark.parametrize(
+    "argv,expect",
+    [
+        (("--repeats", "-1", "--confirm-top", "2"), "--repeats must be >= 0"),
+        (("--repeats", "0", "--confirm-top", "2"), "--confirm-top K needs --repeats R (R >= 1)"),
+    ],
+)
 def test_non_positive_repeats(search, store, argv, expect):
     # --repeats 0 is the default (no confirmation stage), so 0 is refused only where repeats are asked for.
     refused(search, store, *DIGITS, *argv, expect=(expect,))
@@ -103,6 +108,7 @@ def test_missing_space_without_resume(search, store):
 
 
 # --- storage and experiment names --------------------------------------------------------------
+
 
 def test_existing_name_without_resume_is_refused(search, store):
     refused(search, store, *DIGITS, "--name", EXISTING, expect=("already exists", "--resume"))
@@ -142,14 +148,26 @@ CIFAR = ("--space", "batchnorm", "--dataset", "cifar100_25")
 
 
 def test_missing_data_dir(search, store, tmp_path):
-    refused(search, store, *CIFAR, "--data-dir", str(tmp_path / "nowhere"),
-            expect=("--data-dir", "does not exist", "--dataset digits"))
+    refused(
+        search,
+        store,
+        *CIFAR,
+        "--data-dir",
+        str(tmp_path / "nowhere"),
+        expect=("--data-dir", "does not exist", "--dataset digits"),
+    )
 
 
 def test_data_dir_without_the_cifar_layout(search, store, tmp_path):
     (tmp_path / "data" / "something-else").mkdir(parents=True)
-    refused(search, store, *CIFAR, "--data-dir", str(tmp_path / "data"),
-            expect=("--data-dir", "holds no cifar-100-python/", "'train' and 'test'"))
+    refused(
+        search,
+        store,
+        *CIFAR,
+        "--data-dir",
+        str(tmp_path / "data"),
+        expect=("--data-dir", "holds no cifar-100-python/", "'train' and 'test'"),
+    )
 
 
 def test_data_dir_that_is_a_file(search, store, tmp_path):
@@ -189,8 +207,9 @@ TRANSFER = ("--space", "transfer", "--dataset", "cub200")
 def test_cub_folder_missing_an_index_file(search, store, tmp_path):
     folder = make_cub_folder(tmp_path / "cub")
     (folder / "image_class_labels.txt").unlink()
-    refused(search, store, *TRANSFER, "--data-dir", str(tmp_path / "cub"),
-            expect=("image_class_labels.txt", "re-extract"))
+    refused(
+        search, store, *TRANSFER, "--data-dir", str(tmp_path / "cub"), expect=("image_class_labels.txt", "re-extract")
+    )
 
 
 def test_cub_folder_missing_an_image(search, store, tmp_path):
@@ -202,6 +221,7 @@ def test_cub_folder_missing_an_image(search, store, tmp_path):
 
 # --- resources (Ray starts, so slow) -------------------------------------------------------------
 
+
 @pytest.mark.slow
 @pytest.mark.parametrize("flag,value,key", [("--cpus-per-trial", "4096", "CPU"), ("--gpus-per-trial", "64", "GPU")])
 def test_more_resources_per_trial_than_the_cluster_has(search, store, flag, value, key):
@@ -210,17 +230,36 @@ def test_more_resources_per_trial_than_the_cluster_has(search, store, flag, valu
 
 # --- resume arguments (no Ray needed) -----------------------------------------------------------
 
-def test_resume_takes_the_stored_settings_and_refuses_contradictions():
-    from run_search import UsageError, explicit_flags, parse_args, resumed_args
 
-    stored = vars(parse_args(["--space", "batchnorm", "--dataset", "digits", "--num-samples", "3",
-                              "--max-epochs", "2", "--seed", "7", "--name", "x"]))
+def test_resume_takes_the_stored_settings_and_refuses_contradictions():
+    from driver import UsageError, resumed_args
+    from run_search import explicit_flags, parse_args
+
+    stored = vars(
+        parse_args(
+            [
+                "--space",
+                "batchnorm",
+                "--dataset",
+                "digits",
+                "--num-samples",
+                "3",
+                "--max-epochs",
+                "2",
+                "--seed",
+                "7",
+                "--name",
+                "x",
+            ]
+        )
+    )
     meta = {"args": stored}
 
     def resume(*argv: str):
         args = parse_args(["--resume", "--name", "x", *argv])
-        args.explicit = explicit_flags(list(argv) + ["--resume", "--name", "x"], vars(args))
-        return resumed_args(args, meta, "results/x")
+        return resumed_args(
+            args, explicit_flags(list(argv) + ["--resume", "--name", "x"], vars(args)), meta, "results/x"
+        )
 
     args = resume("-v")
     assert (args.space, args.num_samples, args.max_epochs, args.seed, args.resume) == ("batchnorm", 3, 2, 7, True)
@@ -232,7 +271,7 @@ def test_resume_takes_the_stored_settings_and_refuses_contradictions():
     with pytest.raises(UsageError, match="--seed"):
         resume("--seed=8")
     with pytest.raises(UsageError, match="no stored arguments"):
-        resumed_args(parse_args(["--resume", "--name", "x"]), {}, "results/x")
+        resumed_args(parse_args(["--resume", "--name", "x"]), frozenset(), {}, "results/x")
 
 
 def test_resume_with_a_contradicting_flag_exits_2(search, store):
@@ -241,8 +280,16 @@ def test_resume_with_a_contradicting_flag_exits_2(search, store):
     (store / EXISTING / "experiment.json").write_text(json.dumps(meta))
     (store / EXISTING / "search").mkdir()
     (store / EXISTING / "search" / "tuner.pkl").write_bytes(b"")
-    refused(search, store, "--resume", "--name", EXISTING, "--max-epochs", "5",
-            expect=("--max-epochs 5", "stored: 2", "drop those flags"))
+    refused(
+        search,
+        store,
+        "--resume",
+        "--name",
+        EXISTING,
+        "--max-epochs",
+        "5",
+        expect=("--max-epochs 5", "stored: 2", "drop those flags"),
+    )
 
 
 # --- tables -------------------------------------------------------------------------------------
@@ -273,8 +320,9 @@ def test_a_crash_mid_table_write_leaves_the_previous_table_intact(tmp_path):
     path = tmp_path / "tables" / "trials.parquet"
     seen = set()
     for delay in (0.9, 1.3, 1.7):
-        proc = subprocess.Popen([sys.executable, "-c", WRITER, str(path)], cwd=Path(__file__).parents[1],
-                                stdout=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-c", WRITER, str(path)], cwd=Path(__file__).parents[1], stdout=subprocess.PIPE, text=True
+        )
         assert proc.stdout.readline().strip()  # at least one version written
         time.sleep(delay)
         proc.send_signal(signal.SIGKILL)
@@ -298,9 +346,21 @@ def test_replayed_epochs_after_a_restore_are_deduplicated_last_report_wins(tmp_p
     (trial / "params.json").write_text(json.dumps({"model": "convnet", "dataset": "digits", "max_epochs": 3}))
 
     def row(epoch, val_accuracy, t):
-        return json.dumps({"trial_id": "t1", "epoch": epoch, "loss": 1.0, "accuracy": 0.5, "val_loss": 1.0,
-                           "val_accuracy": val_accuracy, "learning_rate": 0.01, "epoch_time_s": 1.0,
-                           "timestamp": t, "time_this_iter_s": 1.0, "time_total_s": t - 99})
+        return json.dumps(
+            {
+                "trial_id": "t1",
+                "epoch": epoch,
+                "loss": 1.0,
+                "accuracy": 0.5,
+                "val_loss": 1.0,
+                "val_accuracy": val_accuracy,
+                "learning_rate": 0.01,
+                "epoch_time_s": 1.0,
+                "timestamp": t,
+                "time_this_iter_s": 1.0,
+                "time_total_s": t - 99,
+            }
+        )
 
     lines = [row(1, 0.1, 100), row(2, 0.2, 101), row(2, 0.25, 102)[:40], row(2, 0.3, 103), row(3, 0.4, 104)]
     (trial / "result.json").write_text("\n".join(lines) + "\n")

@@ -1,9 +1,10 @@
-"""run_search.py's ASHA flags: --grace-period, --reduction-factor, --brackets, --stop-on (no Ray run)."""
+"""The ASHA flags --grace-period, --reduction-factor, --brackets, --stop-on (driver.scheduler_settings; no Ray run)."""
 
 from __future__ import annotations
 
 import pytest
 
+import driver
 import run_search
 from search_spaces import SPACES
 from search_spaces.base import SchedulerSettings
@@ -11,27 +12,31 @@ from search_spaces.base import SchedulerSettings
 
 def settings(*flags: str, max_epochs: int = 27):
     args = run_search.parse_args(["--space", "basenet", *flags])
-    return run_search.scheduler_settings(args, SPACES["basenet"], max_epochs)
+    return driver.scheduler_settings(args, SPACES["basenet"], max_epochs)
 
 
 def test_flags_reach_the_settings_and_defaults_are_the_spaces():
     assert settings() == SPACES["basenet"].scheduler
-    assert settings("--grace-period", "3", "--reduction-factor", "2", "--brackets", "2",
-                    "--stop-on", "ema") == SchedulerSettings(3, 2, 2, "ema")
+    assert settings(
+        "--grace-period", "3", "--reduction-factor", "2", "--brackets", "2", "--stop-on", "ema"
+    ) == SchedulerSettings(3, 2, 2, "ema")
 
 
-@pytest.mark.parametrize("flags,message", [
-    (["--scheduler", "fifo", "--grace-period", "2"], "--grace-period set ASHA's rungs; with --scheduler fifo"),
-    (["--grace-period", "30"], "grace_period 30 is more than the full budget of 27 epochs"),
-    (["--brackets", "9"], "brackets 9"),
-    (["--reduction-factor", "1"], "reduction_factor must be >= 2"),
-])
+@pytest.mark.parametrize(
+    "flags,message",
+    [
+        (["--scheduler", "fifo", "--grace-period", "2"], "--grace-period set ASHA's rungs; with --scheduler fifo"),
+        (["--grace-period", "30"], "grace_period 30 is more than the full budget of 27 epochs"),
+        (["--brackets", "9"], "brackets 9"),
+        (["--reduction-factor", "1"], "reduction_factor must be >= 2"),
+    ],
+)
 def test_bad_scheduler_flags_are_usage_errors(flags, message):
-    with pytest.raises(run_search.UsageError, match=message):
+    with pytest.raises(driver.UsageError, match=message):
         settings(*flags)
 
 
 def test_bad_flags_exit_2_with_one_line(capsys):
     code = run_search.main(["--space", "basenet", "--dataset", "digits", "--grace-period", "0"])
     err = capsys.readouterr().err
-    assert code == run_search.EXIT_USAGE and "grace_period must be >= 1" in err and len(err.strip().splitlines()) == 1
+    assert code == driver.EXIT_USAGE and "grace_period must be >= 1" in err and len(err.strip().splitlines()) == 1

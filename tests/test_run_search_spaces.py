@@ -13,7 +13,7 @@ import pytest
 from search_spaces import SPACES
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from cub_factory import make_cub_folder  # noqa: E402
+from cub_factory import make_cub_folder
 
 TINY = ("--dataset", "digits", "--num-samples", "2", "--max-epochs", "1", "--scheduler", "fifo")
 
@@ -37,29 +37,38 @@ def trials_of(root, name):
 
 # --- bad flags: exit 2 before anything starts (no Ray) ---------------------------------------------
 
+
 def test_grid_on_a_space_without_one_names_the_spaces_that_have_one(search, tmp_path):
     with_grid = sorted(n for n, s in SPACES.items() if s.cells())
-    out = usage_error(search("--space", "depth", "--search", "grid", "--storage-path", str(tmp_path)),
-                      "--search grid", "'depth'", *with_grid)
+    out = usage_error(
+        search("--space", "depth", "--search", "grid", "--storage-path", str(tmp_path)),
+        "--search grid",
+        "'depth'",
+        *with_grid,
+    )
     assert list(tmp_path.iterdir()) == [], out.stderr
 
 
-@pytest.mark.parametrize("flags, words", [
-    (("--space", "basenet", "--confirm-top", "2"), ("--confirm-top", "--repeats")),
-    (("--space", "basenet", "--repeats", "2"), ("--repeats", "--confirm-top", "--search grid")),
-    (("--space", "reference", "--search", "grid", "--num-samples", "3"), ("--num-samples",)),
-    (("--space", "basenet", "--patience", "-1"), ("--patience",)),
-    (("--space", "basenet", "--weights", "none"), ("--weights", "transfer")),
-    (("--space", "depth", "--input-size", "64"), ("--input-size", "transfer")),
-    (("--space", "transfer", "--weights", "none", "--input-size", "32"), ("--input-size 32", "75")),
-    (("--space", "transfer", "--weights", "/no/such/weights.h5"), ("--weights", "no such file")),
-])
+@pytest.mark.parametrize(
+    "flags, words",
+    [
+        (("--space", "basenet", "--confirm-top", "2"), ("--confirm-top", "--repeats")),
+        (("--space", "basenet", "--repeats", "2"), ("--repeats", "--confirm-top", "--search grid")),
+        (("--space", "reference", "--search", "grid", "--num-samples", "3"), ("--num-samples",)),
+        (("--space", "basenet", "--patience", "-1"), ("--patience",)),
+        (("--space", "basenet", "--weights", "none"), ("--weights", "transfer")),
+        (("--space", "depth", "--input-size", "64"), ("--input-size", "transfer")),
+        (("--space", "transfer", "--weights", "none", "--input-size", "32"), ("--input-size 32", "75")),
+        (("--space", "transfer", "--weights", "/no/such/weights.h5"), ("--weights", "no such file")),
+    ],
+)
 def test_bad_search_flags_exit_2_naming_the_flag(search, tmp_path, flags, words):
     usage_error(search(*flags, "--storage-path", str(tmp_path)), *words)
     assert list(tmp_path.iterdir()) == []
 
 
 # --- every space end to end -----------------------------------------------------------------------
+
 
 @pytest.mark.slow
 @pytest.mark.parametrize("space", ["depth", "augmentation", "learning_rate", "convnet"])
@@ -74,9 +83,28 @@ def test_space_runs_end_to_end_on_digits(search, tmp_path, space):
 @pytest.mark.slow
 def test_transfer_space_runs_end_to_end_on_a_tiny_cub_folder(search, tmp_path):
     make_cub_folder(tmp_path / "data", n_classes=3, per_class=15, size=40)
-    ok(search("--space", "transfer", "--data-dir", str(tmp_path / "data"), "--weights", "none",
-              "--input-size", "75", "--num-samples", "2", "--max-epochs", "1", "--scheduler", "fifo",
-              "--storage-path", str(tmp_path / "res"), "--name", "x"))
+    ok(
+        search(
+            "--space",
+            "transfer",
+            "--data-dir",
+            str(tmp_path / "data"),
+            "--weights",
+            "none",
+            "--input-size",
+            "75",
+            "--num-samples",
+            "2",
+            "--max-epochs",
+            "1",
+            "--scheduler",
+            "fifo",
+            "--storage-path",
+            str(tmp_path / "res"),
+            "--name",
+            "x",
+        )
+    )
     trials = trials_of(tmp_path / "res", "x")
     assert len(trials) == 2 and (trials["status"] == "completed").all(), trials[["status", "error"]]
     assert set(trials["model"]) <= {"resnet50", "inception_resnet_v2"}
@@ -87,10 +115,29 @@ def test_transfer_space_runs_end_to_end_on_a_tiny_cub_folder(search, tmp_path):
 
 # --- the reference grid, every cell twice ----------------------------------------------------------
 
+
 @pytest.mark.slow
 def test_reference_grid_runs_every_cell_twice_with_distinct_seeds(search, tmp_path):
-    ok(search("--space", "reference", "--search", "grid", "--repeats", "2", "--dataset", "digits",
-              "--max-epochs", "1", "--seed", "5", "--storage-path", str(tmp_path), "--name", "g"))
+    ok(
+        search(
+            "--space",
+            "reference",
+            "--search",
+            "grid",
+            "--repeats",
+            "2",
+            "--dataset",
+            "digits",
+            "--max-epochs",
+            "1",
+            "--seed",
+            "5",
+            "--storage-path",
+            str(tmp_path),
+            "--name",
+            "g",
+        )
+    )
     trials = trials_of(tmp_path, "g")
     cells = SPACES["reference"].cells()
     assert len(trials) == 2 * len(cells)
@@ -104,53 +151,62 @@ def test_reference_grid_runs_every_cell_twice_with_distinct_seeds(search, tmp_pa
 
 # --- what the flags put into every trial's config (the searchers as run_search builds them; no Ray) ----
 
+
 def test_patience_weights_and_input_size_reach_every_trial_config():
+    import driver
     import run_search
     from trainables.config import TrialConfig
 
-    args = run_search.parse_args(["--space", "transfer", "--patience", "3", "--weights", "none",
-                                  "--input-size", "96"])
-    fixed = {"dataset": "cub200", "seed": 0, "max_epochs": 4, **run_search.fixed_knobs(args)}
-    search_alg, param_space = run_search.build_search(args, SPACES["transfer"], fixed)
+    args = run_search.parse_args(["--space", "transfer", "--patience", "3", "--weights", "none", "--input-size", "96"])
+    fixed = {"dataset": "cub200", "seed": 0, "max_epochs": 4, **driver.fixed_knobs(args)}
+    search_alg, param_space = driver.build_search(args, SPACES["transfer"], fixed)
     assert param_space is None
     for i in range(5):
         config = TrialConfig.from_params(search_alg.suggest(str(i)))
         assert (config.patience, config.weights, config.input_size) == (3, "none", 96)
     # Off by default: no patience knob fixed, so trials keep TrialConfig's 0 (no early stopping).
-    assert run_search.fixed_knobs(run_search.parse_args(["--space", "basenet"])) == {}
+    assert driver.fixed_knobs(run_search.parse_args(["--space", "basenet"])) == {}
 
 
 def test_grid_search_runs_fixed_points_one_per_cell_and_seed():
+    import driver
     import run_search
 
-    args = run_search.parse_args(["--space", "augmentation", "--search", "grid", "--repeats", "3",
-                                  "--seed", "7"])
-    fixed = {"dataset": "digits", "seed": 7, "max_epochs": 2, **run_search.fixed_knobs(args)}
-    search_alg, param_space = run_search.build_search(args, SPACES["augmentation"], fixed)
+    args = run_search.parse_args(["--space", "augmentation", "--search", "grid", "--repeats", "3", "--seed", "7"])
+    fixed = {"dataset": "digits", "seed": 7, "max_epochs": 2, **driver.fixed_knobs(args)}
+    search_alg, param_space = driver.build_search(args, SPACES["augmentation"], fixed)
     points = search_alg._points_to_evaluate
     assert len(points) == 9 and set(param_space) == set(points[0])
     assert sorted((p["augmentation"], p["seed"]) for p in points) == sorted(
-        (a, s) for a in ("simple", "complex", "whitening") for s in (7, 8, 9))
+        (a, s) for a in ("simple", "complex", "whitening") for s in (7, 8, 9)
+    )
 
 
 def test_confirm_configs_take_the_best_distinct_configs_at_the_largest_budget_with_new_seeds():
-    import run_search
+    from analysis import selection
     from trainables.config import TrialConfig
 
     def row(trial_id, lr, epochs, acc, seed=4, status="stopped"):
-        return {**TrialConfig(learning_rate=lr, seed=seed, max_epochs=3, patience=2).to_dict(),
-                "phase": "search", "trial_id": trial_id, "status": status, "epochs_completed": epochs,
-                "best_val_accuracy": acc}
+        return {
+            **TrialConfig(learning_rate=lr, seed=seed, max_epochs=3, patience=2).to_dict(),
+            "phase": "search",
+            "trial_id": trial_id,
+            "status": status,
+            "epochs_completed": epochs,
+            "best_val_accuracy": acc,
+        }
 
-    trials = pd.DataFrame([
-        row("a", 0.1, 1, 0.99),                          # best score, but only at a 1-epoch budget
-        row("b", 0.2, 3, 0.80, status="completed"),
-        row("c", 0.2, 3, 0.79, seed=5, status="completed"),  # the same config again (grid repeat)
-        row("d", 0.3, 3, 0.70, status="completed"),
-        row("e", 0.4, 3, 0.60, status="completed"),
-        row("f", 0.5, 3, 0.95, status="error"),
-    ])
-    configs = run_search.confirm_configs(trials, top=2, repeats=2, max_epochs=3)
+    trials = pd.DataFrame(
+        [
+            row("a", 0.1, 1, 0.99),  # best score, but only at a 1-epoch budget
+            row("b", 0.2, 3, 0.80, status="completed"),
+            row("c", 0.2, 3, 0.79, seed=5, status="completed"),  # the same config again (grid repeat)
+            row("d", 0.3, 3, 0.70, status="completed"),
+            row("e", 0.4, 3, 0.60, status="completed"),
+            row("f", 0.5, 3, 0.95, status="error"),
+        ]
+    )
+    configs = selection.confirm_configs(trials, top=2, repeats=2, max_epochs=3)
     assert [(c["learning_rate"], c["seed"]) for c in configs] == [(0.2, 6), (0.2, 7), (0.3, 6), (0.3, 7)]
     assert all(c["patience"] == 0 and c["max_epochs"] == 3 for c in configs)
-    assert run_search.confirm_configs(trials[trials["status"] == "error"], 2, 2, 3) == []
+    assert selection.confirm_configs(trials[trials["status"] == "error"], 2, 2, 3) == []

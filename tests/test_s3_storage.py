@@ -34,8 +34,9 @@ def s3_server(tmp_path):
     port = free_port()
     endpoint = f"http://127.0.0.1:{port}"
     log = open(tmp_path / "moto.log", "w")  # noqa: SIM115 - closed below
-    server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                              stdout=log, stderr=subprocess.STDOUT)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=subprocess.STDOUT
+    )
     try:
         deadline = time.monotonic() + 60
         while True:
@@ -44,14 +45,24 @@ def s3_server(tmp_path):
                 break
             except OSError:
                 if time.monotonic() > deadline or server.poll() is not None:
-                    raise AssertionError(f"moto server did not start: {(tmp_path / 'moto.log').read_text()}")
+                    raise AssertionError(f"moto server did not start: {(tmp_path / 'moto.log').read_text()}") from None
                 time.sleep(0.5)
         # Dummy credentials: moto accepts any; the AWS SDK refuses to sign without some.
-        env = {**os.environ, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-               "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true"}
+        env = {
+            **os.environ,
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_EC2_METADATA_DISABLED": "true",
+        }
         env.pop("AWS_ENDPOINT_URL", None)  # the flag must carry it, not the test's environment
-        bucket_fs = pafs.S3FileSystem(endpoint_override=endpoint, allow_bucket_creation=True,
-                                      access_key="testing", secret_key="testing", region="us-east-1")
+        bucket_fs = pafs.S3FileSystem(
+            endpoint_override=endpoint,
+            allow_bucket_creation=True,
+            access_key="testing",
+            secret_key="testing",
+            region="us-east-1",
+        )
         bucket_fs.create_dir(BUCKET)
         yield endpoint, env, bucket_fs
     finally:
@@ -65,7 +76,7 @@ def s3_server(tmp_path):
 
 def files_under(fs: pafs.FileSystem, path: str) -> list[str]:
     infos = fs.get_file_info(pafs.FileSelector(path, recursive=True))
-    return sorted(i.path[len(path) + 1:] for i in infos if i.type == pafs.FileType.File)
+    return sorted(i.path[len(path) + 1 :] for i in infos if i.type == pafs.FileType.File)
 
 
 @pytest.mark.slow
@@ -74,10 +85,33 @@ def test_sweep_to_an_s3_bucket_and_analysis_reads_it_back(s3_server, tmp_path, m
     endpoint, env, fs = s3_server
     uri = f"s3://{BUCKET}/{PREFIX}"
     proc = subprocess.run(
-        [sys.executable, str(PROJECT / "run_search.py"), "--space", "batchnorm", "--dataset", "digits",
-         "--num-samples", str(NUM_SAMPLES), "--max-epochs", str(EPOCHS), "--scheduler", "fifo",
-         "--storage-path", uri, "--s3-endpoint", endpoint, "--name", NAME, "-q"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=800, env=env)
+        [
+            sys.executable,
+            str(PROJECT / "run_search.py"),
+            "--space",
+            "batchnorm",
+            "--dataset",
+            "digits",
+            "--num-samples",
+            str(NUM_SAMPLES),
+            "--max-epochs",
+            str(EPOCHS),
+            "--scheduler",
+            "fifo",
+            "--storage-path",
+            uri,
+            "--s3-endpoint",
+            endpoint,
+            "--name",
+            NAME,
+            "-q",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=800,
+        env=env,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert f"{uri}/{NAME}/tables" in proc.stdout
 
@@ -95,9 +129,14 @@ def test_sweep_to_an_s3_bucket_and_analysis_reads_it_back(s3_server, tmp_path, m
 
     # `python -m analysis` reads the experiment from the bucket and writes its report there.
     fs.delete_dir_contents(f"{experiment}/report", missing_dir_ok=True)
-    report = subprocess.run([sys.executable, "-m", "analysis", f"{uri}/{NAME}"], cwd=PROJECT,
-                            capture_output=True, text=True, timeout=300,
-                            env={**env, "AWS_ENDPOINT_URL": endpoint})
+    report = subprocess.run(
+        [sys.executable, "-m", "analysis", f"{uri}/{NAME}"],
+        cwd=PROJECT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**env, "AWS_ENDPOINT_URL": endpoint},
+    )
     assert report.returncode == 0, report.stdout[-2000:] + report.stderr[-2000:]
     assert {"report/report.md", "report/summary.parquet"} <= set(files_under(fs, experiment))
 
@@ -115,24 +154,55 @@ def test_sweep_to_an_s3_bucket_and_analysis_reads_it_back(s3_server, tmp_path, m
 
 
 def run_search_cli(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(PROJECT / "run_search.py"), *args], cwd=cwd, capture_output=True,
-                          text=True, timeout=300, env=env)
+    return subprocess.run(
+        [sys.executable, str(PROJECT / "run_search.py"), *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
 
 
 def test_missing_bucket_is_a_usage_error(s3_server, tmp_path):
     endpoint, env, fs = s3_server
-    proc = run_search_cli("--space", "batchnorm", "--dataset", "digits", "--storage-path", "s3://no-such-bucket/hpo",
-                          "--s3-endpoint", endpoint, env=env, cwd=tmp_path)
+    proc = run_search_cli(
+        "--space",
+        "batchnorm",
+        "--dataset",
+        "digits",
+        "--storage-path",
+        "s3://no-such-bucket/hpo",
+        "--s3-endpoint",
+        endpoint,
+        env=env,
+        cwd=tmp_path,
+    )
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "bucket 'no-such-bucket' does not exist" in proc.stderr and "Traceback" not in proc.stderr
     assert files_under(fs, BUCKET) == []  # nothing written anywhere
 
 
 def test_unreachable_endpoint_is_a_usage_error(tmp_path):
-    env = {**os.environ, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-           "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true"}
-    proc = run_search_cli("--space", "batchnorm", "--dataset", "digits", "--storage-path", f"s3://{BUCKET}/hpo",
-                          "--s3-endpoint", f"http://127.0.0.1:{free_port()}", env=env, cwd=tmp_path)
+    env = {
+        **os.environ,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_EC2_METADATA_DISABLED": "true",
+    }
+    proc = run_search_cli(
+        "--space",
+        "batchnorm",
+        "--dataset",
+        "digits",
+        "--storage-path",
+        f"s3://{BUCKET}/hpo",
+        "--s3-endpoint",
+        f"http://127.0.0.1:{free_port()}",
+        env=env,
+        cwd=tmp_path,
+    )
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "cannot reach it" in proc.stderr and "--s3-endpoint" in proc.stderr
     assert "Traceback" not in proc.stderr

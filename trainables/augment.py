@@ -20,7 +20,7 @@ epsilon, in float64, and cached on the node's disk (`KERAS_HPO_CACHE`, default
 ~/.cache/keras-hpo), so trials after the first on a node load them in milliseconds
 and no epoch ever refits them.
 
-Transfer models (resnet50, inception_resnet_v2) get their backbone's own input
+Models whose registry entry has a `preprocess` (the transfer backbones) get that input
 transform (resize + `preprocess_input`) instead of a fitted normalisation; `complex`
 then adds the flips and zoom to training batches.
 """
@@ -37,7 +37,8 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from trainables.config import TRANSFER_MODELS, TrialConfig
+from trainables import registry
+from trainables.config import TrialConfig
 from trainables.data import ImageDataset
 from trainables.pipeline import BatchFn, to_unit_float
 
@@ -47,6 +48,7 @@ FIT_CHUNK = 1024  # images per float64 chunk while fitting: bounds fitting memor
 
 
 # --- ops: each a small named function of a whole batch -------------------------------------------
+
 
 def to_float(images: tf.Tensor) -> tf.Tensor:
     """uint8 [0, 255] -> float32 [0, 255]; the fitted normalisation sets the scale afterwards."""
@@ -85,8 +87,9 @@ def random_zoom(zoom_range: float, seed: int | None = None) -> BatchFn | None:
         return None
     import keras
 
-    layer = keras.layers.RandomZoom(height_factor=(-zoom_range, zoom_range), fill_mode="reflect",
-                                    interpolation="bilinear", seed=seed)
+    layer = keras.layers.RandomZoom(
+        height_factor=(-zoom_range, zoom_range), fill_mode="reflect", interpolation="bilinear", seed=seed
+    )
 
     def zoom(images: tf.Tensor) -> tf.Tensor:
         return layer(images, training=True)
@@ -121,6 +124,7 @@ def zca_whiten(matrix: np.ndarray, bias: np.ndarray) -> BatchFn:
 
 # --- statistics: fitted once in float64, cached on disk ---------------------------------------
 
+
 @dataclasses.dataclass(frozen=True)
 class FittedStats:
     arrays: dict[str, np.ndarray]
@@ -133,7 +137,7 @@ def fit_channel_stats(x: np.ndarray, idx: np.ndarray) -> dict[str, np.ndarray]:
     channels = x.shape[-1]
     total, total_sq, count = np.zeros(channels), np.zeros(channels), 0
     for start in range(0, len(idx), FIT_CHUNK):
-        chunk = x[idx[start:start + FIT_CHUNK]].astype(np.float64).reshape(-1, channels)
+        chunk = x[idx[start : start + FIT_CHUNK]].astype(np.float64).reshape(-1, channels)
         total += chunk.sum(axis=0)
         total_sq += np.square(chunk).sum(axis=0)
         count += len(chunk)
@@ -163,7 +167,7 @@ def fit_zca(x: np.ndarray, idx: np.ndarray, epsilon: float) -> dict[str, np.ndar
     if n >= dim:  # e.g. CIFAR: 11,250 x 3,072; accumulate the covariance in chunks
         total, gram = np.zeros(dim), np.zeros((dim, dim))
         for start in range(0, n, FIT_CHUNK):
-            z = normalised(idx[start:start + FIT_CHUNK])
+            z = normalised(idx[start : start + FIT_CHUNK])
             total += z.sum(axis=0)
             gram += z.T @ z
         mu = total / n
@@ -202,9 +206,14 @@ def stats_key(kind: str, data: ImageDataset, train_idx: np.ndarray, epsilon: flo
     return f"{data.name}-{kind}-{digest.hexdigest()}"
 
 
-def cached_stats(kind: str, data: ImageDataset, train_idx: np.ndarray,
-                 fit: Callable[[], dict[str, np.ndarray]], epsilon: float | None = None,
-                 cache_dir: Path | None = None) -> FittedStats:
+def cached_stats(
+    kind: str,
+    data: ImageDataset,
+    train_idx: np.ndarray,
+    fit: Callable[[], dict[str, np.ndarray]],
+    epsilon: float | None = None,
+    cache_dir: Path | None = None,
+) -> FittedStats:
     """Load the statistics from the node's disk cache, or fit and write them atomically.
 
     A lock file makes trials that start together on one node fit once: the others wait
@@ -235,38 +244,46 @@ def cached_stats(kind: str, data: ImageDataset, train_idx: np.ndarray,
 
 
 def channel_stats(data: ImageDataset, train_idx: np.ndarray, cache_dir: Path | None = None) -> FittedStats:
-    return cached_stats("channel", data, train_idx, lambda: fit_channel_stats(data.x_train, train_idx),
-                        cache_dir=cache_dir)
+    return cached_stats(
+        "channel", data, train_idx, lambda: fit_channel_stats(data.x_train, train_idx), cache_dir=cache_dir
+    )
 
 
-def zca_stats(data: ImageDataset, train_idx: np.ndarray, epsilon: float,
-              cache_dir: Path | None = None) -> FittedStats:
-    return cached_stats("zca", data, train_idx, lambda: fit_zca(data.x_train, train_idx, epsilon),
-                        epsilon=epsilon, cache_dir=cache_dir)
+def zca_stats(data: ImageDataset, train_idx: np.ndarray, epsilon: float, cache_dir: Path | None = None) -> FittedStats:
+    return cached_stats(
+        "zca", data, train_idx, lambda: fit_zca(data.x_train, train_idx, epsilon), epsilon=epsilon, cache_dir=cache_dir
+    )
 
 
 # --- policies ---------------------------------------------------------------------------------
+
 
 def _random_ops(config: TrialConfig) -> list[BatchFn]:
     ops = [random_flip(config.flip, config.seed), random_zoom(config.zoom_range, config.seed + 1)]
     return [op for op in ops if op is not None]
 
 
-def simple(config: TrialConfig, data: ImageDataset, train_idx: np.ndarray,
-           cache_dir: Path | None = None) -> tuple[BatchFn, BatchFn]:
+def simple(  # a policy's signature: `simple` reads none of its arguments
+    config: TrialConfig,  # noqa: ARG001
+    data: ImageDataset,  # noqa: ARG001
+    train_idx: np.ndarray,  # noqa: ARG001
+    cache_dir: Path | None = None,  # noqa: ARG001
+) -> tuple[BatchFn, BatchFn]:
     return to_unit_float, to_unit_float
 
 
-def complex_policy(config: TrialConfig, data: ImageDataset, train_idx: np.ndarray,
-                   cache_dir: Path | None = None) -> tuple[BatchFn, BatchFn]:
+def complex_policy(
+    config: TrialConfig, data: ImageDataset, train_idx: np.ndarray, cache_dir: Path | None = None
+) -> tuple[BatchFn, BatchFn]:
     stats = channel_stats(data, train_idx, cache_dir).arrays
     norm = normalize(stats["mean"], stats["std"])
     # Flips and zoom act on raw pixels, then the normalisation fitted on raw training pixels.
     return compose(to_float, *_random_ops(config), norm), compose(to_float, norm)
 
 
-def whitening(config: TrialConfig, data: ImageDataset, train_idx: np.ndarray,
-              cache_dir: Path | None = None) -> tuple[BatchFn, BatchFn]:
+def whitening(
+    config: TrialConfig, data: ImageDataset, train_idx: np.ndarray, cache_dir: Path | None = None
+) -> tuple[BatchFn, BatchFn]:
     stats = zca_stats(data, train_idx, config.zca_epsilon, cache_dir).arrays
     whiten = zca_whiten(stats["matrix"], stats["bias"])
     return whiten, whiten
@@ -283,18 +300,21 @@ def as_is(images: tf.Tensor) -> tf.Tensor:
 @dataclasses.dataclass(frozen=True)
 class PolicyInputs:
     """What a trial's pipeline gathers from and what it applies to each gathered batch."""
+
     x_train: np.ndarray  # uint8 images, or float32 ones precomputed by the policy
     x_test: np.ndarray
     train_transform: BatchFn
     eval_transform: BatchFn
 
 
-def policy_inputs(config: TrialConfig, data: ImageDataset, train_idx: np.ndarray,
-                  cache_dir: Path | None = None) -> PolicyInputs:
+def policy_inputs(
+    config: TrialConfig, data: ImageDataset, train_idx: np.ndarray, cache_dir: Path | None = None
+) -> PolicyInputs:
     """The arrays to gather batches from and the batched transforms of the config's policy: for
     `whitening` the dataset whitened once and cached (see whitened_arrays), else the dataset itself
     and policy_transforms."""
-    if config.augmentation == "whitening" and config.model not in TRANSFER_MODELS:
+    # A model with its own preprocessing (a pretrained backbone) refuses whitening in policy_transforms.
+    if config.augmentation == "whitening" and registry.model(config.model).preprocess is None:
         x_train, x_test = whitened_arrays(data, train_idx, config.zca_epsilon, cache_dir)
         return PolicyInputs(x_train, x_test, as_is, as_is)
     train_tf, eval_tf = policy_transforms(config, data, train_idx, cache_dir)
@@ -305,12 +325,13 @@ def whiten_array(x: np.ndarray, matrix: np.ndarray, bias: np.ndarray, out: np.nd
     """out[i] = flat(x[i]) @ matrix + bias for every image, in float32 chunks of FIT_CHUNK images."""
     dim = matrix.shape[0]
     for start in range(0, len(x), FIT_CHUNK):
-        flat = x[start:start + FIT_CHUNK].reshape(-1, dim).astype(np.float32)
-        out[start:start + FIT_CHUNK] = (flat @ matrix + bias).reshape(-1, *x.shape[1:])
+        flat = x[start : start + FIT_CHUNK].reshape(-1, dim).astype(np.float32)
+        out[start : start + FIT_CHUNK] = (flat @ matrix + bias).reshape(-1, *x.shape[1:])
 
 
-def whitened_arrays(data: ImageDataset, train_idx: np.ndarray, epsilon: float,
-                    cache_dir: Path | None = None) -> tuple[np.ndarray, np.ndarray]:
+def whitened_arrays(
+    data: ImageDataset, train_idx: np.ndarray, epsilon: float, cache_dir: Path | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """(x_train, x_test) whitened with the ZCA fitted on `train_idx`, float32, memory-mapped read-only
     from `<zca stats file>-{train,test}.npy` in the node cache; computed once (under the same kind of
     lock as the statistics) by the first trial that needs them. 4 bytes per pixel: 154 MB + 31 MB for
@@ -347,21 +368,22 @@ def whitened_arrays(data: ImageDataset, train_idx: np.ndarray, epsilon: float,
     return out[0], out[1]
 
 
-def policy_transforms(config: TrialConfig, data: ImageDataset, train_idx: np.ndarray,
-                      cache_dir: Path | None = None) -> tuple[BatchFn, BatchFn]:
+def policy_transforms(
+    config: TrialConfig, data: ImageDataset, train_idx: np.ndarray, cache_dir: Path | None = None
+) -> tuple[BatchFn, BatchFn]:
     """(training transform, evaluation transform) of the config's augmentation policy."""
-    if config.model in TRANSFER_MODELS:
+    if registry.model(config.model).preprocess is not None:
         return _transfer_transforms(config)
     return POLICIES[config.augmentation](config, data, train_idx, cache_dir)
 
 
 def _transfer_transforms(config: TrialConfig) -> tuple[BatchFn, BatchFn]:
-    from trainables.transfer import input_transform
-
     if config.augmentation == "whitening":
-        raise ValueError(f"augmentation='whitening' does not apply to {config.model}: a pretrained "
-                         "backbone expects its own preprocess_input; use simple or complex")
-    prepare = input_transform(config)
+        raise ValueError(
+            f"augmentation='whitening' does not apply to {config.model}: a pretrained "
+            "backbone expects its own preprocess_input; use simple or complex"
+        )
+    prepare = registry.model(config.model).preprocess(config)  # type: ignore[misc]
     if config.augmentation == "simple":
         return prepare, prepare
     # Flips and zoom commute with preprocess_input (a per-channel affine map), so they can follow it.

@@ -113,8 +113,8 @@ class InjectedFault(keras.callbacks.Callback):
         where, _, option = rest.partition(":")
         if kind != "oom" or not where.startswith("epoch") or (option and not option.startswith("once=")):
             raise ValueError(f"{FAULT_ENV}={spec!r}: expected 'oom@epochN' or 'oom@epochN:once=PATH'")
-        self.epoch = int(where[len("epoch"):])
-        self.once = option[len("once="):] or None
+        self.epoch = int(where[len("epoch") :])
+        self.once = option[len("once=") :] or None
 
     def _claim(self) -> bool:
         if self.once is None:

@@ -3,27 +3,27 @@
 A knob's name is the Optuna parameter, the field here and the Parquet column
 (DESIGN section 5). This module imports neither TensorFlow nor Ray, so search
 spaces and the table schema can use it.
+
+Models and datasets are registries (trainables.registry): a config's `model` and `dataset` must name
+a registered entry, and the model's entry declares the knobs it reads and its own defaults. Knobs a
+search space declares (registry.KNOBS, e.g. a plugin's `width_multiplier`) live in `extra`, are
+validated by their declaration, and read as attributes: `config.width_multiplier`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Mapping
 from typing import Any
 
-MODELS = ("basenet", "convnet", "resnet50", "inception_resnet_v2")
-CNN_MODELS = ("basenet", "convnet")
-TRANSFER_MODELS = ("resnet50", "inception_resnet_v2")
-DATASETS = ("digits", "cifar100_25", "cifar100", "cub200")
+from trainables import registry
+from trainables.registry import is_null as _is_null
+
 OPTIMIZERS = ("sgd", "adam")
 BN_POSITIONS = ("none", "before_relu", "after_relu")
 AUGMENTATIONS = ("simple", "complex", "whitening")
 FLIPS = ("none", "horizontal", "vertical", "horizontal_and_vertical")
 TRANSFER_MODES = ("extract", "finetune")
-
-# InceptionResNetV2's stem needs at least 75x75 pixels (keras.applications).
-MIN_INPUT_SIZE = {"resnet50": 32, "inception_resnet_v2": 75}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,7 +42,7 @@ class TrialConfig:
     batch_size: int = 32
     patience: int = 0  # epochs without val_loss improvement before stopping; 0 = off
     # BatchNorm after each conv, before or after its ReLU (BaseNet and ConvNet). None: the model's
-    # own default (MODEL_DEFAULTS), which is the reference study's network of that name.
+    # own default (its registry entry's `defaults`), which is the reference study's network of that name.
     bn_position: str | None = None
     # ConvNet shape (DESIGN section 1); BaseNet ignores these.
     depth: int = 5  # conv blocks
@@ -61,22 +61,42 @@ class TrialConfig:
     dropout: float = 0.0
     input_size: int = 224  # pixels per side fed to the backbone
     weights: str = "imagenet"  # imagenet | none | path to a weights file
+    # Knobs declared by search spaces (registry.KNOBS): every registered one, at its default unless set.
+    extra: dict[str, Any] = dataclasses.field(default_factory=dict, hash=False)
 
     def __post_init__(self) -> None:
-        _one_of("model", self.model, MODELS)
-        for name, value in MODEL_DEFAULTS.get(self.model, {}).items():
+        entry = registry.model(self.model)
+        for name, value in entry.defaults.items():
+            if name in registry.KNOBS:
+                continue  # an extra knob's default is its declaration's, filled below
             if getattr(self, name) is None:
                 object.__setattr__(self, name, value)  # frozen: fill the model's default once, here
         if self.bn_position is None:
-            object.__setattr__(self, "bn_position", "none")  # transfer models read no bn_position
-        _one_of("dataset", self.dataset, DATASETS)
+            object.__setattr__(self, "bn_position", "none")  # models that read no bn_position
+        registry.dataset(self.dataset)
+        unknown = sorted(set(self.extra) - set(registry.KNOBS))
+        if unknown:
+            raise ValueError(f"unknown config keys {unknown}; known keys: {sorted(knob_types())}")
+        extra = {}
+        for name, knob in registry.KNOBS.items():
+            given = self.extra.get(name)
+            extra[name] = knob.coerce(entry.defaults.get(name, knob.default) if _is_null(given) else given)
+        object.__setattr__(self, "extra", extra)
         _one_of("optimizer", self.optimizer, OPTIMIZERS)
         _one_of("bn_position", self.bn_position, BN_POSITIONS)
         _one_of("augmentation", self.augmentation, AUGMENTATIONS)
         _one_of("flip", self.flip, FLIPS)
         _one_of("transfer_mode", self.transfer_mode, TRANSFER_MODES)
-        for name in ("max_epochs", "batch_size", "depth", "base_width", "kernel_size",
-                     "dense_units", "head_units", "input_size"):
+        for name in (
+            "max_epochs",
+            "batch_size",
+            "depth",
+            "base_width",
+            "kernel_size",
+            "dense_units",
+            "head_units",
+            "input_size",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not self.learning_rate > 0:
@@ -94,9 +114,16 @@ class TrialConfig:
         pools = self.pools if "pool_after" in self.applicable() else ()  # BaseNet reads no pool_after
         if any(p < 1 or p > self.depth for p in pools):
             raise ValueError(f"pool_after={self.pool_after!r} names blocks outside 1..depth={self.depth}")
-        if self.model in MIN_INPUT_SIZE and self.input_size < MIN_INPUT_SIZE[self.model]:
-            raise ValueError(
-                f"{self.model} needs input_size >= {MIN_INPUT_SIZE[self.model]}, got {self.input_size}")
+        if entry.check is not None:
+            entry.check(self)  # the model's own rules, e.g. a backbone's smallest input
+
+    def __getattr__(self, name: str) -> Any:
+        """A declared knob (registry.KNOBS) reads like a field: `config.width_multiplier`."""
+        if name != "extra" and not name.startswith("__"):
+            extra = self.__dict__.get("extra", {})
+            if name in extra:
+                return extra[name]
+        raise AttributeError(f"{type(self).__name__} has no knob {name!r}")
 
     @property
     def pools(self) -> tuple[int, ...]:
@@ -111,20 +138,31 @@ class TrialConfig:
     @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> TrialConfig:
         """Build from search parameters; unknown keys fail loudly, naming them."""
-        known = {f.name: f for f in dataclasses.fields(cls)}
-        unknown = sorted(set(params) - set(known))
+        known = {f.name: f for f in dataclasses.fields(cls) if f.name != "extra"}
+        declared = registry.KNOBS
+        unknown = sorted(set(params) - set(known) - set(declared))
         if unknown:
-            raise ValueError(f"unknown config keys {unknown}; known keys: {sorted(known)}")
+            raise ValueError(f"unknown config keys {unknown}; known keys: {sorted(knob_types())}")
         # A null knob (a table row's "not read by this trial") takes the default, which the trial ignores.
-        return cls(**{k: _coerce(known[k], v) for k, v in params.items() if not _is_null(v)})
+        fields = {k: _coerce(known[k], v) for k, v in params.items() if k in known and not _is_null(v)}
+        return cls(**fields, extra={k: v for k, v in params.items() if k in declared and not _is_null(v)})
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """Every knob, built-in and declared, flat: what a trial's params and a table row hold."""
+        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "extra"}
+        return {**fields, **self.extra}
 
     def applicable(self) -> frozenset[str]:
-        """The knobs this trial reads: always-read ones plus those of its model, optimizer and policy."""
-        return frozenset(ALWAYS_READ + MODEL_KNOBS[self.model] + OPTIMIZER_KNOBS[self.optimizer]
-                         + AUGMENTATION_KNOBS[self.augmentation])
+        """The knobs this trial reads: always-read ones plus those of its model (its registry entry, and
+        declared knobs naming it), optimizer and augmentation policy."""
+        declared = tuple(k.name for k in registry.KNOBS.values() if self.model in k.models)
+        return frozenset(
+            ALWAYS_READ
+            + registry.model(self.model).knobs
+            + declared
+            + OPTIMIZER_KNOBS[self.optimizer]
+            + AUGMENTATION_KNOBS[self.augmentation]
+        )
 
     def to_row(self) -> dict[str, Any]:
         """Every knob, None where this trial does not read it (a BaseNet row has no `depth`, an Adam row
@@ -133,36 +171,50 @@ class TrialConfig:
         return {k: (v if k in read else None) for k, v in self.to_dict().items()}
 
 
-# Which knobs a model, an optimizer and an augmentation policy read: declared once, here. A knob that
-# no part of a trial reads is null in trials.parquet, and the analysis skips it (DESIGN section 3).
-ALWAYS_READ: tuple[str, ...] = ("model", "dataset", "seed", "max_epochs", "optimizer", "learning_rate",
-                                "weight_decay", "batch_size", "patience", "augmentation")
-CONVNET_SHAPE = ("depth", "base_width", "kernel_size", "pool_after", "dense_units")
-TRANSFER_KNOBS = ("transfer_mode", "head_units", "dropout", "input_size", "weights")
-MODEL_KNOBS: dict[str, tuple[str, ...]] = {
-    "basenet": ("bn_position",),
-    "convnet": ("bn_position", *CONVNET_SHAPE),
-    "resnet50": TRANSFER_KNOBS,
-    "inception_resnet_v2": TRANSFER_KNOBS,
-}
+# Which knobs every trial, an optimizer and an augmentation policy read; a model declares its own in its
+# registry entry. A knob that no part of a trial reads is null in trials.parquet, and the analysis skips
+# it (DESIGN section 3).
+ALWAYS_READ: tuple[str, ...] = (
+    "model",
+    "dataset",
+    "seed",
+    "max_epochs",
+    "optimizer",
+    "learning_rate",
+    "weight_decay",
+    "batch_size",
+    "patience",
+    "augmentation",
+)
 OPTIMIZER_KNOBS: dict[str, tuple[str, ...]] = {"sgd": ("momentum", "nesterov"), "adam": ()}
 AUGMENTATION_KNOBS: dict[str, tuple[str, ...]] = {
-    "simple": (), "complex": ("flip", "zoom_range"), "whitening": ("zca_epsilon",)}
-# A model's own defaults, where they differ between models: BaseNet is the reference BaseNet (no BN);
-# the ConvNet is the study's improved network, BN after every ReLU.
-MODEL_DEFAULTS: dict[str, dict[str, Any]] = {
-    "basenet": {"bn_position": "none"},
-    "convnet": {"bn_position": "after_relu"},
+    "simple": (),
+    "complex": ("flip", "zoom_range"),
+    "whitening": ("zca_epsilon",),
 }
 
 
-def knob_types() -> dict[str, type]:
-    """Each knob and its Python type: the Parquet schema derives its knob columns from this."""
-    return {f.name: _TYPES[f.type] for f in dataclasses.fields(TrialConfig)}
+def knob_types(declared: bool = True) -> dict[str, type]:
+    """Each knob and its Python type, built-in fields first, then (with `declared`) the knobs search
+    spaces declared (registry.KNOBS): the Parquet schema derives its knob columns from this."""
+    types = {f.name: _TYPES[f.type] for f in dataclasses.fields(TrialConfig) if f.name != "extra"}
+    if declared:
+        types.update({k.name: registry.KNOB_TYPES[k.type] for k in registry.KNOBS.values()})
+    return types
 
 
-_TYPES: dict[Any, type] = {"str": str, "int": int, "float": float, "bool": bool,
-                           str: str, int: int, float: float, bool: bool, "str | None": str}
+_TYPES: dict[Any, type] = {
+    "str": str,
+    "int": int,
+    "float": float,
+    "bool": bool,
+    str: str,
+    int: int,
+    float: float,
+    bool: bool,
+    "str | None": str,
+}
+registry.RESERVED_KNOBS.update(knob_types(declared=False))  # a space may not redeclare a built-in knob
 
 
 def _coerce(field: dataclasses.Field, value: Any) -> Any:
@@ -177,10 +229,6 @@ def _coerce(field: dataclasses.Field, value: Any) -> Any:
             raise ValueError(f"{field.name} must be an integer, got {value!r}")
         return int(value)
     return kind(value)
-
-
-def _is_null(value: Any) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value))
 
 
 def _one_of(name: str, value: Any, choices: tuple[str, ...]) -> None:

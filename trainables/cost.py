@@ -74,7 +74,8 @@ def layer_macs(layer: keras.layers.Layer) -> int:
     if isinstance(layer, L.DepthwiseConv2D | L.DepthwiseConv1D):
         return _elements(layer.output.shape) * math.prod(int(d) for d in layer.kernel.shape[:-2])
     if isinstance(layer, L.Conv1D | L.Conv2D | L.Conv3D) and not isinstance(
-            layer, L.Conv1DTranspose | L.Conv2DTranspose | L.Conv3DTranspose):
+        layer, L.Conv1DTranspose | L.Conv2DTranspose | L.Conv3DTranspose
+    ):
         # kernel: (*taps, in_channels / groups, filters); each output element sums over all but the last.
         return _elements(layer.output.shape) * math.prod(int(d) for d in layer.kernel.shape[:-1])
     if isinstance(layer, L.Dense):
@@ -135,9 +136,11 @@ def measure(model: keras.Model, large_batch: int | None = None) -> dict[str, Any
         macs: int | None = macs_per_image(model)
     except UncountedLayer:
         macs = None  # unknown, not zero: left out of the report, so the column stays null
-    cost: dict[str, Any] = {"param_count": param_count(model),
-                            "inference_s_per_image_b1": seconds_per_image(model, 1),
-                            "inference_device": inference_device()}
+    cost: dict[str, Any] = {
+        "param_count": param_count(model),
+        "inference_s_per_image_b1": seconds_per_image(model, 1),
+        "inference_device": inference_device(),
+    }
     if macs is not None:
         cost["macs_per_image"] = macs
     batch = large_batch

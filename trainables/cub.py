@@ -21,8 +21,9 @@ CUB_URL = "https://data.caltech.edu/records/65de6-vp158/files/CUB_200_2011.tgz"
 DEFAULT_IMAGE_SIZE = 224  # pixels per side; the reference study's input size
 
 
-def load_cub200(data_dir: str | os.PathLike | None = None, image_size: int = DEFAULT_IMAGE_SIZE,
-                crop_to_bbox: bool = False) -> ImageDataset:
+def load_cub200(
+    data_dir: str | os.PathLike | None = None, image_size: int = DEFAULT_IMAGE_SIZE, crop_to_bbox: bool = False
+) -> ImageDataset:
     """The official train/test split of CUB-200-2011, images uint8 (N, image_size, image_size, 3).
 
     `data_dir` may be the folder holding `CUB_200_2011/` or that folder itself; without it the
@@ -36,15 +37,24 @@ def load_cub200(data_dir: str | os.PathLike | None = None, image_size: int = DEF
     index = read_index(folder, with_boxes=crop_to_bbox)
     missing = [p for p in index["paths"] if not p.is_file()]
     if missing:
-        raise DatasetUnavailable(f"CUB-200-2011 image {missing[0]} is missing ({len(missing)} of "
-                                 f"{len(index['paths'])} images listed in {folder / 'images.txt'}); "
-                                 "re-extract CUB_200_2011.tgz")
+        raise DatasetUnavailable(
+            f"CUB-200-2011 image {missing[0]} is missing ({len(missing)} of "
+            f"{len(index['paths'])} images listed in {folder / 'images.txt'}); "
+            "re-extract CUB_200_2011.tgz"
+        )
     images = decode_images(index["paths"], image_size, index.get("boxes"))
     labels, is_train = index["labels"], index["is_train"]
     num_classes = int(labels.max()) + 1
     names = _class_names(folder, num_classes)
-    return ImageDataset("cub200", np.ascontiguousarray(images[is_train]), labels[is_train],
-                        np.ascontiguousarray(images[~is_train]), labels[~is_train], num_classes, names)
+    return ImageDataset(
+        "cub200",
+        np.ascontiguousarray(images[is_train]),
+        labels[is_train],
+        np.ascontiguousarray(images[~is_train]),
+        labels[~is_train],
+        num_classes,
+        names,
+    )
 
 
 def find_cub_dir(data_dir: str | os.PathLike | None) -> Path:
@@ -58,8 +68,9 @@ def find_cub_dir(data_dir: str | os.PathLike | None) -> Path:
             return candidate
     if (root / CUB_DIRNAME).is_dir():
         return root / CUB_DIRNAME  # read_index names the missing file
-    raise DatasetUnavailable(f"--data-dir {root} holds no {CUB_DIRNAME}/ folder with images.txt; "
-                             f"extract CUB_200_2011.tgz ({CUB_URL}) there")
+    raise DatasetUnavailable(
+        f"--data-dir {root} holds no {CUB_DIRNAME}/ folder with images.txt; extract CUB_200_2011.tgz ({CUB_URL}) there"
+    )
 
 
 def _keras_cub_dir() -> Path:
@@ -74,8 +85,10 @@ def _keras_cub_dir() -> Path:
         # cache_dir explicit: Keras reads KERAS_HOME once at import, this module at each call.
         path = Path(keras.utils.get_file(CUB_DIRNAME, origin=CUB_URL, extract=True, cache_dir=str(cache.parent)))
     except Exception as e:  # noqa: BLE001 - any download failure means the same to the user
-        raise DatasetUnavailable(f"CUB-200-2011 is not in Keras' cache and could not be downloaded from "
-                                 f"{CUB_URL} ({type(e).__name__}: {e}); download it and pass --data-dir") from None
+        raise DatasetUnavailable(
+            f"CUB-200-2011 is not in Keras' cache and could not be downloaded from "
+            f"{CUB_URL} ({type(e).__name__}: {e}); download it and pass --data-dir"
+        ) from None
     return path / CUB_DIRNAME if (path / CUB_DIRNAME).is_dir() else path
 
 
@@ -103,8 +116,10 @@ def read_index(folder: Path, with_boxes: bool = False) -> dict[str, np.ndarray]:
     for name, table in (("image_class_labels.txt", labels), ("train_test_split.txt", split)):
         absent = [i for i in ids if i not in table]
         if absent:
-            raise DatasetUnavailable(f"{folder / name} has no entry for image id {absent[0]} "
-                                     f"({len(absent)} ids missing); re-extract CUB_200_2011.tgz")
+            raise DatasetUnavailable(
+                f"{folder / name} has no entry for image id {absent[0]} "
+                f"({len(absent)} ids missing); re-extract CUB_200_2011.tgz"
+            )
     index = {
         "paths": np.array([folder / "images" / files[i] for i in ids], dtype=object),
         "labels": np.array([labels[i] for i in ids], dtype=np.int32),
@@ -149,10 +164,12 @@ def decode_images(paths: np.ndarray, image_size: int, boxes: np.ndarray | None =
         try:
             batch = next(iterator).numpy()
         except tf.errors.InvalidArgumentError as e:
-            bad = _first_undecodable(path_strings[start:start + 256])
-            raise DatasetUnavailable(f"CUB-200-2011 image {bad or path_strings[start]} cannot be decoded as "
-                                     f"JPEG ({e.message.splitlines()[0]}); re-extract CUB_200_2011.tgz") from None
-        out[start:start + len(batch)] = batch
+            bad = _first_undecodable(path_strings[start : start + 256])
+            raise DatasetUnavailable(
+                f"CUB-200-2011 image {bad or path_strings[start]} cannot be decoded as "
+                f"JPEG ({e.message.splitlines()[0]}); re-extract CUB_200_2011.tgz"
+            ) from None
+        out[start : start + len(batch)] = batch
         start += len(batch)
     return out
 

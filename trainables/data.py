@@ -12,8 +12,11 @@ import io
 import os
 import pickle
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+
+from trainables import registry
 
 CIFAR_DIRNAME = "cifar-100-python"
 CIFAR_URL = "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz"
@@ -37,31 +40,21 @@ class ImageDataset:
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
-        return tuple(self.x_train.shape[1:])  # type: ignore[return-value]
+        return tuple(self.x_train.shape[1:])
 
     @property
     def nbytes(self) -> int:
         return sum(a.nbytes for a in (self.x_train, self.y_train, self.x_test, self.y_test))
 
 
-def load_dataset(name: str, data_dir: str | os.PathLike | None = None, image_size: int | None = None,
-                 crop_to_bbox: bool = False) -> ImageDataset:
-    """Load a named dataset; raise DatasetUnavailable with the fix when it cannot be read.
-
-    `image_size` (pixels per side, default 224) and `crop_to_bbox` apply to cub200 only, whose
-    photos vary in size; the other datasets come at their native 32x32.
-    """
-    if name == "digits":
-        return load_digits()
-    if name in ("cifar100_25", "cifar100"):
-        classes = 25 if name == "cifar100_25" else 100
-        return load_cifar100(data_dir, num_classes=classes, name=name)
-    if name == "cub200":
-        from trainables import cub  # imports TensorFlow; only the transfer space needs it
-
-        return cub.load_cub200(data_dir, image_size=image_size or cub.DEFAULT_IMAGE_SIZE,
-                               crop_to_bbox=crop_to_bbox)
-    raise DatasetUnavailable(f"unknown dataset {name!r}; known: digits, cifar100_25, cifar100, cub200")
+def load_dataset(name: str, data_dir: str | os.PathLike | None = None, **options: Any) -> ImageDataset:
+    """Load a registered dataset (trainables.registry); raise DatasetUnavailable with the fix when it
+    cannot be read. `options` go to its loader (cub200: `image_size`, `crop_to_bbox`)."""
+    try:
+        entry = registry.dataset(name)
+    except ValueError as e:
+        raise DatasetUnavailable(str(e)) from None
+    return entry.load(data_dir, **options)
 
 
 def load_digits() -> ImageDataset:
@@ -79,12 +72,21 @@ def load_digits() -> ImageDataset:
     images = np.repeat(images[..., None], 3, axis=-1)
     labels = bunch.target.astype(np.int32)
     x_tr, x_te, y_tr, y_te = train_test_split(
-        images, labels, test_size=DIGITS_TEST_FRACTION, stratify=labels, random_state=DIGITS_SPLIT_SEED)
-    return ImageDataset("digits", np.ascontiguousarray(x_tr), y_tr, np.ascontiguousarray(x_te), y_te,
-                        10, tuple(str(d) for d in range(10)))
+        images, labels, test_size=DIGITS_TEST_FRACTION, stratify=labels, random_state=DIGITS_SPLIT_SEED
+    )
+    return ImageDataset(
+        "digits",
+        np.ascontiguousarray(x_tr),
+        y_tr,
+        np.ascontiguousarray(x_te),
+        y_te,
+        10,
+        tuple(str(d) for d in range(10)),
+    )
 
 
 # --- CIFAR-100 -------------------------------------------------------------------------------
+
 
 class SafeUnpickler(pickle.Unpickler):
     """Admits only numpy arrays, lists, dicts, strings and bytes: a pickle that names any
@@ -121,12 +123,14 @@ def _read_cifar_split(path: Path) -> dict:
         payload = safe_unpickle(path.read_bytes())
     except pickle.UnpicklingError as e:
         if str(e).startswith("refused"):
-            raise DatasetUnavailable(f"{path} is not a plain CIFAR-100 pickle ({e}); it was not loaded. "
-                                     "Re-download the dataset") from None
+            raise DatasetUnavailable(
+                f"{path} is not a plain CIFAR-100 pickle ({e}); it was not loaded. Re-download the dataset"
+            ) from None
         raise DatasetUnavailable(f"{path} is truncated or corrupted ({e}); re-download the dataset") from None
     except (EOFError, ValueError, TypeError, IndexError, KeyError, AttributeError, OSError) as e:
-        raise DatasetUnavailable(f"{path} is truncated or corrupted ({type(e).__name__}: {e}); "
-                                 "re-download the dataset") from None
+        raise DatasetUnavailable(
+            f"{path} is truncated or corrupted ({type(e).__name__}: {e}); re-download the dataset"
+        ) from None
     if not isinstance(payload, dict):
         raise DatasetUnavailable(f"{path} does not hold a CIFAR-100 dict")
     payload = {k.decode() if isinstance(k, bytes) else k: v for k, v in payload.items()}
@@ -173,8 +177,7 @@ def _keras_cifar_dir() -> Path:
     return path / CIFAR_DIRNAME if (path / CIFAR_DIRNAME).is_dir() else path
 
 
-def load_cifar100(data_dir: str | os.PathLike | None, num_classes: int = 100,
-                  name: str = "cifar100") -> ImageDataset:
+def load_cifar100(data_dir: str | os.PathLike | None, num_classes: int = 100, name: str = "cifar100") -> ImageDataset:
     """CIFAR-100 fine labels; `num_classes=25` keeps fine classes 0..24 as the reference study does."""
     folder = find_cifar_dir(data_dir)
     splits = []
@@ -189,7 +192,7 @@ def load_cifar100(data_dir: str | os.PathLike | None, num_classes: int = 100,
     names: tuple[str, ...] = ()
     if (folder / "meta").is_file():
         try:
-            meta = safe_unpickle((folder / "meta").read_bytes())
+            meta: Any = safe_unpickle((folder / "meta").read_bytes())
             fine = meta.get("fine_label_names") or meta.get(b"fine_label_names") or []
             names = tuple(n.decode() if isinstance(n, bytes) else str(n) for n in fine[:num_classes])
         except Exception:  # noqa: BLE001 - class names are cosmetic
@@ -197,8 +200,10 @@ def load_cifar100(data_dir: str | os.PathLike | None, num_classes: int = 100,
     (x_tr, y_tr), (x_te, y_te) = splits
     present = np.unique(y_tr)
     if len(present) < num_classes:
-        raise DatasetUnavailable(f"{folder}: training split has {len(present)} of the {num_classes} "
-                                 f"classes {name} needs; use --dataset cifar100_25 for classes 0..24")
+        raise DatasetUnavailable(
+            f"{folder}: training split has {len(present)} of the {num_classes} "
+            f"classes {name} needs; use --dataset cifar100_25 for classes 0..24"
+        )
     return ImageDataset(name, x_tr, y_tr, x_te, y_te, num_classes, names)
 
 

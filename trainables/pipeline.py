@@ -21,8 +21,9 @@ def to_unit_float(images: tf.Tensor) -> tf.Tensor:
     return tf.cast(images, tf.float32) / 255.0
 
 
-def gather_batches(x: np.ndarray, y: np.ndarray, indices: np.ndarray, batch_size: int,
-                   shuffle_seed: int | None = None) -> tf.data.Dataset:
+def gather_batches(
+    x: np.ndarray, y: np.ndarray, indices: np.ndarray, batch_size: int, shuffle_seed: int | None = None
+) -> tf.data.Dataset:
     """Batches of (images, int32 labels) for `indices` of `x` (uint8 images, or float32 ones a policy
     precomputed), shuffled each epoch if seeded."""
     ds = tf.data.Dataset.from_tensor_slices(np.asarray(indices, dtype=np.int64))
@@ -42,8 +43,14 @@ def gather_batches(x: np.ndarray, y: np.ndarray, indices: np.ndarray, batch_size
     return ds.map(gather_op, num_parallel_calls=tf.data.AUTOTUNE)
 
 
-def make_dataset(x: np.ndarray, y: np.ndarray, indices: np.ndarray, batch_size: int,
-                 transform: BatchFn = to_unit_float, shuffle_seed: int | None = None) -> tf.data.Dataset:
+def make_dataset(
+    x: np.ndarray,
+    y: np.ndarray,
+    indices: np.ndarray,
+    batch_size: int,
+    transform: BatchFn = to_unit_float,
+    shuffle_seed: int | None = None,
+) -> tf.data.Dataset:
     """The full pipeline: gather -> batched transform (augmentation for training) -> prefetch."""
     ds = gather_batches(x, y, indices, batch_size, shuffle_seed)
     ds = ds.map(lambda images, labels: (transform(images), labels), num_parallel_calls=tf.data.AUTOTUNE)

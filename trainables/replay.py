@@ -60,8 +60,9 @@ def load_curves(path: str | Path) -> pd.DataFrame:
     table = pd.read_parquet(path)
     missing = [c for c in CURVE_COLUMNS if c not in table]
     if missing:
-        raise ValueError(f"{path} is not a curve set: it lacks columns {missing} "
-                         "(write one with trainables.replay.record_curves)")
+        raise ValueError(
+            f"{path} is not a curve set: it lacks columns {missing} (write one with trainables.replay.record_curves)"
+        )
     return table
 
 
@@ -87,7 +88,7 @@ def nearest(params: Mapping[str, Any], configs: pd.DataFrame, knobs: Sequence[st
         want, have = params.get(k), configs[k]
         if types[k] is float and want is not None and have.notna().all():
             a, b = float(want), have.to_numpy(float)
-            distance += (np.abs(np.log10(a) - np.log10(b)) if a > 0 and (b > 0).all() else np.abs(a - b))
+            distance += np.abs(np.log10(a) - np.log10(b)) if a > 0 and (b > 0).all() else np.abs(a - b)
         else:
             mismatch += np.array([not (_same(v, want)) for v in have], dtype=float)
     order = np.lexsort((np.arange(len(configs)), distance, mismatch))
@@ -116,9 +117,14 @@ def replay_trial(params: dict[str, Any], curves: pd.DataFrame, delay_s: float = 
     rows = rows[rows["epoch"] <= config.max_epochs]
     full = int(rows["epoch"].max()) >= config.max_epochs
     for row in rows.itertuples(index=False):
-        report = {"epoch": int(row.epoch), **{m: float(getattr(row, m)) for m in EPOCH_METRICS},
-                  "learning_rate": float(row.epoch_learning_rate), "gpus": 0.0, "node": "replay",
-                  "replayed_config": config_id}
+        report = {
+            "epoch": int(row.epoch),
+            **{m: float(getattr(row, m)) for m in EPOCH_METRICS},
+            "learning_rate": float(row.epoch_learning_rate),
+            "gpus": 0.0,
+            "node": "replay",
+            "replayed_config": config_id,
+        }
         if full and int(row.epoch) == config.max_epochs and row.test_accuracy == row.test_accuracy:
             report["test_accuracy"] = float(row.test_accuracy)
         if delay_s:
@@ -131,8 +137,9 @@ def replay_trial(params: dict[str, Any], curves: pd.DataFrame, delay_s: float = 
 SEARCHERS = ("fidelity", "stock", "random")  # FidelityOptunaSearch TPE, Ray's stock OptunaSearch TPE, random
 
 
-def build_searcher(kind: str, space: Any, fixed: Mapping[str, Any], seed: int, max_epochs: int,
-                   metric: str = FINAL, mode: str = "max") -> Any:
+def build_searcher(
+    kind: str, space: Any, fixed: Mapping[str, Any], seed: int, max_epochs: int, metric: str = FINAL, mode: str = "max"
+) -> Any:
     """The production searchers: 'fidelity' and 'random' as run_search.py builds them; 'stock' is
     Ray's OptunaSearch on the same define-by-run space with the same TPE sampler and seed."""
     import functools
@@ -143,12 +150,17 @@ def build_searcher(kind: str, space: Any, fixed: Mapping[str, Any], seed: int, m
     from search_spaces.optuna_search import build_optuna_search, define_with_fixed
 
     if kind == "stock":
-        return OptunaSearch(space=functools.partial(define_with_fixed, space=space, fixed=dict(fixed)),
-                            metric=metric, mode=mode, sampler=optuna.samplers.TPESampler(seed=seed))
+        return OptunaSearch(
+            space=functools.partial(define_with_fixed, space=space, fixed=dict(fixed)),
+            metric=metric,
+            mode=mode,
+            sampler=optuna.samplers.TPESampler(seed=seed),
+        )
     if kind not in SEARCHERS:
         raise ValueError(f"searcher must be one of {', '.join(SEARCHERS)}, got {kind!r}")
-    return build_optuna_search(space, fixed, metric=metric, mode=mode, seed=seed, random=kind == "random",
-                               max_epochs=max_epochs)
+    return build_optuna_search(
+        space, fixed, metric=metric, mode=mode, seed=seed, random=kind == "random", max_epochs=max_epochs
+    )
 
 
 def _tune_hooks(budget_epochs: int | None) -> tuple[Any, Any]:
@@ -163,8 +175,14 @@ def _tune_hooks(budget_epochs: int | None) -> tuple[Any, Any]:
 
         def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
             if "epoch" in result:
-                self.rows.append({"trial_id": trial.trial_id, "epoch": int(result["epoch"]),
-                                  FINAL: result.get(FINAL), "config_id": result.get("replayed_config")})
+                self.rows.append(
+                    {
+                        "trial_id": trial.trial_id,
+                        "epoch": int(result["epoch"]),
+                        FINAL: result.get(FINAL),
+                        "config_id": result.get("replayed_config"),
+                    }
+                )
 
     class EpochBudget(Stopper):
         def __init__(self) -> None:
@@ -180,10 +198,21 @@ def _tune_hooks(budget_epochs: int | None) -> tuple[Any, Any]:
     return EpochLog(), EpochBudget()
 
 
-def run_replay(curves: pd.DataFrame, space: Any, *, searcher: str, scheduler: str, settings: Any,
-               seed: int, storage: str | Path, name: str, num_samples: int,
-               budget_epochs: int | None = None, max_concurrent: int = 4,
-               configs: Sequence[Mapping[str, Any]] | None = None) -> pd.DataFrame:
+def run_replay(
+    curves: pd.DataFrame,
+    space: Any,
+    *,
+    searcher: str,
+    scheduler: str,
+    settings: Any,
+    seed: int,
+    storage: str | Path,
+    name: str,
+    num_samples: int,
+    budget_epochs: int | None = None,
+    max_concurrent: int = 4,
+    configs: Sequence[Mapping[str, Any]] | None = None,
+) -> pd.DataFrame:
     """One Tune experiment on the replay trainable, with the production searcher (or, given
     `configs`, exactly those configs, as --search grid runs them) and scheduler; writes
     `<storage>/<name>/experiment.json` and `search/<trial_id>/` and returns the reported epochs in
@@ -199,10 +228,19 @@ def run_replay(curves: pd.DataFrame, space: Any, *, searcher: str, scheduler: st
     fixed = {"dataset": dataset, "seed": seed, "max_epochs": max_epochs}
     exp = Path(storage) / name
     exp.mkdir(parents=True, exist_ok=True)
-    meta = {"experiment": name, "space": space.name, "dataset": dataset, "max_epochs": max_epochs,
-            "num_samples": num_samples, "seed": seed, "scheduler": scheduler, "search": searcher,
-            "backend": "replay", "scheduler_settings": record(scheduler, settings, max_epochs, FINAL, "max"),
-            "config_version": 2}
+    meta = {
+        "experiment": name,
+        "space": space.name,
+        "dataset": dataset,
+        "max_epochs": max_epochs,
+        "num_samples": num_samples,
+        "seed": seed,
+        "scheduler": scheduler,
+        "search": searcher,
+        "backend": "replay",
+        "scheduler_settings": record(scheduler, settings, max_epochs, FINAL, "max"),
+        "config_version": 2,
+    }
     (exp / "experiment.json").write_text(json.dumps(meta, indent=2))
     if configs is not None:
         search_alg, param_space = fixed_configs_search([{**c, **fixed} for c in configs])
@@ -215,20 +253,40 @@ def run_replay(curves: pd.DataFrame, space: Any, *, searcher: str, scheduler: st
         tune.with_parameters(replay_trial, curves=curves),
         param_space=param_space,
         tune_config=tune.TuneConfig(
-            metric=FINAL, mode="max", num_samples=num_samples, search_alg=search_alg,
-            scheduler=build_scheduler(scheduler, settings, max_epochs), max_concurrent_trials=max_concurrent,
+            metric=FINAL,
+            mode="max",
+            num_samples=num_samples,
+            search_alg=search_alg,
+            scheduler=build_scheduler(scheduler, settings, max_epochs),
+            max_concurrent_trials=max_concurrent,
             trial_dirname_creator=lambda trial: str(trial.trial_id),
             reuse_actors=True,  # no GPU memory to hand back: one worker replays trial after trial
         ),
-        run_config=tune.RunConfig(name="search", storage_path=str(exp), stop=stopper, callbacks=[log],
-                                  verbose=0, checkpoint_config=tune.CheckpointConfig(num_to_keep=1)),
+        run_config=tune.RunConfig(
+            name="search",
+            storage_path=str(exp),
+            stop=stopper,
+            callbacks=[log],
+            verbose=0,
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+        ),
     )
     tuner.fit()
     return pd.DataFrame(log.rows, columns=["trial_id", "epoch", FINAL, "config_id"])
 
 
-def simulate(curves: pd.DataFrame, space: Any, *, searcher: str, scheduler: str, settings: Any, seed: int,
-             num_samples: int, budget_epochs: int | None = None, workers: int = 4) -> pd.DataFrame:
+def simulate(
+    curves: pd.DataFrame,
+    space: Any,
+    *,
+    searcher: str,
+    scheduler: str,
+    settings: Any,
+    seed: int,
+    num_samples: int,
+    budget_epochs: int | None = None,
+    workers: int = 4,
+) -> pd.DataFrame:
     """The same experiment as run_replay, without Tune's execution engine: the production searcher
     and scheduler objects get the calls Tune's controller makes, in the order it makes them
     (scheduler.on_trial_result, then searcher.on_trial_result unless the answer is STOP; on a stop
@@ -265,7 +323,7 @@ def simulate(curves: pd.DataFrame, space: Any, *, searcher: str, scheduler: str,
         if not isinstance(params, dict):
             return
         trial = SimpleNamespace(trial_id=trial_id)
-        sched.on_trial_add(None, trial)
+        sched.on_trial_add(None, trial)  # type: ignore[arg-type]  # no TuneController: replayed
         running[trial_id] = (trial, nearest(params, configs, knobs), 0)
         heapq.heappush(queue, (now + 1, started, trial_id))
 
@@ -278,14 +336,19 @@ def simulate(curves: pd.DataFrame, space: Any, *, searcher: str, scheduler: str,
         now, order, trial_id = heapq.heappop(queue)
         trial, config_id, done = running[trial_id]
         epoch = done + 1
-        result = {"epoch": epoch, "training_iteration": epoch, FINAL: float(values[config_id][epoch - 1]),
-                  "trial_id": trial_id, "replayed_config": config_id}
-        decision = sched.on_trial_result(None, trial, result)
+        result = {
+            "epoch": epoch,
+            "training_iteration": epoch,
+            FINAL: float(values[config_id][epoch - 1]),
+            "trial_id": trial_id,
+            "replayed_config": config_id,
+        }
+        decision = sched.on_trial_result(None, trial, result)  # type: ignore[arg-type]
         if decision != TrialScheduler.STOP:
             alg.on_trial_result(trial_id, result)
-        log.append((trial_id, epoch, result[FINAL], config_id))
+        log.append((trial_id, epoch, float(values[config_id][epoch - 1]), config_id))
         if decision == TrialScheduler.STOP or epoch >= min(max_epochs, len(values[config_id])):
-            sched.on_trial_complete(None, trial, result)
+            sched.on_trial_complete(None, trial, result)  # type: ignore[arg-type]
             alg.on_trial_complete(trial_id, result=result)
             del running[trial_id]
         else:

@@ -74,8 +74,10 @@ def configure_tensorflow(cpus: float, gpu_share: float = 0.0) -> dict[str, objec
     key = (float(cpus), float(gpu_share))
     if _CONFIGURED:
         if key not in _CONFIGURED:
-            raise WorkerMismatch(f"this worker was configured for (cpus, gpus) {next(iter(_CONFIGURED))}, "
-                                 f"a trial asks {key}; TensorFlow's settings cannot change in a process")
+            raise WorkerMismatch(
+                f"this worker was configured for (cpus, gpus) {next(iter(_CONFIGURED))}, "
+                f"a trial asks {key}; TensorFlow's settings cannot change in a process"
+            )
         return {**_CONFIGURED[key], "reused": True}
     import tensorflow as tf
 
@@ -87,8 +89,7 @@ def configure_tensorflow(cpus: float, gpu_share: float = 0.0) -> dict[str, objec
     for gpu in gpus:
         limit = memory_limit_for(gpu_share, _gpu_total_mb(gpu) if 0 < gpu_share < 1 else None)
         if limit:
-            tf.config.set_logical_device_configuration(
-                gpu, [tf.config.LogicalDeviceConfiguration(memory_limit=limit)])
+            tf.config.set_logical_device_configuration(gpu, [tf.config.LogicalDeviceConfiguration(memory_limit=limit)])
         else:
             tf.config.experimental.set_memory_growth(gpu, True)
     _CONFIGURED[key] = {"threads": threads, "gpus": len(gpus), "gpu_memory_limit_mb": limit}
@@ -123,13 +124,17 @@ def _release_free_heap() -> None:
 
 def _gpu_total_mb(gpu) -> int | None:  # noqa: ANN001 - a tf PhysicalDevice
     try:
+        import os
         import subprocess
 
-        import os
-
         index = physical_gpu_index(int(gpu.name.rsplit(":", 1)[-1]), os.environ.get("CUDA_VISIBLE_DEVICES"))
-        out = subprocess.run(["nvidia-smi", "--query-gpu=memory.total", "--format=csv,noheader,nounits",
-                              "-i", index], capture_output=True, text=True, timeout=10, check=True)
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=memory.total", "--format=csv,noheader,nounits", "-i", index],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        )
         return int(out.stdout.strip().splitlines()[0])
     except Exception:  # noqa: BLE001 - no nvidia-smi: fall back to memory growth
         return None

@@ -37,12 +37,23 @@ from trainables.config import TrialConfig
 from trainables.data import ImageDataset, validation_split
 
 
-def train_trial(params: dict[str, Any], data: ImageDataset, cpus: float = 1, gpus: float = 0,
-                checkpoint_every: int = 1) -> None:
+def train_trial(
+    params: dict[str, Any],
+    data: ImageDataset,
+    cpus: float = 1,
+    gpus: float = 0,
+    checkpoint_every: int = 1,
+    plugins: tuple[str, ...] = (),
+    shipped: bool = False,
+) -> None:
     """The Ray Tune function trainable. `data` arrives through the object store (zero-copy);
-    `checkpoint_every` is the checkpoint period in epochs (run_search --checkpoint-every)."""
+    `checkpoint_every` is the checkpoint period in epochs (run_search --checkpoint-every). `plugins`:
+    the driver's --plugin list, loaded here so their models and knobs are registered in this worker too
+    (`shipped`: from Ray's runtime env, by module name; see trainables.plugins)."""
+    from trainables.plugins import load_plugins
     from trainables.runtime import configure_tensorflow, reset_trial_state
 
+    load_plugins(plugins, shipped)
     configure_tensorflow(cpus, gpus)  # before any TensorFlow op in this process; once per process
     reset_trial_state()  # nothing of an earlier trial in this (reused) worker reaches this one
 
@@ -65,11 +76,18 @@ def train_trial(params: dict[str, Any], data: ImageDataset, cpus: float = 1, gpu
             keras.utils.set_random_seed(epoch_seed(config.seed, start_epoch))
         train_ds, val_ds, test_ds = _datasets(config, data, shuffle_seed=epoch_seed(config.seed, start_epoch))
 
-        callbacks: list[keras.callbacks.Callback] = [*fault_hooks(), EpochReporter(config, test_ds, gpus, checkpoint_every)]
+        reporter = EpochReporter(config, test_ds, gpus, checkpoint_every)
+        callbacks: list[keras.callbacks.Callback] = [*fault_hooks(), reporter]
         if config.patience:
             callbacks.insert(0, keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.patience))
-        model.fit(train_ds, validation_data=val_ds, epochs=config.max_epochs, initial_epoch=start_epoch,
-                  callbacks=callbacks, verbose=0)
+        model.fit(
+            train_ds,
+            validation_data=val_ds,
+            epochs=config.max_epochs,
+            initial_epoch=start_epoch,
+            callbacks=callbacks,
+            verbose=0,
+        )
     except (tf.errors.ResourceExhaustedError, MemoryError) as e:
         # Recorded, not retried: the same config would exhaust memory again. No `epoch` key, so the
         # epochs table and ASHA ignore this row; val_accuracy is present because Tune requires the metric.
@@ -84,13 +102,10 @@ def epoch_seed(seed: int, epoch: int) -> int:
 
 
 def _compile(config: TrialConfig, data: ImageDataset):  # noqa: ANN202 - keras.Model
-    from trainables.architectures import build_model, build_optimizer
+    from trainables.architectures import build_model, build_optimizer, input_shape
 
-    shape = data.image_shape if config.model in ("basenet", "convnet") else (config.input_size,
-                                                                             config.input_size, 3)
-    model = build_model(config, shape, data.num_classes)
-    model.compile(optimizer=build_optimizer(config), loss="sparse_categorical_crossentropy",
-                  metrics=["accuracy"])
+    model = build_model(config, input_shape(config, data.image_shape), data.num_classes)
+    model.compile(optimizer=build_optimizer(config), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     return model
 
 

@@ -21,12 +21,11 @@ from pathlib import Path
 from types import ModuleType
 
 from trainables.config import TrialConfig
+from trainables.registry import Model
 
-# config.model -> (keras.applications module, constructor)
-BACKBONES = {
-    "resnet50": ("resnet50", "ResNet50"),
-    "inception_resnet_v2": ("inception_resnet_v2", "InceptionResNetV2"),
-}
+# config.model -> (keras.applications module, constructor); filled by each backbone's registry entry.
+BACKBONES: dict[str, tuple[str, str]] = {}
+TRANSFER_KNOBS = ("transfer_mode", "head_units", "dropout", "input_size", "weights")
 WEIGHTS_HELP = "use --weights none (random init) or --weights PATH (a weights file copied from a machine with internet)"
 _HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"  # .h5 / .weights.h5
 _ZIP_MAGIC = b"PK"  # .keras archives
@@ -56,6 +55,25 @@ def check_weights(weights: str) -> None:
         raise WeightsUnavailable(f"--weights {weights}: not a Keras weights file (HDF5 .h5 or .keras)")
 
 
+def backbone_entry(name: str, module: str, constructor: str, min_input_size: int, description: str) -> Model:
+    """The registry entry of a keras.applications backbone with the DESIGN head (trainables/models/)."""
+    BACKBONES[name] = (module, constructor)
+
+    def check(config: TrialConfig) -> None:
+        if config.input_size < min_input_size:
+            raise ValueError(f"{name} needs input_size >= {min_input_size}, got {config.input_size}")
+
+    return Model(
+        name,
+        build=lambda config, _input_shape, num_classes: transfer_model(config, num_classes),
+        knobs=TRANSFER_KNOBS,
+        input_shape=lambda config, _image_shape: (config.input_size,) * 2 + (3,),
+        preprocess=input_transform,
+        check=check,
+        description=description,
+    )
+
+
 def backbone_module(model: str) -> ModuleType:
     import keras
 
@@ -67,8 +85,9 @@ def backbone_module(model: str) -> ModuleType:
 def build_backbone(config: TrialConfig, weights: str | None = None):  # noqa: ANN201 - keras.Model
     """The backbone without top, pooled to a vector; `weights` as keras.applications takes them."""
     constructor = getattr(backbone_module(config.model), BACKBONES[config.model][1])
-    return constructor(include_top=False, weights=weights, pooling="avg",
-                       input_shape=(config.input_size, config.input_size, 3))
+    return constructor(
+        include_top=False, weights=weights, pooling="avg", input_shape=(config.input_size, config.input_size, 3)
+    )
 
 
 def transfer_model(config: TrialConfig, num_classes: int):  # noqa: ANN201 - keras.Model
@@ -84,8 +103,9 @@ def transfer_model(config: TrialConfig, num_classes: int):  # noqa: ANN201 - ker
         try:
             backbone = build_backbone(config, "imagenet")
         except Exception as e:  # noqa: BLE001 - a failed download surfaces as many exception types
-            raise WeightsUnavailable(f"ImageNet weights for {config.model} could not be downloaded "
-                                     f"({type(e).__name__}: {e}); {WEIGHTS_HELP}") from None
+            raise WeightsUnavailable(
+                f"ImageNet weights for {config.model} could not be downloaded ({type(e).__name__}: {e}); {WEIGHTS_HELP}"
+            ) from None
     else:
         try:
             # A full model's file fails here after ~100 "Skipping nested container" warnings; they
@@ -106,14 +126,15 @@ def transfer_model(config: TrialConfig, num_classes: int):  # noqa: ANN201 - ker
     model = keras.Model(inputs, outputs, name=f"{config.model}_{config.transfer_mode}")
 
     if full_model_weights is not None:
-        path, backbone_error = full_model_weights
+        path, first_error = full_model_weights
         try:
             model.load_weights(path)
         except Exception as e:  # noqa: BLE001 - report both attempts
             raise WeightsUnavailable(
-                f"--weights {path}: holds neither {config.model} backbone weights ({backbone_error}) nor "
+                f"--weights {path}: holds neither {config.model} backbone weights ({first_error}) nor "
                 f"weights of this model with a {config.head_units}-unit head and {num_classes} classes "
-                f"({e})") from None
+                f"({e})"
+            ) from None
     backbone.trainable = config.transfer_mode == "finetune"
     for layer in backbone.layers:
         if isinstance(layer, layers.BatchNormalization):

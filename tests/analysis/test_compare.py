@@ -22,20 +22,40 @@ BN_QUESTION = "Where does BatchNorm belong on BaseNet?"
 AUG_QUESTION = "Which augmentation helps the ConvNet?"
 
 
-def reference_grid(basenet: dict[str, float], convnet: dict[str, float], seeds: int = 3,
-                   noise_seed: int = 0) -> list[dict]:
+def reference_grid(
+    basenet: dict[str, float], convnet: dict[str, float], seeds: int = 3, noise_seed: int = 0
+) -> list[dict]:
     """Both questions' cells over `seeds` seeds; each level's effect is exact on every seed."""
     rng = np.random.default_rng(noise_seed)
     rows = []
     for seed in range(seeds):
         base = 0.30 + rng.normal(0, 0.02)  # seed noise shared by the paired cells
         for bn, effect in basenet.items():
-            rows.append(trial_row(f"b{bn}{seed}", seed=seed, best_val=base + effect, test=base + effect,
-                                  model="basenet", bn_position=bn, **REFERENCE))
+            rows.append(
+                trial_row(
+                    f"b{bn}{seed}",
+                    seed=seed,
+                    best_val=base + effect,
+                    test=base + effect,
+                    model="basenet",
+                    bn_position=bn,
+                    **REFERENCE,
+                )
+            )
         base = 0.50 + rng.normal(0, 0.02)
         for aug, effect in convnet.items():
-            rows.append(trial_row(f"c{aug}{seed}", seed=seed, best_val=base + effect, test=base + effect,
-                                  model="convnet", bn_position="after_relu", augmentation=aug, **REFERENCE))
+            rows.append(
+                trial_row(
+                    f"c{aug}{seed}",
+                    seed=seed,
+                    best_val=base + effect,
+                    test=base + effect,
+                    model="convnet",
+                    bn_position="after_relu",
+                    augmentation=aug,
+                    **REFERENCE,
+                )
+            )
     return rows
 
 
@@ -45,26 +65,35 @@ def write_summary(exp: Path) -> None:
     rep = knobs.repeated_runs(tables.read_table(exp, "trials"))
     rows = questions.question_rows(rep) + summary.paired_rows(rep, knobs.varying_knobs(rep))
     fs, root = storage.resolve(exp)
-    tables.write_table(pa.Table.from_pylist(rows, schema=summary.SUMMARY_SCHEMA), fs,
-                       storage.join(root, "report", "summary.parquet"))
+    tables.write_table(
+        pa.Table.from_pylist(rows, schema=summary.SUMMARY_SCHEMA), fs, storage.join(root, "report", "summary.parquet")
+    )
 
 
 @pytest.fixture
 def two_experiments(tmp_path: Path) -> tuple[Path, Path]:
     # In both, BN after ReLU beats none by 6 points (the answer holds); whitening loses 4 points to
     # simple in the first and wins by 4 in the second (the answer flips); complex = simple in both.
-    a = write_experiment(tmp_path / "cifar_0_24", reference_grid(
-        {"none": 0.0, "before_relu": 0.0, "after_relu": 0.06}, {"simple": 0.0, "complex": 0.0, "whitening": -0.04}))
-    b = write_experiment(tmp_path / "cifar_25_49", reference_grid(
-        {"none": 0.0, "before_relu": 0.0, "after_relu": 0.06}, {"simple": 0.0, "complex": 0.0, "whitening": 0.04},
-        noise_seed=1))
+    a = write_experiment(
+        tmp_path / "cifar_0_24",
+        reference_grid(
+            {"none": 0.0, "before_relu": 0.0, "after_relu": 0.06}, {"simple": 0.0, "complex": 0.0, "whitening": -0.04}
+        ),
+    )
+    b = write_experiment(
+        tmp_path / "cifar_25_49",
+        reference_grid(
+            {"none": 0.0, "before_relu": 0.0, "after_relu": 0.06},
+            {"simple": 0.0, "complex": 0.0, "whitening": 0.04},
+            noise_seed=1,
+        ),
+    )
     for exp in (a, b):
         write_summary(exp)
     return a, b
 
 
-def test_compare_says_which_answers_held_and_which_flipped(two_experiments: tuple[Path, Path],
-                                                           tmp_path: Path) -> None:
+def test_compare_says_which_answers_held_and_which_flipped(two_experiments: tuple[Path, Path], tmp_path: Path) -> None:
     a, b = two_experiments
     assert compare.main([str(a), str(b)]) == 0
     out = tmp_path / "compare-cifar_0_24-vs-cifar_25_49"  # default: beside the first experiment
@@ -81,26 +110,62 @@ def test_compare_says_which_answers_held_and_which_flipped(two_experiments: tupl
     no_diff = q[(q["subject"] == BN_QUESTION) & (q["level"] == "before_relu") & (q["level_b"] == "none")]
     assert list(no_diff["outcome"]) == ["none", "none"] and set(no_diff["held"]) == {"held"}
     # The paired rows (every knob, both metrics) are compared too.
-    paired = df[(df["kind"] == "paired") & (df["knob"] == "augmentation") & (df["level"] == "simple")
-                & (df["level_b"] == "whitening") & (df["metric"] == "test_accuracy")]
+    paired = df[
+        (df["kind"] == "paired")
+        & (df["knob"] == "augmentation")
+        & (df["level"] == "simple")
+        & (df["level_b"] == "whitening")
+        & (df["metric"] == "test_accuracy")
+    ]
     assert set(paired["held"]) == {"flipped"}
 
     md = (out / "compare.md").read_text()
-    assert f"| {BN_QUESTION} | after_relu - none | 6.0 [6.0, 6.0], n=3: after_relu wins | " \
-           "6.0 [6.0, 6.0], n=3: after_relu wins | **held** |" in md
+    assert (
+        f"| {BN_QUESTION} | after_relu - none | 6.0 [6.0, 6.0], n=3: after_relu wins | "
+        "6.0 [6.0, 6.0], n=3: after_relu wins | **held** |" in md
+    )
     assert f"| {AUG_QUESTION} | simple - whitening |" in md and "whitening wins | **flipped** |" in md
     png = (out / "compare.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
 
 
 def test_levels_listed_the_other_way_round_are_aligned() -> None:
-    rows = pd.DataFrame([
-        {"kind": "paired", "subject": "optimizer", "knob": "optimizer", "metric": "test_accuracy", "level": "adam",
-         "level_b": "sgd", "experiment": "x", "n": 3, "value": 0.05, "ci_low": 0.01, "ci_high": 0.09,
-         "p_holm": 0.01, "outcome": "A", "verdict": ""},
-        {"kind": "paired", "subject": "optimizer", "knob": "optimizer", "metric": "test_accuracy", "level": "sgd",
-         "level_b": "adam", "experiment": "y", "n": 3, "value": -0.03, "ci_low": -0.05, "ci_high": -0.01,
-         "p_holm": 0.02, "outcome": "B", "verdict": ""}])
+    rows = pd.DataFrame(
+        [
+            {
+                "kind": "paired",
+                "subject": "optimizer",
+                "knob": "optimizer",
+                "metric": "test_accuracy",
+                "level": "adam",
+                "level_b": "sgd",
+                "experiment": "x",
+                "n": 3,
+                "value": 0.05,
+                "ci_low": 0.01,
+                "ci_high": 0.09,
+                "p_holm": 0.01,
+                "outcome": "A",
+                "verdict": "",
+            },
+            {
+                "kind": "paired",
+                "subject": "optimizer",
+                "knob": "optimizer",
+                "metric": "test_accuracy",
+                "level": "sgd",
+                "level_b": "adam",
+                "experiment": "y",
+                "n": 3,
+                "value": -0.03,
+                "ci_low": -0.05,
+                "ci_high": -0.01,
+                "p_holm": 0.02,
+                "outcome": "B",
+                "verdict": "",
+            },
+        ]
+    )
     aligned = compare._align(rows)
     assert list(aligned["level"]) == ["adam", "adam"] and list(aligned["outcome"]) == ["A", "A"]
     assert aligned.loc[1, ["value", "ci_low", "ci_high"]].tolist() == pytest.approx([0.03, 0.01, 0.05])
@@ -108,11 +173,11 @@ def test_levels_listed_the_other_way_round_are_aligned() -> None:
     assert compare.held(["A"]) == "only one"
 
 
-def test_out_flag_and_a_third_experiment_missing_a_question(two_experiments: tuple[Path, Path],
-                                                            tmp_path: Path) -> None:
+def test_out_flag_and_a_third_experiment_missing_a_question(two_experiments: tuple[Path, Path], tmp_path: Path) -> None:
     a, b = two_experiments
-    basenet_only = write_experiment(tmp_path / "basenet_only", [
-        r for r in reference_grid({"none": 0.0, "after_relu": -0.05}, {}, noise_seed=2)])
+    basenet_only = write_experiment(
+        tmp_path / "basenet_only", [r for r in reference_grid({"none": 0.0, "after_relu": -0.05}, {}, noise_seed=2)]
+    )
     write_summary(basenet_only)
     out = tmp_path / "mine"
     assert compare.main([str(a), str(b), str(basenet_only), "--out", str(out)]) == 0
@@ -128,16 +193,22 @@ def test_bad_input_exits_2_with_one_line(two_experiments: tuple[Path, Path], tmp
     a, _ = two_experiments
     no_report = write_experiment(tmp_path / "no_report", [])
     # Through `python -m analysis compare` (the subcommand), in a clean process: and without Ray or TF.
-    code = (f"import sys, runpy; sys.argv = ['analysis', 'compare', {str(a)!r}, {str(no_report)!r}]\n"
-            "try:\n    runpy.run_module('analysis', run_name='__main__')\nexcept SystemExit as e:\n"
-            "    heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('ray', 'tensorflow', 'keras'))\n"
-            "    print('exit', e.code, heavy)\n")
+    code = (
+        f"import sys, runpy; sys.argv = ['analysis', 'compare', {str(a)!r}, {str(no_report)!r}]\n"
+        "try:\n    runpy.run_module('analysis', run_name='__main__')\nexcept SystemExit as e:\n"
+        "    heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('ray', 'tensorflow', 'keras'))\n"
+        "    print('exit', e.code, heavy)\n"
+    )
     proc = subprocess.run([sys.executable, "-c", code], cwd=PROJECT, capture_output=True, text=True, timeout=180)
     assert proc.stdout.strip() == "exit 2 []", proc.stdout + proc.stderr
     assert proc.stderr.strip().splitlines() == [
         f"python -m analysis compare: error: {no_report}: no report/summary.parquet; write it first with "
-        f"`python -m analysis {no_report}`"]
-    for argv, needle in (([str(a)], "two or more"), ([str(a), str(tmp_path / "nope")], "no such experiment"),
-                         ([str(a), str(a)], "named twice")):
+        f"`python -m analysis {no_report}`"
+    ]
+    for argv, needle in (
+        ([str(a)], "two or more"),
+        ([str(a), str(tmp_path / "nope")], "no such experiment"),
+        ([str(a), str(a)], "named twice"),
+    ):
         with pytest.raises(compare.BadInput, match=needle):
             compare.write_comparison(argv)

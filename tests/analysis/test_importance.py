@@ -11,8 +11,10 @@ from analysis import importance, tables
 
 
 def frames(rows: list[dict]) -> tuple[pd.DataFrame, pd.DataFrame]:
-    return (pa.Table.from_pylist(rows, schema=tables.TRIALS_SCHEMA).to_pandas(),
-            pa.Table.from_pylist([e for r in rows for e in epoch_rows(r)], schema=tables.EPOCHS_SCHEMA).to_pandas())
+    return (
+        pa.Table.from_pylist(rows, schema=tables.TRIALS_SCHEMA).to_pandas(),
+        pa.Table.from_pylist([e for r in rows for e in epoch_rows(r)], schema=tables.EPOCHS_SCHEMA).to_pandas(),
+    )
 
 
 def search_rows(n: int) -> list[dict]:
@@ -22,8 +24,15 @@ def search_rows(n: int) -> list[dict]:
     rows = []
     for i in range(n):
         bn = ("none", "before_relu", "after_relu")[i % 3]
-        rows.append(trial_row(f"t{i:02d}", best_val=effect[bn] + float(rng.normal(0, 0.01)), bn_position=bn,
-                              learning_rate=float(10 ** rng.uniform(-4, -1)), optimizer=("sgd", "adam")[i % 2]))
+        rows.append(
+            trial_row(
+                f"t{i:02d}",
+                best_val=effect[bn] + float(rng.normal(0, 0.01)),
+                bn_position=bn,
+                learning_rate=float(10 ** rng.uniform(-4, -1)),
+                optimizer=("sgd", "adam")[i % 2],
+            )
+        )
     return rows
 
 
@@ -63,9 +72,16 @@ def conditional_rows(n: int = 24) -> list[dict]:
     for i in range(n):
         model = ("basenet", "convnet")[i % 2]
         shape = {"depth": int(rng.integers(5, 8))} if model == "convnet" else {}
-        rows.append(trial_row(f"t{i:02d}", best_val=(0.4 if model == "basenet" else 0.8) + float(rng.normal(0, 0.01)),
-                              model=model, bn_position="none", learning_rate=float(10 ** rng.uniform(-4, -1)),
-                              **shape))
+        rows.append(
+            trial_row(
+                f"t{i:02d}",
+                best_val=(0.4 if model == "basenet" else 0.8) + float(rng.normal(0, 0.01)),
+                model=model,
+                bn_position="none",
+                learning_rate=float(10 ** rng.uniform(-4, -1)),
+                **shape,
+            )
+        )
     return rows
 
 

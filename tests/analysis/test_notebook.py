@@ -20,8 +20,9 @@ def run_notebook(experiment: Path, monkeypatch: pytest.MonkeyPatch) -> nbformat.
     monkeypatch.setenv("EXPERIMENT_DIR", str(experiment))
     nb = nbformat.read(NOTEBOOK, as_version=4)
     # "python3" is the kernel ipykernel provides for the interpreter running the tests (the venv's).
-    NotebookClient(nb, timeout=180, kernel_name="python3",
-                   resources={"metadata": {"path": str(NOTEBOOK.parent)}}).execute()
+    NotebookClient(
+        nb, timeout=180, kernel_name="python3", resources={"metadata": {"path": str(NOTEBOOK.parent)}}
+    ).execute()
     return nb
 
 

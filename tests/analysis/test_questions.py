@@ -25,14 +25,27 @@ def reference_rows(basenet_seeds: int = 3, convnet_seeds: int = 2) -> list[dict]
         base = 0.30 + rng.normal(0, 0.02)  # seed noise shared by the paired cells
         for bn, effect in BASENET.items():
             acc = base + effect
-            rows.append(trial_row(f"b{bn}{seed}", seed=seed, best_val=acc, test=acc, model="basenet",
-                                  bn_position=bn, **REFERENCE))
+            rows.append(
+                trial_row(
+                    f"b{bn}{seed}", seed=seed, best_val=acc, test=acc, model="basenet", bn_position=bn, **REFERENCE
+                )
+            )
     for seed in range(convnet_seeds):
         base = 0.50 + rng.normal(0, 0.02)
         for aug, effect in CONVNET.items():
             acc = base + effect
-            rows.append(trial_row(f"c{aug}{seed}", seed=seed, best_val=acc, test=acc, model="convnet",
-                                  bn_position="after_relu", augmentation=aug, **REFERENCE))
+            rows.append(
+                trial_row(
+                    f"c{aug}{seed}",
+                    seed=seed,
+                    best_val=acc,
+                    test=acc,
+                    model="convnet",
+                    bn_position="after_relu",
+                    augmentation=aug,
+                    **REFERENCE,
+                )
+            )
     return rows
 
 
@@ -70,7 +83,8 @@ def test_report_answers_both_questions_first(tmp_path: Path) -> None:
     first = md.index("## The study's questions")
     assert first < md.index("## Answer: paired-by-seed comparisons")
     assert md.index("### Where does BatchNorm belong on BaseNet?") < md.index(
-        "### Which augmentation helps the ConvNet?")
+        "### Which augmentation helps the ConvNet?"
+    )
     assert "**after_relu** has the highest mean test_accuracy" in md
     assert "bn_position: after_relu beats none by 6.0 points" in md
     assert "augmentation: simple vs whitening" in md or "augmentation: simple beats whitening" in md

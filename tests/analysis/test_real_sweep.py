@@ -16,15 +16,29 @@ from test_notebook import run_notebook
 from analysis import summary
 
 PROJECT = Path(__file__).resolve().parents[2]
-FIGURES = ("learning_curves.png", "best_configs.png", "knob_effects.png", "asha_rungs.png",
-           "parallel_coordinates.png")
+FIGURES = ("learning_curves.png", "best_configs.png", "knob_effects.png", "asha_rungs.png", "parallel_coordinates.png")
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(1200)
 def test_a_real_sweep_gets_a_report_duckdb_and_a_notebook(tmp_path: Path, search, monkeypatch) -> None:
-    proc = search("--space", "batchnorm", "--dataset", "digits", "--num-samples", "4", "--max-epochs", "2",
-                  "--max-concurrent", "2", "--storage-path", str(tmp_path), "--name", "sweep", "-q")
+    proc = search(
+        "--space",
+        "batchnorm",
+        "--dataset",
+        "digits",
+        "--num-samples",
+        "4",
+        "--max-epochs",
+        "2",
+        "--max-concurrent",
+        "2",
+        "--storage-path",
+        str(tmp_path),
+        "--name",
+        "sweep",
+        "-q",
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     exp = tmp_path / "sweep"
     assert "warning: report not written" not in proc.stderr
@@ -44,7 +58,8 @@ def test_a_real_sweep_gets_a_report_duckdb_and_a_notebook(tmp_path: Path, search
     assert "## Ranking at matched budget" in (folder / "report.md").read_text()
 
     # The contract of DESIGN section 3: DuckDB straight on the file.
-    rows = duckdb.sql(f"select bn_position, avg(test_accuracy) from '{exp}/tables/trials.parquet' group by 1").fetchall()
+    query = f"select bn_position, avg(test_accuracy) from '{exp}/tables/trials.parquet' group by 1"
+    rows = duckdb.sql(query).fetchall()
     assert rows and {r[0] for r in rows} <= {"none", "before_relu", "after_relu"}
 
     run_notebook(exp, monkeypatch)  # raises on the first failing cell
@@ -53,8 +68,13 @@ def test_a_real_sweep_gets_a_report_duckdb_and_a_notebook(tmp_path: Path, search
     trials_before = pq.read_table(exp / "tables" / "trials.parquet").num_rows
     shutil.rmtree(exp / "tables")
     shutil.rmtree(folder)
-    proc = subprocess.run([sys.executable, "-m", "analysis", str(exp), "--rebuild-tables"], cwd=PROJECT,
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "analysis", str(exp), "--rebuild-tables"],
+        cwd=PROJECT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     assert pq.read_table(exp / "tables" / "trials.parquet").num_rows == trials_before == 4
     assert (folder / "report.md").exists() and (folder / "summary.parquet").exists()

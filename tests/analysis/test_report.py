@@ -14,13 +14,19 @@ from synthetic import bn_study_rows, write_experiment
 from analysis import report, summary
 
 PROJECT = Path(__file__).resolve().parents[2]
-FIGURES_ALWAYS = ("learning_curves.png", "best_configs.png", "knob_effects.png", "asha_rungs.png",
-                  "parallel_coordinates.png")
+FIGURES_ALWAYS = (
+    "learning_curves.png",
+    "best_configs.png",
+    "knob_effects.png",
+    "asha_rungs.png",
+    "parallel_coordinates.png",
+)
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "analysis", *args], cwd=PROJECT, capture_output=True,
-                          text=True, timeout=180)
+    return subprocess.run(
+        [sys.executable, "-m", "analysis", *args], cwd=PROJECT, capture_output=True, text=True, timeout=180
+    )
 
 
 def assert_report(folder: Path) -> None:
@@ -100,12 +106,26 @@ def test_rebuild_tables_reads_the_trial_folders(tmp_path: Path) -> None:
     for i, (bn, acc) in enumerate([("none", 0.5), ("after_relu", 0.7), ("before_relu", 0.6)]):
         trial = root / "search" / f"t{i}"
         trial.mkdir()
-        (trial / "params.json").write_text(json.dumps(
-            {"bn_position": bn, "learning_rate": 0.01, "dataset": "digits", "max_epochs": 2, "seed": 0}))
-        lines = [{"trial_id": f"t{i}", "epoch": e, "loss": 1.0 / e, "accuracy": acc, "val_loss": 1.0 / e,
-                  "val_accuracy": acc - 0.1 * (2 - e), "learning_rate": 0.01, "epoch_time_s": 1.0,
-                  "timestamp": 1_700_000_000 + e, "time_this_iter_s": 1.0, "time_total_s": float(e),
-                  **({"test_accuracy": acc} if e == 2 else {})} for e in (1, 2)]
+        (trial / "params.json").write_text(
+            json.dumps({"bn_position": bn, "learning_rate": 0.01, "dataset": "digits", "max_epochs": 2, "seed": 0})
+        )
+        lines = [
+            {
+                "trial_id": f"t{i}",
+                "epoch": e,
+                "loss": 1.0 / e,
+                "accuracy": acc,
+                "val_loss": 1.0 / e,
+                "val_accuracy": acc - 0.1 * (2 - e),
+                "learning_rate": 0.01,
+                "epoch_time_s": 1.0,
+                "timestamp": 1_700_000_000 + e,
+                "time_this_iter_s": 1.0,
+                "time_total_s": float(e),
+                **({"test_accuracy": acc} if e == 2 else {}),
+            }
+            for e in (1, 2)
+        ]
         (trial / "result.json").write_text("\n".join(json.dumps(x) for x in lines) + "\n")
     assert report.main([str(root)]) == 2  # no tables yet
     assert report.main([str(root), "--rebuild-tables"]) == 0
@@ -130,8 +150,14 @@ print('clean')
 def test_empty_and_all_failed_experiments_still_get_a_report(tmp_path: Path) -> None:
     from synthetic import trial_row
 
-    failed = {**trial_row("e1", bn_position="none"), "status": "error", "error": "NaN loss",
-              "best_val_accuracy": None, "test_accuracy": None, "epochs_completed": 0}
+    failed = {
+        **trial_row("e1", bn_position="none"),
+        "status": "error",
+        "error": "NaN loss",
+        "best_val_accuracy": None,
+        "test_accuracy": None,
+        "epochs_completed": 0,
+    }
     for name, rows in (("empty", []), ("failed", [failed])):
         root = write_experiment(tmp_path / name, rows)
         assert report.main([str(root)]) == 0

@@ -14,10 +14,20 @@ FIFO = {"kind": "fifo", "grace_period": 1, "reduction_factor": 3, "brackets": 1,
 
 def frames(curves: dict[str, list[float]], max_epochs: int = 9) -> tuple[pd.DataFrame, pd.DataFrame]:
     """trials and epochs tables (only the columns rungs reads) for curves {trial_id: val_accuracy per epoch}."""
-    trials = pd.DataFrame([{"trial_id": t, "phase": "search", "max_epochs": max_epochs,
-                            "status": "completed" if len(c) >= max_epochs else "stopped"} for t, c in curves.items()])
-    epochs = pd.DataFrame([{"trial_id": t, "epoch": e, "val_accuracy": v}
-                           for t, c in curves.items() for e, v in enumerate(c, 1)])
+    trials = pd.DataFrame(
+        [
+            {
+                "trial_id": t,
+                "phase": "search",
+                "max_epochs": max_epochs,
+                "status": "completed" if len(c) >= max_epochs else "stopped",
+            }
+            for t, c in curves.items()
+        ]
+    )
+    epochs = pd.DataFrame(
+        [{"trial_id": t, "epoch": e, "val_accuracy": v} for t, c in curves.items() for e, v in enumerate(c, 1)]
+    )
     return trials, epochs
 
 
@@ -54,7 +64,9 @@ def test_curves_that_never_cross_rank_perfectly() -> None:
     assert by_rung(rows, "rung_spearman") == {1: pytest.approx(1.0), 3: pytest.approx(1.0)}
     assert by_rung(rows, "rung_kendall") == {1: pytest.approx(1.0), 3: pytest.approx(1.0)}
     assert by_rung(rows, "rung_top_k_behind") == {1: 0.0, 3: 0.0}
-    assert {r["budget_epochs"] for r in rows} == {9} and {r["n"] for r in rows if r["metric"] != "rung_top_k_behind"} == {12}
+    assert {r["budget_epochs"] for r in rows} == {9} and {
+        r["n"] for r in rows if r["metric"] != "rung_top_k_behind"
+    } == {12}
     assert all(r["verdict"] == "judges well" for r in rows)
     assert "judges poorly" not in rungs.rung_markdown(trials, epochs, FIFO)
 
@@ -125,7 +137,7 @@ def test_asha_survivors_final_epoch_falls_back_to_deepest_reached() -> None:
     """Under ASHA few trials reach the budget: compare with the deepest epoch MIN_PAIRS trials reached."""
     curves = parallel(n=12)
     curves = {t: (c if i >= 6 else c[:3]) for i, (t, c) in enumerate(curves.items())}  # 6 go on to 9
-    curves = {t: (c if i >= 9 else c[:min(len(c), 3)]) for i, (t, c) in enumerate(curves.items())}
+    curves = {t: (c if i >= 9 else c[: min(len(c), 3)]) for i, (t, c) in enumerate(curves.items())}
     trials, epochs = frames(curves)
     asha = {**FIFO, "kind": "asha"}
     figures = rungs.rung_figures(trials, epochs, asha)
@@ -136,6 +148,15 @@ def test_asha_survivors_final_epoch_falls_back_to_deepest_reached() -> None:
 def test_settings_from_meta() -> None:
     assert rungs.settings_from_meta({"scheduler": "asha", "max_epochs": 30})["grace_period"] == 1  # legacy
     assert rungs.settings_from_meta({"scheduler": "fifo", "max_epochs": 30}) is None
-    recorded = {"scheduler": "asha", "scheduler_settings": {"kind": "asha", "grace_period": 2, "reduction_factor": 3,
-                                                            "brackets": 3, "stop_on": "best", "max_t": 27}}
+    recorded = {
+        "scheduler": "asha",
+        "scheduler_settings": {
+            "kind": "asha",
+            "grace_period": 2,
+            "reduction_factor": 3,
+            "brackets": 3,
+            "stop_on": "best",
+            "max_t": 27,
+        },
+    }
     assert rungs.settings_from_meta(recorded)["brackets"] == 3

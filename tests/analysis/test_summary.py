@@ -58,11 +58,13 @@ def test_identical_levels_get_no_difference_detected() -> None:
 
 
 def test_an_early_stopped_trial_never_ranks_above_a_full_budget_trial() -> None:
-    rows = [trial_row("full_low", best_val=0.30, bn_position="none"),
-            trial_row("full_high", best_val=0.50, bn_position="after_relu"),
-            trial_row("stopped_best", status="stopped", epochs=1, best_val=0.99, bn_position="before_relu"),
-            trial_row("stopped_mid", status="stopped", epochs=2, best_val=0.95, bn_position="before_relu"),
-            {**trial_row("failed", best_val=0.999, bn_position="none"), "status": "error", "error": "NaN loss"}]
+    rows = [
+        trial_row("full_low", best_val=0.30, bn_position="none"),
+        trial_row("full_high", best_val=0.50, bn_position="after_relu"),
+        trial_row("stopped_best", status="stopped", epochs=1, best_val=0.99, bn_position="before_relu"),
+        trial_row("stopped_mid", status="stopped", epochs=2, best_val=0.95, bn_position="before_relu"),
+        {**trial_row("failed", best_val=0.999, bn_position="none"), "status": "error", "error": "NaN loss"},
+    ]
     s = summary.build_summary(*frames(rows)).to_pandas()
     ranking = s[s["kind"] == "ranking"].sort_values("rank")
     assert ranking["trial_id"].tolist() == ["full_high", "full_low", "stopped_mid", "stopped_best"]
@@ -84,8 +86,10 @@ def test_repeated_configurations_get_mean_std_and_t_interval() -> None:
 
 
 def test_single_runs_give_no_config_or_paired_rows() -> None:
-    rows = [trial_row(f"t{i}", best_val=0.5 + i / 100, bn_position=bn)
-            for i, bn in enumerate(["none", "before_relu", "after_relu"])]
+    rows = [
+        trial_row(f"t{i}", best_val=0.5 + i / 100, bn_position=bn)
+        for i, bn in enumerate(["none", "before_relu", "after_relu"])
+    ]
     s = summary.build_summary(*frames(rows)).to_pandas()
     assert not s["kind"].isin(["config", "paired"]).any()
 
@@ -109,9 +113,17 @@ def test_every_summary_column_is_documented() -> None:
         assert f"`{kind}`" in summary.__doc__
 
 
-@pytest.mark.parametrize("values, discrete", [
-    (["a", "b", "a"], True), ([0.1, 0.2, 0.1, 0.2], True), ([0.1, 0.2, 0.3], False), ([1, 2, 3], True),
-    (list(range(20)), False), ([True, False], True)])
+@pytest.mark.parametrize(
+    "values, discrete",
+    [
+        (["a", "b", "a"], True),
+        ([0.1, 0.2, 0.1, 0.2], True),
+        ([0.1, 0.2, 0.3], False),
+        ([1, 2, 3], True),
+        (list(range(20)), False),
+        ([True, False], True),
+    ],
+)
 def test_is_discrete(values: list, discrete: bool) -> None:
     assert summary.is_discrete(pd.Series(values)) is discrete
 

@@ -20,18 +20,34 @@ def write_trial(root: Path, trial_id: str, params: dict, epochs: int = 2) -> Non
     folder = root / "search" / trial_id
     folder.mkdir(parents=True)
     (folder / "params.json").write_text(json.dumps(params))
-    lines = [{"trial_id": trial_id, "epoch": e, "loss": 1.0 / e, "accuracy": 0.5, "val_loss": 1.0 / e,
-              "val_accuracy": 0.4 + 0.1 * e, "learning_rate": 0.01, "epoch_time_s": 1.0,
-              "timestamp": 1_800_000_000 + e, "time_total_s": float(e), "node": "host:1",
-              **({"test_accuracy": 0.55} if e == epochs else {})} for e in range(1, epochs + 1)]
+    lines = [
+        {
+            "trial_id": trial_id,
+            "epoch": e,
+            "loss": 1.0 / e,
+            "accuracy": 0.5,
+            "val_loss": 1.0 / e,
+            "val_accuracy": 0.4 + 0.1 * e,
+            "learning_rate": 0.01,
+            "epoch_time_s": 1.0,
+            "timestamp": 1_800_000_000 + e,
+            "time_total_s": float(e),
+            "node": "host:1",
+            **({"test_accuracy": 0.55} if e == epochs else {}),
+        }
+        for e in range(1, epochs + 1)
+    ]
     (folder / "result.json").write_text("\n".join(json.dumps(x) for x in lines) + "\n")
 
 
 def test_written_table_has_nulls_where_a_trial_read_no_knob(tmp_path: Path) -> None:
     root = tmp_path / "exp"
     root.mkdir()
-    (root / storage.EXPERIMENT_FILE).write_text(json.dumps({
-        "experiment": "exp", "space": "reference", "max_epochs": 2, "config_version": tables.CONFIG_VERSION}))
+    (root / storage.EXPERIMENT_FILE).write_text(
+        json.dumps(
+            {"experiment": "exp", "space": "reference", "max_epochs": 2, "config_version": tables.CONFIG_VERSION}
+        )
+    )
     base = {"dataset": "digits", "max_epochs": 2, "seed": 0}
     write_trial(root, "basenet_adam", {**base, "model": "basenet", "optimizer": "adam"})
     write_trial(root, "convnet_sgd_simple", {**base, "model": "convnet", "optimizer": "sgd"})
@@ -42,8 +58,22 @@ def test_written_table_has_nulls_where_a_trial_read_no_knob(tmp_path: Path) -> N
     assert pq.read_schema(root / "tables" / "trials.parquet").metadata[b"schema_version"] == b"2"
 
     basenet = trials.loc["basenet_adam"]
-    for knob in ("depth", "base_width", "kernel_size", "pool_after", "dense_units", "momentum", "nesterov",
-                 "flip", "zoom_range", "zca_epsilon", "transfer_mode", "head_units", "input_size", "weights"):
+    for knob in (
+        "depth",
+        "base_width",
+        "kernel_size",
+        "pool_after",
+        "dense_units",
+        "momentum",
+        "nesterov",
+        "flip",
+        "zoom_range",
+        "zca_epsilon",
+        "transfer_mode",
+        "head_units",
+        "input_size",
+        "weights",
+    ):
         assert pd.isna(basenet[knob]), knob
     assert basenet["bn_position"] == "none" and basenet["learning_rate"] == 0.01
 
@@ -74,18 +104,31 @@ def test_an_experiment_written_before_schema_2_rebuilds_with_its_own_defaults(tm
 def test_cost_columns_come_from_the_last_report_that_carries_them(tmp_path: Path) -> None:
     root = tmp_path / "exp"
     root.mkdir()
-    (root / storage.EXPERIMENT_FILE).write_text(json.dumps({"experiment": "exp", "space": "batchnorm",
-                                                            "config_version": tables.CONFIG_VERSION}))
+    (root / storage.EXPERIMENT_FILE).write_text(
+        json.dumps({"experiment": "exp", "space": "batchnorm", "config_version": tables.CONFIG_VERSION})
+    )
     base = {"dataset": "digits", "max_epochs": 2, "seed": 0, "model": "basenet"}
     write_trial(root, "measured", base)
     write_trial(root, "unmeasured", base)  # e.g. written before the cost fields existed
     result = root / "search" / "measured" / "result.json"
     rows = [json.loads(line) for line in result.read_text().splitlines()]
     # Measured on the CPU at epoch 1, then restored onto a GPU node that measured again.
-    rows[0].update(param_count=614, macs_per_image=9000, inference_s_per_image_b1=1e-3,
-                   inference_s_per_image_large=1e-4, inference_large_batch=256, inference_device="CPU: x")
-    rows[1].update(param_count=614, macs_per_image=9000, inference_s_per_image_b1=2e-4,
-                   inference_s_per_image_large=1e-5, inference_large_batch=128, inference_device="GPU: y")
+    rows[0].update(
+        param_count=614,
+        macs_per_image=9000,
+        inference_s_per_image_b1=1e-3,
+        inference_s_per_image_large=1e-4,
+        inference_large_batch=256,
+        inference_device="CPU: x",
+    )
+    rows[1].update(
+        param_count=614,
+        macs_per_image=9000,
+        inference_s_per_image_b1=2e-4,
+        inference_s_per_image_large=1e-5,
+        inference_large_batch=128,
+        inference_device="GPU: y",
+    )
     result.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     trials, _ = tables.build_tables(root)
     for name in tables.COST_FIELDS:

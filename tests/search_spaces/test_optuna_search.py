@@ -20,8 +20,9 @@ FIXED = {"dataset": "digits", "seed": 0, "max_epochs": 3}
 
 
 def searcher(seed=0):
-    return build_optuna_search(SPACES["batchnorm"], FIXED, metric="val_accuracy", mode="max", seed=seed,
-                               random=False, max_epochs=3)
+    return build_optuna_search(
+        SPACES["batchnorm"], FIXED, metric="val_accuracy", mode="max", seed=seed, random=False, max_epochs=3
+    )
 
 
 def run_epochs(s, trial_id, accuracies, **end):
@@ -43,14 +44,19 @@ def test_early_stopped_trials_are_pruned_at_their_epoch_and_full_budget_trials_c
     s = searcher()
     for tid in "abcde":
         s.suggest(tid)
-    run_epochs(s, "a", [0.2, 0.5, 0.7])            # full budget
-    run_epochs(s, "b", [0.1])                      # stopped by ASHA at the first rung
-    run_epochs(s, "c", [0.3, 0.4])                 # stopped by patience
-    run_epochs(s, "d", [0.3], error=True)          # crashed
-    run_epochs(s, "e", [0.3, float("nan")])        # diverged: NaN is not a score
+    run_epochs(s, "a", [0.2, 0.5, 0.7])  # full budget
+    run_epochs(s, "b", [0.1])  # stopped by ASHA at the first rung
+    run_epochs(s, "c", [0.3, 0.4])  # stopped by patience
+    run_epochs(s, "d", [0.3], error=True)  # crashed
+    run_epochs(s, "e", [0.3, float("nan")])  # diverged: NaN is not a score
     trials = s.study.get_trials(deepcopy=False)
-    assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.PRUNED, TrialState.PRUNED,
-                                         TrialState.FAIL, TrialState.FAIL]
+    assert [t.state for t in trials] == [
+        TrialState.COMPLETE,
+        TrialState.PRUNED,
+        TrialState.PRUNED,
+        TrialState.FAIL,
+        TrialState.FAIL,
+    ]
     a, b, c = trials[:3]
     assert a.value == 0.7 and a.intermediate_values == {1: 0.2, 2: 0.5, 3: 0.7}
     # Optuna's value of a pruned trial is its last intermediate value, at its own step.

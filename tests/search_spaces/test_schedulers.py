@@ -13,11 +13,14 @@ from search_spaces.base import SchedulerSettings
 from search_spaces.schedulers import SmoothedASHA, bracket_rungs, build_scheduler, record, resolve_settings, smooth
 
 
-@pytest.mark.parametrize("grace,rf,brackets,max_t", [(1, 3, 1, 27), (2, 3, 3, 27), (3, 3, 1, 30), (1, 3, 3, 30),
-                                                      (1, 2, 1, 20), (2, 3, 1, 15), (1, 4, 2, 100)])
+@pytest.mark.parametrize(
+    "grace,rf,brackets,max_t",
+    [(1, 3, 1, 27), (2, 3, 3, 27), (3, 3, 1, 30), (1, 3, 3, 30), (1, 2, 1, 20), (2, 3, 1, 15), (1, 4, 2, 100)],
+)
 def test_rungs_are_the_ones_rays_brackets_judge_at(grace, rf, brackets, max_t):
-    ray_rungs = [[int(m) for m, _ in reversed(_Bracket(grace, max_t, rf, s)._rungs) if m < max_t]
-                 for s in range(brackets)]
+    ray_rungs = [
+        [int(m) for m, _ in reversed(_Bracket(grace, max_t, rf, s)._rungs) if m < max_t] for s in range(brackets)
+    ]
     assert bracket_rungs(SchedulerSettings(grace, rf, brackets), max_t) == ray_rungs
 
 
@@ -25,7 +28,8 @@ def test_flags_override_the_space_and_bad_values_are_refused():
     space = SPACES["basenet"]
     assert resolve_settings(space, 30) == space.scheduler
     assert resolve_settings(space, 30, grace_period=3, brackets=3, stop_on="best") == SchedulerSettings(
-        3, space.scheduler.reduction_factor, 3, "best")
+        3, space.scheduler.reduction_factor, 3, "best"
+    )
     with pytest.raises(ValueError, match="grace_period 40 is more than the full budget"):
         resolve_settings(space, 30, grace_period=40)
     with pytest.raises(ValueError, match="brackets 3"):
@@ -55,14 +59,22 @@ def test_smooth():
 
 @pytest.mark.parametrize("stop_on,expected", [("last", TrialScheduler.STOP), ("best", TrialScheduler.CONTINUE)])
 def test_a_one_epoch_dip_at_the_rung_stops_a_trial_only_on_the_last_value(stop_on, expected):
-    asha = SmoothedASHA(time_attr="epoch", metric="val_accuracy", mode="max", max_t=9, grace_period=3,
-                        reduction_factor=3, stop_on=stop_on)
+    asha = SmoothedASHA(
+        time_attr="epoch",
+        metric="val_accuracy",
+        mode="max",
+        max_t=9,
+        grace_period=3,
+        reduction_factor=3,
+        stop_on=stop_on,
+    )
     a, b, c, d = (SimpleNamespace(trial_id=t) for t in "abcd")
     for t in (a, b, c, d):
         asha.on_trial_add(None, t)
     for t, curve in ((a, [0.3, 0.4, 0.5]), (b, [0.3, 0.4, 0.45]), (c, [0.3, 0.4, 0.42])):
         for e, v in enumerate(curve, 1):
             asha.on_trial_result(None, t, {"epoch": e, "val_accuracy": v})
-    decisions = [asha.on_trial_result(None, d, {"epoch": e, "val_accuracy": v})
-                 for e, v in enumerate([0.4, 0.6, 0.1], 1)]  # leads, then dips at the rung (epoch 3)
+    decisions = [
+        asha.on_trial_result(None, d, {"epoch": e, "val_accuracy": v}) for e, v in enumerate([0.4, 0.6, 0.1], 1)
+    ]  # leads, then dips at the rung (epoch 3)
     assert decisions[-1] == expected

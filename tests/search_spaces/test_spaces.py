@@ -9,11 +9,23 @@ import pytest
 
 from search_spaces import SPACES
 from search_spaces.base import IMAGE_SIZE
-from trainables.config import DATASETS, TrialConfig, conv_feature_sizes
+from trainables import registry
+from trainables.config import TrialConfig, conv_feature_sizes
 
 PROJECT = Path(__file__).resolve().parents[2]
-MODULES = ["basenet", "batchnorm", "depth", "augmentation", "learning_rate", "convnet", "transfer",
-           "reference", "reference_cub", "base", "optuna_search"]
+MODULES = [
+    "basenet",
+    "batchnorm",
+    "depth",
+    "augmentation",
+    "learning_rate",
+    "convnet",
+    "transfer",
+    "reference",
+    "reference_cub",
+    "base",
+    "optuna_search",
+]
 N = 50
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -32,11 +44,20 @@ def sampled_configs(space, sampler, n=N):
 
 
 def test_registry_names_every_space_by_its_own_name():
-    assert set(SPACES) == {"basenet", "batchnorm", "depth", "augmentation", "learning_rate", "convnet",
-                           "transfer", "reference", "reference_cub"}
+    assert set(SPACES) == {
+        "basenet",
+        "batchnorm",
+        "depth",
+        "augmentation",
+        "learning_rate",
+        "convnet",
+        "transfer",
+        "reference",
+        "reference_cub",
+    }
     for name, space in SPACES.items():
         assert space.name == name
-        assert space.dataset in DATASETS and space.num_samples >= 1 and space.max_epochs >= 1
+        assert space.dataset in registry.dataset_names() and space.num_samples >= 1 and space.max_epochs >= 1
 
 
 @pytest.mark.parametrize("sampler", ["random", "tpe"])
@@ -54,9 +75,11 @@ def test_fifty_sampled_configs_are_valid_trial_configs(name, sampler):
 
 @pytest.mark.parametrize("module", MODULES)
 def test_space_module_does_not_import_tensorflow(module):
-    code = (f"import sys, search_spaces.{module}; "
-            "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules, "
-            "sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras'))")
+    code = (
+        f"import sys, search_spaces.{module}; "
+        "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules, "
+        "sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras'))"
+    )
     out = subprocess.run([sys.executable, "-c", code], cwd=PROJECT, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
 
@@ -99,11 +122,16 @@ def test_reference_grid_is_exactly_the_studys_six_cifar_cells():
     cells = SPACES["reference"].cells()
     configs = [TrialConfig.from_params(c) for c in cells]
     assert [(c.model, c.bn_position, c.augmentation) for c in configs] == [
-        ("basenet", "none", "simple"), ("basenet", "before_relu", "simple"), ("basenet", "after_relu", "simple"),
-        ("convnet", "after_relu", "simple"), ("convnet", "after_relu", "complex"),
-        ("convnet", "after_relu", "whitening")]
-    assert all(c.optimizer == "sgd" and c.learning_rate == 0.01 and c.momentum == 0.0 and c.batch_size == 32
-               for c in configs)
+        ("basenet", "none", "simple"),
+        ("basenet", "before_relu", "simple"),
+        ("basenet", "after_relu", "simple"),
+        ("convnet", "after_relu", "simple"),
+        ("convnet", "after_relu", "complex"),
+        ("convnet", "after_relu", "whitening"),
+    ]
+    assert all(
+        c.optimizer == "sgd" and c.learning_rate == 0.01 and c.momentum == 0.0 and c.batch_size == 32 for c in configs
+    )
     assert SPACES["reference"].max_epochs == 30 and SPACES["reference"].dataset == "cifar100_25"
     # The policies run at the study's settings: flips both ways, 20 % zoom.
     complex_cell = next(c for c in configs if c.augmentation == "complex")
@@ -114,7 +142,10 @@ def test_reference_cub_grid_is_the_studys_three_cub_cells():
     space = SPACES["reference_cub"]
     configs = [TrialConfig.from_params({**c, "input_size": 224}) for c in space.cells()]
     assert [(c.model, c.transfer_mode) for c in configs] == [
-        ("resnet50", "extract"), ("resnet50", "finetune"), ("inception_resnet_v2", "extract")]
+        ("resnet50", "extract"),
+        ("resnet50", "finetune"),
+        ("inception_resnet_v2", "extract"),
+    ]
     assert space.dataset == "cub200" and space.max_epochs <= 5
     assert all(c.optimizer == "sgd" and c.learning_rate == 0.01 and c.batch_size == 32 for c in configs)
 
@@ -123,7 +154,10 @@ def test_cells_filter_keeps_the_matching_cells():
     space = SPACES["reference"]
     assert [c["bn_position"] for c in space.cells({"model": "basenet"})] == ["none", "before_relu", "after_relu"]
     assert [c["augmentation"] for c in space.cells({"model": "convnet", "bn_position": "after_relu"})] == [
-        "simple", "complex", "whitening"]
+        "simple",
+        "complex",
+        "whitening",
+    ]
     assert space.cells({"model": "resnet50"}) == []
 
 
@@ -131,7 +165,8 @@ def test_batchnorm_space_asks_both_networks():
     space = SPACES["batchnorm"]
     configs = [TrialConfig.from_params(k) for _, k in sampled_configs(space, optuna.samplers.RandomSampler(seed=0))]
     assert {(c.model, c.bn_position) for c in configs} == {
-        (m, bn) for m in ("basenet", "convnet") for bn in ("none", "before_relu", "after_relu")}
+        (m, bn) for m in ("basenet", "convnet") for bn in ("none", "before_relu", "after_relu")
+    }
     assert len(space.cells()) == 6
 
 

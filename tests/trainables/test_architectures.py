@@ -1,7 +1,9 @@
 import pytest
 
-from trainables.architectures import basenet, build_model, build_optimizer, convnet
+from trainables.architectures import build_model, build_optimizer
 from trainables.config import TrialConfig
+from trainables.models.basenet import build as basenet
+from trainables.models.convnet import build as convnet
 
 
 def _kinds(model):
@@ -11,16 +13,28 @@ def _kinds(model):
 def test_basenet_has_the_reference_parameter_count():
     model = basenet(TrialConfig(model="basenet"), (32, 32, 3), 25)
     assert model.count_params() == 24_197
-    assert _kinds(model) == ["Conv2D", "ReLU", "MaxPooling2D", "Conv2D", "ReLU", "MaxPooling2D", "Flatten",
-                             "Dense", "Dense"]
+    assert _kinds(model) == [
+        "Conv2D",
+        "ReLU",
+        "MaxPooling2D",
+        "Conv2D",
+        "ReLU",
+        "MaxPooling2D",
+        "Flatten",
+        "Dense",
+        "Dense",
+    ]
 
 
-@pytest.mark.parametrize("bn_position, block, params", [
-    ("none", ["Conv2D", "ReLU"], 24_197),
-    # No conv bias before a BN (-6 -16), each BN 4 x filters (+88).
-    ("before_relu", ["Conv2D", "BatchNormalization", "ReLU"], 24_197 - 22 + 88),
-    ("after_relu", ["Conv2D", "ReLU", "BatchNormalization"], 24_197 + 88),
-])
+@pytest.mark.parametrize(
+    "bn_position, block, params",
+    [
+        ("none", ["Conv2D", "ReLU"], 24_197),
+        # No conv bias before a BN (-6 -16), each BN 4 x filters (+88).
+        ("before_relu", ["Conv2D", "BatchNormalization", "ReLU"], 24_197 - 22 + 88),
+        ("after_relu", ["Conv2D", "ReLU", "BatchNormalization"], 24_197 + 88),
+    ],
+)
 def test_basenet_layer_order_per_bn_position(bn_position, block, params):
     model = basenet(TrialConfig(model="basenet", bn_position=bn_position), (32, 32, 3), 25)
     assert _kinds(model) == [*block, "MaxPooling2D", *block, "MaxPooling2D", "Flatten", "Dense", "Dense"]
@@ -36,11 +50,14 @@ def test_each_model_defaults_to_the_reference_network():
     assert TrialConfig(model="convnet", bn_position="none").bn_position == "none"
 
 
-@pytest.mark.parametrize("bn_position, block", [
-    ("none", ["Conv2D", "ReLU"]),
-    ("before_relu", ["Conv2D", "BatchNormalization", "ReLU"]),
-    ("after_relu", ["Conv2D", "ReLU", "BatchNormalization"]),
-])
+@pytest.mark.parametrize(
+    "bn_position, block",
+    [
+        ("none", ["Conv2D", "ReLU"]),
+        ("before_relu", ["Conv2D", "BatchNormalization", "ReLU"]),
+        ("after_relu", ["Conv2D", "ReLU", "BatchNormalization"]),
+    ],
+)
 def test_convnet_layer_order_per_bn_position(bn_position, block):
     model = convnet(TrialConfig(bn_position=bn_position), (32, 32, 3), 25)
     blocks = [block] * 5

@@ -39,8 +39,8 @@ def dataset(x: np.ndarray, name: str = "synthetic") -> ImageDataset:
 
 # --- flips ---
 
-@pytest.mark.parametrize("mode, axes", [("horizontal", [2]), ("vertical", [1]),
-                                        ("horizontal_and_vertical", [1, 2])])
+
+@pytest.mark.parametrize("mode, axes", [("horizontal", [2]), ("vertical", [1]), ("horizontal_and_vertical", [1, 2])])
 def test_flips_move_pixels_exactly_and_keep_labels(mode, axes):
     images = np.random.default_rng(0).integers(0, 256, (64, 8, 8, 3)).astype(np.float32)
     labels = np.arange(64, dtype=np.int32)
@@ -65,6 +65,7 @@ def test_flips_move_pixels_exactly_and_keep_labels(mode, axes):
 
 # --- zoom ---
 
+
 def test_zoom_keeps_shape_and_value_range_and_changes_images():
     images = np.random.default_rng(1).uniform(20, 230, (16, 32, 32, 3)).astype(np.float32)
     zoom = augment.random_zoom(0.2, seed=4)
@@ -84,6 +85,7 @@ def test_zoom_of_a_constant_image_is_the_same_constant():
 
 # --- normalisation ---
 
+
 def test_normalisation_gives_zero_mean_unit_std_per_channel_on_the_training_split(tmp_path):
     x = correlated_images(600)
     train_idx = np.arange(0, 600, 2)
@@ -97,6 +99,7 @@ def test_normalisation_gives_zero_mean_unit_std_per_channel_on_the_training_spli
 
 
 # --- ZCA ---
+
 
 def test_zca_whitened_training_data_has_identity_covariance(tmp_path):
     x = correlated_images(3000)  # 3000 samples of 108 features: a well-determined covariance
@@ -122,8 +125,9 @@ def test_zca_matches_normalise_then_whiten_unfolded(n):
     fitted = augment.fit_zca(x, np.arange(n), epsilon=0.1)
 
     def normalised(images):
-        return ((images.reshape(len(images), -1, 3).astype(np.float64) - fitted["mean"])
-                / fitted["std"]).reshape(len(images), -1)
+        return ((images.reshape(len(images), -1, 3).astype(np.float64) - fitted["mean"]) / fitted["std"]).reshape(
+            len(images), -1
+        )
 
     z = normalised(x[:n])
     mu = z.mean(axis=0)
@@ -135,6 +139,7 @@ def test_zca_matches_normalise_then_whiten_unfolded(n):
 
 
 # --- cache ---
+
 
 def test_statistics_are_cached_on_disk_and_not_refitted(tmp_path):
     data = dataset(correlated_images(200))
@@ -174,6 +179,7 @@ def test_corrupt_cache_file_is_refitted(tmp_path):
 
 # --- policies through the trial's pipeline ---
 
+
 @pytest.fixture(scope="module")
 def digits():
     return load_digits()
@@ -210,14 +216,14 @@ def test_evaluation_transform_is_deterministic_and_training_transform_is_not(dig
     if name == "complex":  # flips and zoom on training batches only
         assert not np.allclose(train_fn(tf.constant(batch)).numpy(), eval_fn(tf.constant(batch)).numpy())
     else:  # whitening has no random part
-        np.testing.assert_allclose(train_fn(tf.constant(batch)).numpy(), eval_fn(tf.constant(batch)).numpy(),
-                                   atol=1e-4)
+        np.testing.assert_allclose(train_fn(tf.constant(batch)).numpy(), eval_fn(tf.constant(batch)).numpy(), atol=1e-4)
 
 
 def test_complex_policy_normalises_the_training_split(digits, digits_cache):
     # No flips or zoom: what is left is the fitted normalisation, zero mean and unit std per channel.
-    config, train_idx, _, train_fn, _ = policy(digits, digits_cache, augmentation="complex", flip="none",
-                                               zoom_range=0.0)
+    config, train_idx, _, train_fn, _ = policy(
+        digits, digits_cache, augmentation="complex", flip="none", zoom_range=0.0
+    )
     ds = make_dataset(digits.x_train, digits.y_train, train_idx, 256, train_fn)
     out = np.concatenate([x.numpy() for x, _ in ds]).reshape(-1, 3).astype(np.float64)
     np.testing.assert_allclose(out.mean(axis=0), 0.0, atol=1e-4)
@@ -233,9 +239,19 @@ def test_policies_feed_a_convnet_through_the_trial_pipeline(digits, digits_cache
     monkeypatch.setenv(augment.CACHE_ENV, str(digits_cache))
     for name in ("complex", "whitening"):
         # No BN: two epochs leave BatchNorm's moving statistics unwarmed, which is not what this tests.
-        config = TrialConfig(model="convnet", dataset="digits", augmentation=name, depth=2, base_width=8,
-                             pool_after="1,2", batch_size=64, optimizer="adam", learning_rate=3e-3,
-                             max_epochs=1, bn_position="none")
+        config = TrialConfig(
+            model="convnet",
+            dataset="digits",
+            augmentation=name,
+            depth=2,
+            base_width=8,
+            pool_after="1,2",
+            batch_size=64,
+            optimizer="adam",
+            learning_rate=3e-3,
+            max_epochs=1,
+            bn_position="none",
+        )
         keras.utils.set_random_seed(0)
         model = _compile(config, digits)
         train, val, test = _datasets(config, digits, shuffle_seed=0)
@@ -253,17 +269,21 @@ def test_transfer_model_gets_the_backbone_input_transform(digits, tmp_path):
 
     images = digits.x_train[:8]
     expected = keras.applications.resnet50.preprocess_input(
-        tf.image.resize(images.astype(np.float32), (40, 40)).numpy())
+        tf.image.resize(images.astype(np.float32), (40, 40)).numpy()
+    )
     for aug in ("simple", "complex"):
-        config = TrialConfig(model="resnet50", dataset="digits", input_size=40, weights="none",
-                             augmentation=aug)
+        config = TrialConfig(model="resnet50", dataset="digits", input_size=40, weights="none", augmentation=aug)
         train_fn, eval_fn = augment.policy_transforms(config, digits, np.arange(100), tmp_path)
         for out in run_both(eval_fn, images):
             np.testing.assert_allclose(out, expected, atol=1e-3)
         assert train_fn(tf.constant(images)).shape == (8, 40, 40, 3)
     with pytest.raises(ValueError, match="whitening"):
-        augment.policy_transforms(TrialConfig(model="resnet50", dataset="digits", input_size=40,
-                                              augmentation="whitening"), digits, np.arange(100), tmp_path)
+        augment.policy_transforms(
+            TrialConfig(model="resnet50", dataset="digits", input_size=40, augmentation="whitening"),
+            digits,
+            np.arange(100),
+            tmp_path,
+        )
 
 
 def test_whitening_inputs_are_the_batched_transform_precomputed_once_and_cached(digits, tmp_path):

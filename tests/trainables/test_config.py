@@ -20,21 +20,31 @@ def test_unknown_keys_are_refused_by_name():
 def test_from_params_coerces_search_types():
     import numpy as np
 
-    config = TrialConfig.from_params({"learning_rate": np.float32(0.5), "batch_size": np.int64(64),
-                                      "depth": 4.0, "nesterov": np.bool_(True), "pool_after": "2,4"})
+    config = TrialConfig.from_params(
+        {
+            "learning_rate": np.float32(0.5),
+            "batch_size": np.int64(64),
+            "depth": 4.0,
+            "nesterov": np.bool_(True),
+            "pool_after": "2,4",
+        }
+    )
     assert type(config.learning_rate) is float and type(config.batch_size) is int
     assert config.depth == 4 and config.nesterov is True
 
 
-@pytest.mark.parametrize("params, message", [
-    ({"optimizer": "rmsprop"}, "optimizer must be one of"),
-    ({"bn_position": "middle"}, "bn_position must be one of"),
-    ({"learning_rate": 0.0}, "learning_rate must be > 0"),
-    ({"batch_size": 0}, "batch_size must be >= 1"),
-    ({"depth": 2, "pool_after": "2,5"}, "outside 1..depth=2"),
-    ({"depth": 2.5}, "depth must be an integer"),
-    ({"model": "inception_resnet_v2", "input_size": 64}, "needs input_size >= 75"),
-])
+@pytest.mark.parametrize(
+    "params, message",
+    [
+        ({"optimizer": "rmsprop"}, "optimizer must be one of"),
+        ({"bn_position": "middle"}, "bn_position must be one of"),
+        ({"learning_rate": 0.0}, "learning_rate must be > 0"),
+        ({"batch_size": 0}, "batch_size must be >= 1"),
+        ({"depth": 2, "pool_after": "2,5"}, "outside 1..depth=2"),
+        ({"depth": 2.5}, "depth must be an integer"),
+        ({"model": "inception_resnet_v2", "input_size": 64}, "needs input_size >= 75"),
+    ],
+)
 def test_invalid_values_fail_loudly(params, message):
     with pytest.raises(ValueError, match=message):
         TrialConfig.from_params(params)
@@ -47,7 +57,7 @@ def test_config_is_frozen():
 
 def test_knob_types_cover_every_field():
     types = knob_types()
-    assert list(types) == [f.name for f in dataclasses.fields(TrialConfig)]
+    assert list(types) == [f.name for f in dataclasses.fields(TrialConfig) if f.name != "extra"]
     assert types["learning_rate"] is float and types["nesterov"] is bool and types["depth"] is int
 
 

@@ -22,8 +22,9 @@ BASENET_MACS = 352_800 + 240_000 + 20_000 + 1_250  # 614,050
 BASENET_BN_MACS = BASENET_MACS + 4_704 + 1_600  # 620,354
 
 
-@pytest.mark.parametrize("bn_position, macs", [
-    ("none", BASENET_MACS), ("before_relu", BASENET_BN_MACS), ("after_relu", BASENET_BN_MACS)])
+@pytest.mark.parametrize(
+    "bn_position, macs", [("none", BASENET_MACS), ("before_relu", BASENET_BN_MACS), ("after_relu", BASENET_BN_MACS)]
+)
 def test_basenet_macs_match_the_hand_count(bn_position, macs):
     model = basenet(TrialConfig(model="basenet", bn_position=bn_position), (32, 32, 3), 25)
     assert cost.macs_per_image(model) == macs
@@ -31,8 +32,9 @@ def test_basenet_macs_match_the_hand_count(bn_position, macs):
 
 
 def test_convnet_macs_and_params_follow_its_layers():
-    config = TrialConfig(model="convnet", depth=2, base_width=4, kernel_size=3, pool_after="2",
-                         bn_position="after_relu")
+    config = TrialConfig(
+        model="convnet", depth=2, base_width=4, kernel_size=3, pool_after="2", bn_position="after_relu"
+    )
     model = build_model(config, (12, 12, 3), 10)
     # conv 3x3x3->4: 10x10x4 x 27; bn 400; conv 3x3x4->8: 8x8x8 x 36; bn 512; pool -> 4x4x8 = 128;
     # dense 128 -> 50 (the default dense_units); dense 50 -> 10.
@@ -42,8 +44,10 @@ def test_convnet_macs_and_params_follow_its_layers():
 
 
 def test_nested_models_and_separable_convs_are_walked():
-    inner = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.SeparableConv2D(4, 3, name="sep"),
-                              keras.layers.GlobalAveragePooling2D()], name="backbone")
+    inner = keras.Sequential(
+        [keras.Input((8, 8, 3)), keras.layers.SeparableConv2D(4, 3, name="sep"), keras.layers.GlobalAveragePooling2D()],
+        name="backbone",
+    )
     inputs = keras.Input((8, 8, 3))
     model = keras.Model(inputs, keras.layers.Dense(2)(inner(inputs)))
     # separable: 6x6 positions x (3 channels x 9 taps + 3 x 4 pointwise); global average 6x6x4; dense 4x2.

@@ -78,12 +78,15 @@ def test_cifar100_needs_all_its_classes(tmp_path):
         data.load_cifar100(tmp_path, num_classes=100)
 
 
-@pytest.mark.parametrize("damage, message", [
-    (lambda p: p.write_bytes(p.read_bytes()[:1000]), "truncated or corrupted"),
-    (lambda p: p.write_bytes(b"\x00garbage" * 10), "truncated or corrupted|not a plain"),
-    (lambda p: p.write_bytes(pickle.dumps(Exploit())), "not a plain CIFAR-100 pickle"),
-    (lambda p: p.unlink(), "does not exist|holds no"),
-])
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (lambda p: p.write_bytes(p.read_bytes()[:1000]), "truncated or corrupted"),
+        (lambda p: p.write_bytes(b"\x00garbage" * 10), "truncated or corrupted|not a plain"),
+        (lambda p: p.write_bytes(pickle.dumps(Exploit())), "not a plain CIFAR-100 pickle"),
+        (lambda p: p.unlink(), "does not exist|holds no"),
+    ],
+)
 def test_damaged_cifar_files_raise_dataset_unavailable(tmp_path, damage, message):
     write_cifar(tmp_path)
     damage(tmp_path / "cifar-100-python" / "train")
@@ -116,8 +119,10 @@ def test_validation_split_is_stratified_fixed_by_seed_and_disjoint():
     assert (np.bincount(labels[va]) == 5).all()
 
 
-@pytest.mark.skipif(not (SHARED_CIFAR / "cifar-100-python" / "train").exists(),
-                    reason="opt-in real data: ../shared/data is not on this machine")
+@pytest.mark.skipif(
+    not (SHARED_CIFAR / "cifar-100-python" / "train").exists(),
+    reason="opt-in real data: ../shared/data is not on this machine",
+)
 def test_real_cifar100_classes_0_to_24():
     ds = data.load_dataset("cifar100_25", SHARED_CIFAR)
     assert ds.x_train.shape == (12_500, 32, 32, 3) and ds.x_test.shape == (2_500, 32, 32, 3)

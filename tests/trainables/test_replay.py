@@ -11,7 +11,10 @@ from trainables import replay
 from trainables.config import TrialConfig
 
 KNOBS = [  # (optimizer, learning rate, bn_position): three BaseNet configurations
-    ("sgd", 0.01, "none"), ("adam", 0.001, "after_relu"), ("sgd", 0.1, "before_relu")]
+    ("sgd", 0.01, "none"),
+    ("adam", 0.001, "after_relu"),
+    ("sgd", 0.1, "before_relu"),
+]
 EPOCHS = 4
 
 
@@ -19,13 +22,31 @@ def curve_set() -> pd.DataFrame:
     """Recorded curves in the curve-set schema, with all knob columns as record_curves writes them."""
     rows = []
     for i, (opt, lr, bn) in enumerate(KNOBS):
-        knobs = TrialConfig(model="basenet", dataset="digits", max_epochs=EPOCHS, optimizer=opt, learning_rate=lr,
-                            bn_position=bn, seed=7).to_row()
+        knobs = TrialConfig(
+            model="basenet",
+            dataset="digits",
+            max_epochs=EPOCHS,
+            optimizer=opt,
+            learning_rate=lr,
+            bn_position=bn,
+            seed=7,
+        ).to_row()
         for e in range(1, EPOCHS + 1):
-            rows.append({"config_id": f"rec/{i}", "epoch": e, "loss": 2.0 / e + i, "accuracy": 0.1 * e + 0.01 * i,
-                         "val_loss": 2.1 / e + i, "val_accuracy": 0.2 + 0.1 * e - 0.03 * i,
-                         "epoch_time_s": 0.5 + i, "epoch_learning_rate": lr,
-                         "test_accuracy": 0.6 - 0.03 * i, "source": "rec", **knobs})
+            rows.append(
+                {
+                    "config_id": f"rec/{i}",
+                    "epoch": e,
+                    "loss": 2.0 / e + i,
+                    "accuracy": 0.1 * e + 0.01 * i,
+                    "val_loss": 2.1 / e + i,
+                    "val_accuracy": 0.2 + 0.1 * e - 0.03 * i,
+                    "epoch_time_s": 0.5 + i,
+                    "epoch_learning_rate": lr,
+                    "test_accuracy": 0.6 - 0.03 * i,
+                    "source": "rec",
+                    **knobs,
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -33,13 +54,26 @@ def crossing_set() -> pd.DataFrame:
     """Eight SGD learning rates whose curves cross: high rates start fast and end low."""
     rows = []
     for i, lr in enumerate(np.logspace(-4, -1, 8)):
-        knobs = TrialConfig(model="basenet", dataset="digits", max_epochs=EPOCHS, optimizer="sgd",
-                            learning_rate=float(lr), seed=7).to_row()
+        knobs = TrialConfig(
+            model="basenet", dataset="digits", max_epochs=EPOCHS, optimizer="sgd", learning_rate=float(lr), seed=7
+        ).to_row()
         for e in range(1, EPOCHS + 1):
             val = 0.1 + 0.05 * i + (e - 1) * (0.12 - 0.015 * i) + 0.001 * ((i * 7) % 5)
-            rows.append({"config_id": f"lr/{i}", "epoch": e, "loss": 1.0, "accuracy": val, "val_loss": 1.0,
-                         "val_accuracy": val, "epoch_time_s": 0.1, "epoch_learning_rate": float(lr),
-                         "test_accuracy": val, "source": "lr", **knobs})
+            rows.append(
+                {
+                    "config_id": f"lr/{i}",
+                    "epoch": e,
+                    "loss": 1.0,
+                    "accuracy": val,
+                    "val_loss": 1.0,
+                    "val_accuracy": val,
+                    "epoch_time_s": 0.1,
+                    "epoch_learning_rate": float(lr),
+                    "test_accuracy": val,
+                    "source": "lr",
+                    **knobs,
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -75,20 +109,50 @@ def test_replayed_experiment_tables_equal_recorded_epochs(tmp_path) -> None:
     from search_spaces.base import SchedulerSettings
 
     curves = curve_set()
-    configs = [{k: row[k] for k in ("model", "optimizer", "learning_rate", "bn_position")}
-               for _, row in replay.configs_of(curves).iterrows()]
+    configs = [
+        {k: row[k] for k in ("model", "optimizer", "learning_rate", "bn_position")}
+        for _, row in replay.configs_of(curves).iterrows()
+    ]
     # One CPU: one trial at a time, in the order given, so ASHA's decisions below are known.
     ray.init(address="local", num_cpus=1, include_dashboard=False, log_to_driver=False, logging_level="WARNING")
     try:
-        log = replay.run_replay(curves, SPACES["basenet"], searcher="fidelity", scheduler="fifo",
-                                settings=SchedulerSettings(), seed=7, storage=tmp_path, name="fixed",
-                                num_samples=len(configs), configs=configs)
+        log = replay.run_replay(
+            curves,
+            SPACES["basenet"],
+            searcher="fidelity",
+            scheduler="fifo",
+            settings=SchedulerSettings(),
+            seed=7,
+            storage=tmp_path,
+            name="fixed",
+            num_samples=len(configs),
+            configs=configs,
+        )
         halving = SchedulerSettings(grace_period=1, reduction_factor=2)  # rungs at epochs 1 and 2 of 4
-        replay.run_replay(curves, SPACES["basenet"], searcher="fidelity", scheduler="asha", settings=halving,
-                          seed=7, storage=tmp_path, name="fixed-asha", num_samples=3, configs=configs)
-        tpe_log = replay.run_replay(crossing_set(), SPACES["basenet"], searcher="fidelity", scheduler="asha",
-                                    settings=halving, seed=7, storage=tmp_path, name="tpe-asha", num_samples=12,
-                                    max_concurrent=1)
+        replay.run_replay(
+            curves,
+            SPACES["basenet"],
+            searcher="fidelity",
+            scheduler="asha",
+            settings=halving,
+            seed=7,
+            storage=tmp_path,
+            name="fixed-asha",
+            num_samples=3,
+            configs=configs,
+        )
+        tpe_log = replay.run_replay(
+            crossing_set(),
+            SPACES["basenet"],
+            searcher="fidelity",
+            scheduler="asha",
+            settings=halving,
+            seed=7,
+            storage=tmp_path,
+            name="tpe-asha",
+            num_samples=12,
+            max_concurrent=1,
+        )
     finally:
         ray.shutdown()
     _, trials, epochs = export_tables(tmp_path / "fixed")
@@ -121,8 +185,16 @@ def test_replayed_experiment_tables_equal_recorded_epochs(tmp_path) -> None:
         want = crossing[crossing["config_id"] == config_id].sort_values("epoch").head(len(got))
         assert np.array_equal(got.sort_values("epoch")["val_accuracy"].to_numpy(), want["val_accuracy"].to_numpy())
     # The benchmark's fast engine (no Tune controller) takes Tune's decisions: same configs, same stops.
-    sim = replay.simulate(crossing, SPACES["basenet"], searcher="fidelity", scheduler="asha", settings=halving,
-                          seed=7, num_samples=12, workers=1)
+    sim = replay.simulate(
+        crossing,
+        SPACES["basenet"],
+        searcher="fidelity",
+        scheduler="asha",
+        settings=halving,
+        seed=7,
+        num_samples=12,
+        workers=1,
+    )
     assert trial_story(sim) == trial_story(tpe_log)
     assert trial_story(sim) != [(c, 4) for c, _ in trial_story(sim)]  # ASHA stopped some: not vacuous
 

@@ -13,18 +13,20 @@ import sys
 
 import pytest
 
-from trainables.runtime import (GPU_RESERVE_MB, gpu_memory_limit_mb, memory_limit_for, physical_gpu_index,
-                                thread_count)
+from trainables.runtime import GPU_RESERVE_MB, gpu_memory_limit_mb, memory_limit_for, physical_gpu_index, thread_count
 
 GIB = 1024  # MiB
 H100 = 80 * GIB  # an 80 GiB device, in MiB
 
 
-@pytest.mark.parametrize(("share", "expected_mb"), [
-    (0.25, (H100 - 4 * GPU_RESERVE_MB) // 4),  # 4 tenants: 19968 MiB each
-    (0.5, (H100 - 2 * GPU_RESERVE_MB) // 2),  # 2 tenants: 40448 MiB each
-    (1 / 3, int((H100 - 3 * GPU_RESERVE_MB) / 3)),  # 3 tenants: 26794 MiB each
-])
+@pytest.mark.parametrize(
+    ("share", "expected_mb"),
+    [
+        (0.25, (H100 - 4 * GPU_RESERVE_MB) // 4),  # 4 tenants: 19968 MiB each
+        (0.5, (H100 - 2 * GPU_RESERVE_MB) // 2),  # 2 tenants: 40448 MiB each
+        (1 / 3, int((H100 - 3 * GPU_RESERVE_MB) / 3)),  # 3 tenants: 26794 MiB each
+    ],
+)
 def test_fractional_share_gets_its_fraction_after_reserves(share, expected_mb):
     assert gpu_memory_limit_mb(H100, share) == expected_mb
 
@@ -60,25 +62,31 @@ def test_share_too_small_for_the_device_is_rejected():
         gpu_memory_limit_mb(4 * GIB, 0.1)
 
 
-@pytest.mark.parametrize(("share", "total_mb", "expected"), [
-    (0.25, H100, 19968),  # fractional share of a known device: a limit
-    (0.5, 16 * GIB, (16 * GIB - 2 * GPU_RESERVE_MB) // 2),
-    (1.0, H100, None),  # the whole GPU: memory growth
-    (2.0, H100, None),  # several whole GPUs: memory growth
-    (0.0, H100, None),  # no GPU share (Ray hides the devices anyway)
-    (0.25, None, None),  # device size unknown (no nvidia-smi): memory growth
-])
+@pytest.mark.parametrize(
+    ("share", "total_mb", "expected"),
+    [
+        (0.25, H100, 19968),  # fractional share of a known device: a limit
+        (0.5, 16 * GIB, (16 * GIB - 2 * GPU_RESERVE_MB) // 2),
+        (1.0, H100, None),  # the whole GPU: memory growth
+        (2.0, H100, None),  # several whole GPUs: memory growth
+        (0.0, H100, None),  # no GPU share (Ray hides the devices anyway)
+        (0.25, None, None),  # device size unknown (no nvidia-smi): memory growth
+    ],
+)
 def test_limit_or_growth_decision(share, total_mb, expected):
     assert memory_limit_for(share, total_mb) == expected
 
 
-@pytest.mark.parametrize(("logical", "visible", "expected"), [
-    (0, "3", "3"),  # Ray gave the trial physical GPU 3; TensorFlow calls it GPU:0
-    (1, "2,5", "5"),
-    (0, "GPU-8f1c2d", "GPU-8f1c2d"),  # UUIDs pass through; nvidia-smi -i takes them
-    (0, None, "0"),  # not narrowed: logical = physical
-    (0, "", "0"),
-])
+@pytest.mark.parametrize(
+    ("logical", "visible", "expected"),
+    [
+        (0, "3", "3"),  # Ray gave the trial physical GPU 3; TensorFlow calls it GPU:0
+        (1, "2,5", "5"),
+        (0, "GPU-8f1c2d", "GPU-8f1c2d"),  # UUIDs pass through; nvidia-smi -i takes them
+        (0, None, "0"),  # not narrowed: logical = physical
+        (0, "", "0"),
+    ],
+)
 def test_physical_gpu_index(logical, visible, expected):
     assert physical_gpu_index(logical, visible) == expected
 
@@ -110,12 +118,16 @@ except WorkerMismatch as e:
     out.append(str(e))
 print(json.dumps(out))
 """
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "CUDA_VISIBLE_DEVICES": "", "TF_CPP_MIN_LOG_LEVEL": "3"})
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "CUDA_VISIBLE_DEVICES": "", "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     *results, mismatch = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert [(r["threads"], r["intra"], r["inter"], r["reused"]) for r in results] == [(3, 3, 3, False),
-                                                                                     (3, 3, 3, True)]
+    assert [(r["threads"], r["intra"], r["inter"], r["reused"]) for r in results] == [(3, 3, 3, False), (3, 3, 3, True)]
     # No GPU visible: nothing to limit, whatever the share.
     assert all(r["gpus"] == 0 and r["gpu_memory_limit_mb"] is None for r in results)
     assert "configured for" in mismatch

@@ -44,15 +44,22 @@ def test_nan_loss_and_out_of_memory_are_recorded_errors_and_the_search_goes_on(t
     monkeypatch.setenv("KERAS_HPO_FAULT", f"oom@epoch2:once={tmp_path / 'oom-claimed'}")  # workers inherit it
     ray.init(address="local", include_dashboard=False, log_to_driver=False, logging_level="WARNING")
     try:
-        base = {"model": "convnet", "dataset": "digits", "max_epochs": 2, "depth": 2, "pool_after": "2",
-                "batch_size": 64, "optimizer": "sgd"}
+        base = {
+            "model": "convnet",
+            "dataset": "digits",
+            "max_epochs": 2,
+            "depth": 2,
+            "pool_after": "2",
+            "batch_size": 64,
+            "optimizer": "sgd",
+        }
         tuner = tune.Tuner(
             tune.with_parameters(train_trial, data=load_digits()),
             param_space={**base, "learning_rate": tune.grid_search([1e30, 0.01, 0.02])},
-            tune_config=tune.TuneConfig(metric="val_accuracy", mode="max", max_concurrent_trials=1,
-                                        reuse_actors=False),
-            run_config=tune.RunConfig(name="search", storage_path=str(exp), verbose=0,
-                                      failure_config=tune.FailureConfig(max_failures=2)),
+            tune_config=tune.TuneConfig(metric="val_accuracy", mode="max", max_concurrent_trials=1, reuse_actors=False),
+            run_config=tune.RunConfig(
+                name="search", storage_path=str(exp), verbose=0, failure_config=tune.FailureConfig(max_failures=2)
+            ),
         )
         grid = tuner.fit()
     finally:
@@ -92,11 +99,28 @@ def test_a_reused_worker_leaks_nothing_between_trials(tmp_path):
     exp.mkdir()
     (exp / "experiment.json").write_text(json.dumps({"experiment": "exp", "space": "test", "max_epochs": 2}))
     common = {"dataset": "digits", "max_epochs": 2, "seed": 3}
-    a = {**common, "model": "convnet", "depth": 2, "pool_after": "2", "batch_size": 64, "optimizer": "sgd",
-         "learning_rate": 0.05, "bn_position": "after_relu"}
+    a = {
+        **common,
+        "model": "convnet",
+        "depth": 2,
+        "pool_after": "2",
+        "batch_size": 64,
+        "optimizer": "sgd",
+        "learning_rate": 0.05,
+        "bn_position": "after_relu",
+    }
     # B differs in everything that could leak: model, BatchNorm, optimizer state, batch size, seed.
-    b = {**common, "model": "convnet", "depth": 3, "pool_after": "2", "batch_size": 32, "optimizer": "adam",
-         "learning_rate": 0.001, "bn_position": "before_relu", "seed": 11}
+    b = {
+        **common,
+        "model": "convnet",
+        "depth": 3,
+        "pool_after": "2",
+        "batch_size": 32,
+        "optimizer": "adam",
+        "learning_rate": 0.001,
+        "bn_position": "before_relu",
+        "seed": 11,
+    }
     search_alg, param_space = fixed_configs_search([a, b, a])
     # One CPU: one trial at a time, in order (a fixed-config search ignores max_concurrent_trials).
     ray.init(address="local", num_cpus=1, include_dashboard=False, log_to_driver=False, logging_level="WARNING")
@@ -104,8 +128,9 @@ def test_a_reused_worker_leaks_nothing_between_trials(tmp_path):
         tuner = tune.Tuner(
             tune.with_parameters(train_trial, data=load_digits()),
             param_space=param_space,
-            tune_config=tune.TuneConfig(metric="val_accuracy", mode="max", num_samples=3, search_alg=search_alg,
-                                        reuse_actors=True),
+            tune_config=tune.TuneConfig(
+                metric="val_accuracy", mode="max", num_samples=3, search_alg=search_alg, reuse_actors=True
+            ),
             run_config=tune.RunConfig(name="search", storage_path=str(exp), verbose=0),
         )
         grid = tuner.fit()

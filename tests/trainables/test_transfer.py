@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import sys
 import subprocess
+import sys
 
 import keras
 import numpy as np
@@ -64,8 +64,9 @@ def test_finetune_trains_backbone_but_keeps_batchnorm_in_inference_mode(resnet_f
     backbone = backbone_of(model)
     conv = backbone.get_layer("conv1_conv")
     assert any(w is conv.kernel for w in model.trainable_weights)
-    model.compile(optimizer=keras.optimizers.SGD(0.1), loss="sparse_categorical_crossentropy",
-                  run_eagerly=True)  # eager: tracing ResNet50's train step costs more than the step
+    model.compile(
+        optimizer=keras.optimizers.SGD(0.1), loss="sparse_categorical_crossentropy", run_eagerly=True
+    )  # eager: tracing ResNet50's train step costs more than the step
     bn = batchnorms(model)
     moving = [(b.moving_mean.numpy().copy(), b.moving_variance.numpy().copy()) for b in bn]
     kernel = conv.kernel.numpy().copy()
@@ -73,7 +74,7 @@ def test_finetune_trains_backbone_but_keeps_batchnorm_in_inference_mode(resnet_f
     x = rng.uniform(-100, 100, (4, 32, 32, 3)).astype("float32")
     model.train_on_batch(x, np.array([0, 1, 2, 0]))
     assert not np.allclose(kernel, conv.kernel.numpy())  # the backbone learned
-    for b, (mean, var) in zip(bn, moving):  # ...but no BatchNorm statistic moved
+    for b, (mean, var) in zip(bn, moving, strict=True):  # ...but no BatchNorm statistic moved
         np.testing.assert_array_equal(mean, b.moving_mean.numpy())
         np.testing.assert_array_equal(var, b.moving_variance.numpy())
 
@@ -89,8 +90,9 @@ def test_finetune_batchnorm_stays_frozen_after_a_checkpoint_round_trip(resnet_fi
 
 @pytest.mark.parametrize("model, size", [("resnet50", 48), ("inception_resnet_v2", 75)])
 def test_input_transform_resizes_and_matches_preprocess_input(model, size):
-    module = {"resnet50": keras.applications.resnet50,
-              "inception_resnet_v2": keras.applications.inception_resnet_v2}[model]
+    module = {"resnet50": keras.applications.resnet50, "inception_resnet_v2": keras.applications.inception_resnet_v2}[
+        model
+    ]
     images = np.random.default_rng(1).integers(0, 256, (3, 40, 40, 3), dtype=np.uint8)
     prepare = input_transform(config(model=model, input_size=size))
     expected = module.preprocess_input(tf.image.resize(images.astype("float32"), (size, size)).numpy())
@@ -104,21 +106,21 @@ def test_input_transform_resizes_and_matches_preprocess_input(model, size):
 def test_input_transform_skips_the_resize_at_the_input_size():
     images = np.random.default_rng(2).integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)
     out = input_transform(config(input_size=32))(tf.constant(images)).numpy()
-    np.testing.assert_allclose(out, keras.applications.resnet50.preprocess_input(images.astype("float32")),
-                               atol=1e-4)
+    np.testing.assert_allclose(out, keras.applications.resnet50.preprocess_input(images.astype("float32")), atol=1e-4)
 
 
 def test_weights_path_of_a_saved_backbone_or_full_model_is_loaded(resnet_finetune, tmp_path):
     backbone_file = tmp_path / "backbone.weights.h5"
     backbone_of(resnet_finetune).save_weights(backbone_file)
     from_backbone = transfer_model(config(weights=str(backbone_file)), num_classes=3)
-    for a, b in zip(backbone_of(from_backbone).weights, backbone_of(resnet_finetune).weights):
+    for a, b in zip(backbone_of(from_backbone).weights, backbone_of(resnet_finetune).weights, strict=True):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
     full_file = tmp_path / "full.weights.h5"
     resnet_finetune.save_weights(full_file)
     from_full = transfer_model(config(weights=str(full_file), dropout=0.25), num_classes=3)
-    np.testing.assert_array_equal(from_full.get_layer("classes").kernel.numpy(),
-                                  resnet_finetune.get_layer("classes").kernel.numpy())
+    np.testing.assert_array_equal(
+        from_full.get_layer("classes").kernel.numpy(), resnet_finetune.get_layer("classes").kernel.numpy()
+    )
     with pytest.raises(WeightsUnavailable, match="full.weights.h5"):  # a 5-class head cannot take them
         transfer_model(config(weights=str(full_file), dropout=0.25), num_classes=5)
 
@@ -141,25 +143,34 @@ def test_check_weights_does_not_import_tensorflow(tmp_path):
     # run_search validates --weights before starting Ray; that must stay cheap.
     weights = tmp_path / "w.h5"
     weights.write_bytes(b"\x89HDF\r\n\x1a\n" + bytes(64))
-    code = ("import sys; from trainables.transfer import check_weights; "
-            f"check_weights('none'); check_weights({str(weights)!r}); "
-            "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules, 'imported'")
+    code = (
+        "import sys; from trainables.transfer import check_weights; "
+        f"check_weights('none'); check_weights({str(weights)!r}); "
+        "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules, 'imported'"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
 def test_imagenet_download_failure_is_weights_unavailable(tmp_path):
     # No internet (here, in CI): the download fails; pointing Keras' cache at an empty folder keeps
     # a previously cached file from hiding that. Run in a child so KERAS_HOME is read at import.
-    code = ("from trainables.config import TrialConfig\n"
-            "from trainables.transfer import transfer_model, WeightsUnavailable\n"
-            "import keras.src.utils.file_utils as fu\n"
-            "try:\n"
-            "    transfer_model(TrialConfig(model='resnet50', dataset='cub200', input_size=32,"
-            " weights='imagenet'), 3)\n"
-            "except WeightsUnavailable as e:\n"
-            "    print('UNAVAILABLE', e)\n")
-    env = {"KERAS_HOME": str(tmp_path / "keras"), "PATH": "/usr/bin:/bin", "TF_CPP_MIN_LOG_LEVEL": "3",
-           "HTTPS_PROXY": "http://127.0.0.1:9", "HTTP_PROXY": "http://127.0.0.1:9"}
+    code = (
+        "from trainables.config import TrialConfig\n"
+        "from trainables.transfer import transfer_model, WeightsUnavailable\n"
+        "import keras.src.utils.file_utils as fu\n"
+        "try:\n"
+        "    transfer_model(TrialConfig(model='resnet50', dataset='cub200', input_size=32,"
+        " weights='imagenet'), 3)\n"
+        "except WeightsUnavailable as e:\n"
+        "    print('UNAVAILABLE', e)\n"
+    )
+    env = {
+        "KERAS_HOME": str(tmp_path / "keras"),
+        "PATH": "/usr/bin:/bin",
+        "TF_CPP_MIN_LOG_LEVEL": "3",
+        "HTTPS_PROXY": "http://127.0.0.1:9",
+        "HTTP_PROXY": "http://127.0.0.1:9",
+    }
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
     assert "UNAVAILABLE" in out.stdout, out.stdout + out.stderr[-2000:]
     assert "--weights none" in out.stdout

@@ -1,0 +1,707 @@
+"""The driver: checks the request, then runs one Ray Tune experiment per phase (search, then confirm)
+and resumes them. run_search.py is its command line.
+
+Read top to bottom: `run` checks every input (cheapest first; nothing is written under --storage-path
+until all have passed), joins Ray, records experiment.json, then runs the phases with `run_phase`, the
+one function that builds a Tuner, and finally writes the tables and the report. No module-level mutable
+state: the SIGTERM flag lives in a `StopSignal` the caller owns.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime as dt
+import importlib.metadata
+import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pyarrow.fs as pafs
+
+from analysis import selection, storage
+from analysis.tables import CONFIG_VERSION, export_tables
+from search_spaces import SPACES, SearchSpace
+from trainables import plugins, registry
+from trainables.config import TrialConfig, knob_types
+
+EXIT_OK, EXIT_ALL_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+METRIC, MODE = "val_accuracy", "max"
+PROJECT_DIR = Path(__file__).resolve().parent
+# Settings --resume may change: where things are and how much is printed. Every other stored
+# setting (space, budget, seeds, searcher, resources, retries, plugins) shapes the experiment and must match.
+RESUME_MAY_CHANGE = ("resume", "name", "storage_path", "s3_endpoint", "address", "data_dir", "verbose", "quiet")
+# Flags that fix a knob only some models read: refused for a space none of whose models reads it.
+MODEL_KNOB_FLAGS = {"weights": "--weights", "input_size": "--input-size"}
+# Left out of the code shipped to a cluster's workers: environments, results, caches.
+WORKING_DIR_EXCLUDES = [".venv", ".git", "results", "**/__pycache__", "*.egg-info", ".pytest_cache"]
+
+
+class UsageError(Exception):
+    """Bad usage or input: printed as one line, exit 2, no traceback."""
+
+
+class Interrupted(Exception):
+    """SIGINT or SIGTERM: what is done is kept; the experiment can be resumed (exit 130)."""
+
+    def __init__(self, resume_hint: str | None = None) -> None:
+        super().__init__(resume_hint)
+        self.resume_hint = resume_hint
+
+
+class StopSignal:
+    """SIGTERM (a scheduler, `kill`) takes Ctrl-C's path: Tune's own SIGINT handler stops the run
+    gracefully and checkpoints the experiment state; outside Tune it raises KeyboardInterrupt.
+    `terminated` tells a run Tune returned from early because of it."""
+
+    def __init__(self) -> None:
+        self.terminated = False
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.terminated = True
+        signal.raise_signal(signal.SIGINT)
+
+    def install(self) -> None:
+        signal.signal(signal.SIGTERM, self._handle)
+
+
+@contextmanager
+def sigterm_as_sigint() -> Iterator[StopSignal]:
+    previous = signal.getsignal(signal.SIGTERM)
+    stop = StopSignal()
+    stop.install()
+    try:
+        yield stop
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@dataclasses.dataclass(frozen=True)
+class Experiment:
+    """Where an experiment lives: filesystem, path on it, path or URI as the user sees it."""
+
+    name: str
+    fs: Any
+    path: str
+    uri: str
+
+    @property
+    def root(self) -> str:
+        """What Ray Tune's storage_path takes: the URI for a bucket, else the local path."""
+        return self.uri if storage.is_uri(self.uri) else self.path
+
+    @property
+    def tables(self) -> str:
+        return f"{self.uri}/tables" if storage.is_uri(self.uri) else storage.join(self.path, "tables")
+
+
+@dataclasses.dataclass(frozen=True)
+class Phase:
+    """One Ray Tune run of the experiment, in `<experiment>/<name>`."""
+
+    name: str  # "search" or "confirm"
+    num_samples: int
+    search_alg: Any
+    param_space: dict[str, Any] | None
+    scheduler: Any
+    restore: bool  # continue the run stored there (--resume) instead of starting it
+
+
+def run(args: argparse.Namespace, explicit: frozenset[str], argv: list[str], stop: StopSignal) -> int:
+    """The whole experiment; returns the exit code, raises UsageError or Interrupted."""
+    meta_before: dict[str, Any] = {}
+    args = with_absolute_plugins(args)
+    if args.resume:
+        if not args.name:
+            raise UsageError("--resume needs --name NAME of the experiment to continue")
+        use_s3_endpoint(args)
+        exp = locate(args, args.name)
+        meta_before = read_resumable(exp)
+        args = resumed_args(args, explicit, meta_before, exp.uri)
+    elif not args.space:
+        raise UsageError("--space is required (or --resume --name NAME to continue an experiment)")
+    load_plugins(args.plugin)
+    space = resolve_space(args)
+    dataset = resolve_dataset(args, space)
+    max_epochs = args.max_epochs or space.max_epochs
+    num_samples = check_search_flags(args, space, dataset, max_epochs)
+    asha = scheduler_settings(args, space, max_epochs)
+    if getattr(args, "checkpoint_every", 1) < 1:
+        raise UsageError(f"--checkpoint-every must be >= 1 epoch, got {args.checkpoint_every}")
+    check_storage_writable(args.storage_path)
+    use_s3_endpoint(args)
+    exp = locate(args, args.name or f"{space.name}-{dt.datetime.now(dt.UTC):%Y%m%d-%H%M%S}")
+    if not args.resume and storage.exists(exp.fs, exp.path):
+        raise UsageError(f"experiment {exp.uri} already exists; pick another --name, or add --resume to continue it")
+    data = load_data(args, dataset)
+
+    import ray
+    from ray import tune
+
+    from trainables.trainable import train_trial
+
+    connect_ray(args)
+    gpus = trial_gpus(args.gpus_per_trial, space.gpus_per_trial, ray.cluster_resources().get("GPU", 0.0))
+    check_resources(args, gpus)
+    stop.install()  # again: ray.init installs its own SIGTERM handler (sys.exit)
+    write_meta(args, exp, space, dataset, max_epochs, num_samples, gpus, argv, meta_before, asha)
+    hint = resume_command(args, exp.name)
+    trainable = tune.with_resources(
+        tune.with_parameters(
+            train_trial,
+            data=data,
+            cpus=args.cpus_per_trial,
+            gpus=gpus,
+            checkpoint_every=getattr(args, "checkpoint_every", 1),
+            plugins=tuple(args.plugin),
+            shipped=args.address is not None,
+        ),
+        {"cpu": args.cpus_per_trial, "gpu": gpus},
+    )
+    fixed = {"dataset": dataset, "seed": args.seed, "max_epochs": max_epochs, **fixed_knobs(args)}
+    search_alg, param_space = build_search(args, space, fixed)
+    scheduler = build_scheduler(args.scheduler, asha, max_epochs)
+    search = Phase("search", num_samples, search_alg, param_space, scheduler, args.resume)
+    run_phase(search, trainable, args, exp, stop, hint)
+    _, trials, _ = export_tables(exp.uri)
+    if args.confirm_top:
+        confirm = confirm_phase(args, trials.to_pandas(), exp, max_epochs)
+        if confirm is not None:
+            run_phase(confirm, trainable, args, exp, stop, hint)
+        _, trials, _ = export_tables(exp.uri)
+        print("\n".join(selection.confirmed_lines(trials.to_pandas())))
+    lines, all_failed = selection.outcome(trials.to_pandas(), exp.tables)
+    print("\n".join(lines))
+    write_report(exp.uri)
+    return EXIT_ALL_FAILED if all_failed else EXIT_OK
+
+
+def run_phase(
+    phase: Phase, trainable: Any, args: argparse.Namespace, exp: Experiment, stop: StopSignal, hint: str
+) -> None:
+    """Build the phase's Tuner (or restore it: the searcher's and scheduler's state and the trials come
+    back; finished trials are not re-run, unfinished and errored ones continue from their last
+    checkpoint) and run it. Ctrl-C, SIGTERM or a crash still leave the tables of what is finished."""
+    from ray import tune
+
+    from trainables import tune_settings
+
+    if phase.restore:
+        tuner = tune.Tuner.restore(storage.join(exp.root, phase.name), trainable=trainable, resume_errored=True)
+    else:
+        tuner = tune.Tuner(
+            trainable,
+            param_space=phase.param_space,
+            tune_config=tune.TuneConfig(
+                metric=METRIC,
+                mode=MODE,
+                num_samples=phase.num_samples,
+                search_alg=phase.search_alg,
+                scheduler=phase.scheduler,
+                max_concurrent_trials=args.max_concurrent,
+                trial_dirname_creator=trial_dirname,
+                reuse_actors=reuse_workers(args),
+            ),
+            run_config=tune.RunConfig(
+                name=phase.name,
+                storage_path=exp.root,
+                checkpoint_config=tune_settings.checkpoint_config(),
+                callbacks=tune_settings.result_loggers(),
+                failure_config=tune.FailureConfig(max_failures=args.max_failures),
+                verbose=max(0, min(3, 1 + args.verbose - args.quiet)),
+            ),
+        )
+    try:
+        grid = tuner.fit()
+        if stop.terminated or search_incomplete(grid, phase.num_samples):
+            raise Interrupted(hint)
+    except BaseException as e:
+        export_best_effort(exp.uri)  # the tables can always be rebuilt later: analysis.tables
+        if isinstance(e, KeyboardInterrupt):
+            raise Interrupted(hint) from None
+        raise
+
+
+def confirm_phase(args: argparse.Namespace, trials: Any, exp: Experiment, max_epochs: int) -> Phase | None:
+    """The confirmation run: the best configs as fixed points, FIFO, full budget (analysis.selection)."""
+    from ray.tune.schedulers import FIFOScheduler
+
+    from search_spaces.optuna_search import fixed_configs_search
+
+    configs = selection.confirm_configs(trials, args.confirm_top, args.repeats, max_epochs)
+    if not configs:
+        print("confirmation skipped: no search trial finished without error")
+        return None
+    print(
+        f"\nconfirming the best {len(configs) // args.repeats} configs, {args.repeats} seeds each "
+        f"(seeds {configs[0]['seed']}..{configs[0]['seed'] + args.repeats - 1}), {max_epochs} epochs"
+    )
+    restore = args.resume and storage.exists(exp.fs, storage.join(exp.path, "confirm", "tuner.pkl"))
+    search_alg, param_space = fixed_configs_search(configs)
+    return Phase("confirm", len(configs), search_alg, param_space, FIFOScheduler(), restore)
+
+
+# ---- checks of the request -------------------------------------------------------------------------
+
+
+def with_absolute_plugins(args: argparse.Namespace) -> argparse.Namespace:
+    """--plugin files as absolute paths: what experiment.json keeps and trials find from any folder."""
+    refs = [str(Path(r).expanduser().absolute()) if plugins.is_file_ref(r) else r for r in args.plugin or []]
+    return argparse.Namespace(**{**vars(args), "plugin": refs})
+
+
+def load_plugins(refs: list[str]) -> None:
+    try:
+        plugins.load_plugins(refs)
+    except plugins.PluginError as e:
+        raise UsageError(str(e)) from None
+
+
+def resolve_space(args: argparse.Namespace) -> SearchSpace:
+    if args.space not in SPACES:
+        raise UsageError(
+            f"--space {args.space!r} is unknown; known spaces: {', '.join(sorted(SPACES))}"
+            + ("" if args.plugin else " (or one a --plugin FILE registers)")
+        )
+    for flag in ("num_samples", "max_epochs", "max_concurrent"):
+        value = getattr(args, flag)
+        if value is not None and value < 1:
+            raise UsageError(f"--{flag.replace('_', '-')} must be a positive integer, got {value}")
+    if args.cpus_per_trial <= 0:
+        raise UsageError(f"--cpus-per-trial must be > 0, got {args.cpus_per_trial}")
+    if args.gpus_per_trial is not None and args.gpus_per_trial < 0:
+        raise UsageError(f"--gpus-per-trial must be >= 0, got {args.gpus_per_trial}")
+    if args.max_failures < 0:
+        raise UsageError(f"--max-failures must be >= 0, got {args.max_failures}")
+    return SPACES[args.space]
+
+
+def resolve_dataset(args: argparse.Namespace, space: SearchSpace) -> str:
+    name = args.dataset or space.dataset
+    if name not in registry.dataset_names():
+        raise UsageError(f"--dataset {name!r}: invalid choice; known datasets: {', '.join(registry.dataset_names())}")
+    return name
+
+
+def cell_filter(args: argparse.Namespace) -> dict[str, str]:
+    """--cells KNOB=VALUE ... as {knob: value}; a knob that is not a config knob is refused."""
+    where: dict[str, str] = {}
+    for item in args.cells or []:
+        knob, sep, value = item.partition("=")
+        if not sep or knob not in knob_types():
+            raise UsageError(f"--cells {item!r}: expected KNOB=VALUE with KNOB one of {', '.join(knob_types())}")
+        where[knob] = value
+    return where
+
+
+def fixed_knobs(args: argparse.Namespace) -> dict[str, Any]:
+    """Knobs the flags fix for every trial (besides dataset, seed, budget)."""
+    knobs: dict[str, Any] = {"patience": args.patience} if args.patience else {}
+    for knob in MODEL_KNOB_FLAGS:
+        if getattr(args, knob) is not None:
+            knobs[knob] = getattr(args, knob)
+    return knobs
+
+
+def check_search_flags(args: argparse.Namespace, space: SearchSpace, dataset: str, max_epochs: int) -> int:
+    """Checks of --search, --repeats, --confirm-top, --cells, --patience, --weights, --input-size against
+    the space; returns how many trials the search phase runs."""
+    for flag in ("repeats", "confirm_top", "patience"):
+        if getattr(args, flag) < 0:
+            raise UsageError(f"--{flag.replace('_', '-')} must be >= 0, got {getattr(args, flag)}")
+    if args.confirm_top and not args.repeats:
+        raise UsageError(
+            "--confirm-top K needs --repeats R (R >= 1): how often each of the K best configs is retrained"
+        )
+    if args.cells and args.search != "grid":
+        raise UsageError("--cells selects cells of a grid; add --search grid or drop --cells")
+    if args.repeats and not args.confirm_top and args.search != "grid":
+        raise UsageError(
+            "--repeats R needs --confirm-top K (retrain the K best configs R times) "
+            "or --search grid (run every cell R times)"
+        )
+    if args.search == "grid":
+        if not space.cells():
+            with_grid = sorted(name for name, s in SPACES.items() if s.cells())
+            raise UsageError(
+                f"--search grid: space {space.name!r} has no grid; spaces with one: "
+                f"{', '.join(with_grid)}; or use --search optuna or random"
+            )
+        if not space.cells(cell_filter(args)):
+            raise UsageError(
+                f"--cells {' '.join(args.cells)}: no cell of space {space.name!r} matches; its cells: "
+                + "; ".join(", ".join(f"{k}={v}" for k, v in c.items()) for c in space.cells())
+            )
+        if args.num_samples is not None:
+            raise UsageError(
+                "--num-samples does not apply to --search grid, which runs every cell "
+                "(--repeats times); drop --num-samples"
+            )
+    examples = space.examples()
+    knobs = fixed_knobs(args)
+    read = {k for e in examples for k in registry.model(e.get("model", TrialConfig.model)).knobs}
+    for knob, flag in MODEL_KNOB_FLAGS.items():
+        if knob in knobs and knob not in read:
+            raise UsageError(
+                f"{flag} applies to transfer-learning spaces only (e.g. --space transfer), whose "
+                f"models read {knob}; space {space.name!r} trains no backbone; drop {flag}"
+            )
+    if args.weights is not None:
+        from trainables.transfer import WeightsUnavailable, check_weights
+
+        try:
+            check_weights(args.weights)
+        except WeightsUnavailable as e:
+            raise UsageError(str(e)) from None
+    for example in examples:  # e.g. --input-size 32 with InceptionResNetV2, which needs 75
+        try:
+            TrialConfig.from_params({**example, "dataset": dataset, "max_epochs": max_epochs, **knobs})
+        except ValueError as e:
+            flags = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in knobs.items()) or "its defaults"
+            raise UsageError(f"space {space.name!r} with {flags}: {e}") from None
+    if args.search == "grid":
+        return len(space.cells(cell_filter(args))) * max(1, args.repeats)
+    return int(args.num_samples or space.num_samples)
+
+
+def check_storage_writable(storage_path: str) -> None:
+    """Fail before anything starts when --storage-path cannot hold an experiment (local paths;
+    a bucket's permissions show on its first write). The probe folder is removed again."""
+    if storage.is_uri(storage_path):
+        return
+    probe = Path(storage_path).expanduser().absolute()
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise UsageError(
+            f"--storage-path {storage_path}: {probe} is a file, not a folder; "
+            "point --storage-path at a folder you can write to"
+        )
+    try:
+        tempfile.TemporaryDirectory(dir=probe, prefix=".write-probe-").cleanup()
+    except OSError as e:
+        raise UsageError(
+            f"--storage-path {storage_path} is not writable: cannot create a folder in {probe} "
+            f"({e.strerror or e}); point --storage-path at a folder you can write to"
+        ) from None
+
+
+def use_s3_endpoint(args: argparse.Namespace) -> None:
+    """Point pyarrow.fs (ours and Ray Tune's) at a non-AWS S3 store through the AWS SDK's own variable,
+    which trial workers of an embedded Ray inherit and a cluster's get through the runtime env."""
+    if args.s3_endpoint is None:
+        return
+    if not str(args.storage_path).startswith("s3://"):
+        raise UsageError(f"--s3-endpoint needs an s3:// --storage-path, got {args.storage_path!r}")
+    if not args.s3_endpoint.startswith(("http://", "https://")):
+        raise UsageError(f"--s3-endpoint must be an http:// or https:// URL, got {args.s3_endpoint!r}")
+    os.environ["AWS_ENDPOINT_URL"] = args.s3_endpoint
+
+
+def locate(args: argparse.Namespace, name: str) -> Experiment:
+    base = args.storage_path
+    if not storage.is_uri(base):
+        fs, path = storage.resolve(Path(base) / name)
+        return Experiment(name, fs, path, path)
+    uri = f"{base.rstrip('/')}/{name}"
+    try:
+        fs, path = storage.resolve(uri)
+        bucket = fs.get_file_info(path.split("/", 1)[0])
+    except (OSError, ValueError) as e:  # bad URI, unreachable endpoint, refused credentials
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UsageError(
+            f"--storage-path {base}: cannot reach it ({first}); check the URI, "
+            "--s3-endpoint and the credentials in the environment"
+        ) from None
+    if bucket.type == pafs.FileType.NotFound:
+        raise UsageError(f"--storage-path {base}: bucket {bucket.path!r} does not exist; create it first")
+    return Experiment(name, fs, path, uri)
+
+
+def read_resumable(exp: Experiment) -> dict[str, Any]:
+    meta_file = storage.join(exp.path, storage.EXPERIMENT_FILE)
+    if not storage.exists(exp.fs, meta_file):
+        raise UsageError(
+            f"--resume: no experiment {exp.uri} (no {storage.EXPERIMENT_FILE}); check --name "
+            "and --storage-path, or drop --resume to start a new one"
+        )
+    if not storage.exists(exp.fs, storage.join(exp.path, "search", "tuner.pkl")):
+        raise UsageError(
+            f"--resume: {exp.uri} stopped before its search started, so there is nothing to "
+            "resume; start it again under a new --name"
+        )
+    return storage.read_json(exp.fs, meta_file)
+
+
+def resumed_args(
+    args: argparse.Namespace, explicit: frozenset[str], meta: dict[str, Any], exp_uri: str
+) -> argparse.Namespace:
+    """The stored arguments of the experiment (its plugins included), with what --resume may change taken
+    from this call. A flag given now that contradicts the stored value is refused, not silently ignored."""
+    stored = meta.get("args")
+    if not isinstance(stored, dict):
+        raise UsageError(
+            f"{exp_uri}/{storage.EXPERIMENT_FILE} holds no stored arguments ('args'); "
+            "it cannot be resumed, start a new experiment under another --name"
+        )
+    conflicts = [
+        f"--{k.replace('_', '-')} {getattr(args, k)!r} (stored: {stored[k]!r})"
+        for k in sorted(explicit - set(RESUME_MAY_CHANGE))
+        if k in stored and getattr(args, k) != stored[k]
+    ]
+    if conflicts:
+        raise UsageError(
+            f"--resume continues {exp_uri} with its stored settings, but "
+            f"{', '.join(conflicts)} differ; drop those flags"
+        )
+    merged = {**vars(args), **{k: v for k, v in stored.items() if k not in RESUME_MAY_CHANGE}}
+    merged.setdefault("plugin", [])
+    return argparse.Namespace(**merged)
+
+
+def load_data(args: argparse.Namespace, dataset: str) -> Any:
+    from trainables.data import DatasetUnavailable, load_dataset
+
+    try:
+        return load_dataset(dataset, args.data_dir)
+    except DatasetUnavailable as e:
+        raise UsageError(
+            f"dataset {dataset!r} is unavailable: {e}. Point --data-dir at a folder holding it "
+            "in its standard format, or run offline with --dataset digits"
+        ) from None
+
+
+# ---- Ray ---------------------------------------------------------------------------------------------
+
+
+def cluster_runtime_env(environ: Mapping[str, str], plugin_refs: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
+    """What trials on other nodes need from this driver: the project's code (the packages trials
+    import), the plugin files (py_modules: trials import them by module name) and the S3 endpoint.
+    Credentials stay with the nodes' own environment or instance roles; they are not copied into the
+    cluster. Inside a `ray job` (or a KubeRay RayJob) whose own runtime env already sets the working dir
+    or a variable, the job's wins: Ray refuses to merge a conflict."""
+    job = json.loads(environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR") or "{}").get("runtime_env") or {}
+    env: dict[str, Any] = {}
+    if "working_dir" not in job:
+        env.update(working_dir=str(PROJECT_DIR), excludes=WORKING_DIR_EXCLUDES)
+    files = [str(Path(r).absolute()) for r in plugin_refs if plugins.is_file_ref(r)]
+    if files:
+        env["py_modules"] = [*job.get("py_modules", []), *files]
+    env_vars = {k: environ[k] for k in ("AWS_ENDPOINT_URL",) if k in environ and k not in job.get("env_vars", {})}
+    if env_vars:
+        env["env_vars"] = env_vars
+    return env
+
+
+def connect_ray(args: argparse.Namespace) -> None:
+    """Join the cluster at --address, or start an embedded Ray (address="local": always a fresh one,
+    never a cluster some other process started on this host)."""
+    import ray
+
+    options: dict[str, Any] = {"log_to_driver": args.verbose > 0, "logging_level": "WARNING", "configure_logging": True}
+    if args.address is None:
+        ray.init(address="local", include_dashboard=False, **options)
+        return
+    try:
+        ray.init(address=args.address, runtime_env=cluster_runtime_env(os.environ, args.plugin), **options)
+    except (ConnectionError, RuntimeError, ValueError) as e:
+        raise UsageError(
+            f"--address {args.address!r}: cannot join a Ray cluster there ({e}). "
+            "Start one with `ray start --head`, or leave --address out for an embedded Ray"
+        ) from None
+
+
+def trial_gpus(requested: float | None, space_default: float, cluster_gpus: float) -> float:
+    """GPUs per trial: the flag when given; else the space's default, but only where the cluster
+    has GPUs, so a GPU-minded space (transfer learning) still runs on a CPU-only machine."""
+    if requested is not None:
+        return requested
+    return space_default if cluster_gpus > 0 else 0.0
+
+
+def check_resources(args: argparse.Namespace, gpus: float) -> None:
+    """A trial asking more CPUs or GPUs than any node has would wait forever: say so instead."""
+    import ray
+
+    nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+    where = "the Ray cluster's largest node" if args.address else "this machine"
+    for flag, need, key in (("--cpus-per-trial", args.cpus_per_trial, "CPU"), ("--gpus-per-trial", gpus, "GPU")):
+        most = max((n.get(key, 0.0) for n in nodes), default=0.0)
+        if need > most:
+            raise UsageError(
+                f"{flag} {need:g} is more than {where} has ({most:g} {key}); a trial would "
+                f"wait forever. Lower {flag}" + (" or add larger nodes" if args.address else "")
+            )
+
+
+def build_search(
+    args: argparse.Namespace, space: SearchSpace, fixed: dict[str, Any]
+) -> tuple[Any, dict[str, Any] | None]:
+    """(search_alg, param_space): Optuna (TPE or random) on the space's define-by-run, learning at
+    step = epoch; or, for --search grid, every cell of the space's grid --repeats times."""
+    from search_spaces.optuna_search import build_optuna_search, fixed_configs_search, grid_configs
+
+    if args.search == "grid":
+        return fixed_configs_search(grid_configs(space, fixed, args.seed, args.repeats, cell_filter(args)))
+    return build_optuna_search(
+        space,
+        fixed,
+        metric=METRIC,
+        mode=MODE,
+        seed=args.seed,
+        random=args.search == "random",
+        max_epochs=fixed["max_epochs"],
+    ), None
+
+
+SCHEDULER_FLAGS = ("grace_period", "reduction_factor", "brackets", "stop_on")
+
+
+def scheduler_settings(args: argparse.Namespace, space: SearchSpace, max_epochs: int) -> Any:
+    """ASHA's settings: the space's, with --grace-period/--reduction-factor/--brackets/--stop-on over them."""
+    from search_spaces.schedulers import resolve_settings
+
+    given = {k: getattr(args, k, None) for k in SCHEDULER_FLAGS}
+    if args.scheduler == "fifo" and any(v is not None for v in given.values()):
+        flags = ", ".join(f"--{k.replace('_', '-')}" for k, v in given.items() if v is not None)
+        raise UsageError(
+            f"{flags} set ASHA's rungs; with --scheduler fifo nothing is stopped: drop them or use --scheduler asha"
+        )
+    try:
+        return resolve_settings(space, max_epochs, **given)
+    except ValueError as e:
+        raise UsageError(f"--scheduler asha: {e.args[0]} (flags --grace-period, --brackets)") from None
+
+
+def build_scheduler(kind: str, asha: Any, max_epochs: int) -> Any:
+    from search_spaces import schedulers
+
+    return schedulers.build_scheduler(kind, asha, max_epochs)
+
+
+def reuse_workers(args: argparse.Namespace) -> bool:
+    """Tune's actor reuse (DESIGN section 4), unless --fresh-workers: a warm worker skips the process
+    start and TensorFlow import; trainables.runtime keeps its settings valid across trials."""
+    return not getattr(args, "fresh_workers", False)
+
+
+def trial_dirname(trial: Any) -> str:
+    """Trial folders named by trial id alone: short, unique, and what the tables call them."""
+    return str(trial.trial_id)
+
+
+def search_incomplete(grid: Any, num_samples: int) -> bool:
+    """True when Tune returned early (its SIGINT handler stops gracefully and returns): a trial
+    still pending, running or paused, or fewer trials than asked for."""
+    return bool(grid.num_terminated + grid.num_errors < max(len(grid), num_samples))
+
+
+# ---- records -------------------------------------------------------------------------------------------
+
+
+def provenance() -> dict[str, Any]:
+    versions: dict[str, str | None] = {}
+    for pkg in ("tensorflow", "keras", "ray", "optuna"):
+        try:
+            versions[pkg] = importlib.metadata.version(pkg)
+        except importlib.metadata.PackageNotFoundError:
+            versions[pkg] = None
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=PROJECT_DIR, capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=PROJECT_DIR,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
+        sha += "-dirty" if dirty else ""
+    except (OSError, subprocess.SubprocessError):
+        sha = "unknown"
+    return {"git_sha": sha, "versions": versions}
+
+
+def write_meta(
+    args: argparse.Namespace,
+    exp: Experiment,
+    space: SearchSpace,
+    dataset: str,
+    max_epochs: int,
+    num_samples: int,
+    gpus: float,
+    argv: list[str],
+    meta_before: dict[str, Any],
+    asha: Any = None,
+) -> None:
+    """experiment.json: what the tables need (knob declarations of plugins included) and everything
+    --resume needs to rebuild this run with no other flags. A resume keeps the original record and notes
+    when it was resumed and from what code."""
+    from search_spaces import schedulers  # imports Ray: only once the checks have passed
+
+    now = dt.datetime.now(dt.UTC).isoformat()
+    if args.resume:
+        meta = {**meta_before, "resumed": [*meta_before.get("resumed", []), {"at": now, "argv": argv, **provenance()}]}
+    else:
+        meta = {
+            "experiment": exp.name,
+            "space": space.name,
+            "dataset": dataset,
+            "max_epochs": max_epochs,
+            "num_samples": num_samples,
+            "seed": args.seed,
+            "scheduler": args.scheduler,
+            "search": args.search,
+            "cpus_per_trial": args.cpus_per_trial,
+            "gpus_per_trial": gpus,
+            "argv": argv,
+            "scheduler_settings": schedulers.record(args.scheduler, asha, max_epochs, METRIC, MODE),
+            "config_version": CONFIG_VERSION,  # which defaults a params.json without a knob means
+            "created_at": now,
+            **provenance(),
+            "plugins": list(args.plugin),
+            "plugin_declarations": registry.plugin_declarations(),
+            "args": {k: v for k, v in vars(args).items() if k != "resume"},
+        }
+    storage.write_text(exp.fs, storage.join(exp.path, storage.EXPERIMENT_FILE), json.dumps(meta, indent=2, default=str))
+
+
+def resume_command(args: argparse.Namespace, name: str) -> str:
+    cmd = ["python", "run_search.py", "--resume", "--name", name, "--storage-path", args.storage_path]
+    if args.address:
+        cmd += ["--address", args.address]
+    if args.s3_endpoint:  # the bucket is unreachable without it
+        cmd += ["--s3-endpoint", args.s3_endpoint]
+    return shlex.join(cmd)
+
+
+def export_best_effort(exp_uri: str) -> None:
+    try:
+        folder, trials, _ = export_tables(exp_uri)
+        print(f"tables for the {trials.num_rows} trials so far: {folder}", file=sys.stderr)
+    except Exception as e:  # noqa: BLE001 - never hide the original failure behind this one
+        print(f"run_search.py: could not write the tables ({e}); rebuild them later from {exp_uri}", file=sys.stderr)
+
+
+def write_report(exp_uri: str) -> None:
+    """The report (analysis.report) from the tables just written; a failure here never costs the tables
+    or changes the exit code: `python -m analysis EXPERIMENT_DIR` rebuilds it."""
+    try:
+        from analysis.report import build_report
+
+        print(f"report: {build_report(exp_uri)['folder']}/report.md")
+    except Exception as e:  # noqa: BLE001 - the search's result is the tables; the report is derived
+        print(
+            f"run_search.py: warning: report not written ({type(e).__name__}: {e}); "
+            f"rebuild it with: python -m analysis {exp_uri}",
+            file=sys.stderr,
+        )
