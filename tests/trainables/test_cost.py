@@ -6,8 +6,9 @@ import keras
 import pytest
 
 from trainables import cost
-from trainables.architectures import basenet, build_model
+from trainables.architectures import build_model
 from trainables.config import TrialConfig
+from trainables.models.basenet import build as basenet
 
 # BaseNet on 32x32x3 with 25 classes, counted by hand (MACs per image):
 #   conv1 5x5x3 -> 6, 'valid': 28x28x6 = 4,704 outputs x 75 taps    = 352,800
