@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from analysis import questions, rungs, storage, summary, tables
+from trainables import registry
 
 REPORT_DIR = "report"
 EXIT_OK, EXIT_USAGE = 0, 2
@@ -86,7 +87,11 @@ def build_report(experiment: str, rebuild_tables: bool = False) -> dict[str, Any
         except FileNotFoundError as e:
             raise BadInput(_one_line(e)) from None
     trials, epochs = read_tables(experiment)
-    scheduler = rungs.settings_from_meta(_meta(experiment))
+    meta = _meta(experiment)
+    # A plugin's knobs are columns too: declare them from the record, so the answers treat them as
+    # knobs without importing the plugin (or TensorFlow) here.
+    registry.declare_recorded(meta.get("plugin_declarations"))
+    scheduler = rungs.settings_from_meta(meta)
     summary_table = summary.build_summary(trials, epochs, scheduler)
     summary_df = summary_table.to_pandas(types_mapper={pa.int64(): pd.Int64Dtype()}.get)  # ranks stay ints
     fs, root = storage.resolve(experiment)
