@@ -183,5 +183,6 @@ def assert_tensorboard_has_every_epoch_and_the_knobs(search_dir: Path, epochs: p
         ).session_start_info
         hparams = {k: v.WhichOneof("kind") and getattr(v, v.WhichOneof("kind")) for k, v in start.hparams.items()}
         params = json.loads((folder / "params.json").read_text())
-        for knob in ("model", "bn_position", "optimizer", "learning_rate", "batch_size", "seed"):
+        # The knobs the space set for the trial (sampled and fixed); the rest kept TrialConfig's defaults.
+        for knob in ("model", "bn_position", "optimizer", "learning_rate", "dataset", "seed", "max_epochs"):
             assert knob in params and hparams[knob] == params[knob], (folder.name, knob)
