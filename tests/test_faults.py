@@ -120,13 +120,27 @@ def test_a_worker_killed_mid_epoch_is_retried_from_its_checkpoint(tmp_path):
     assert_one_row_per_trial_and_epoch(trials, epochs)
 
 
+# Trials of the interrupted search: enough that, with warm workers (a digits trial takes a second or
+# two), some are still to run when the signal has been handled.
+TRIALS = 6
+
+
 def _interrupt_then_resume(tmp_path: Path, stop) -> tuple[subprocess.CompletedProcess, dict, dict]:
-    """Start 3 trials of 2 epochs one at a time, `stop` the driver once a trial has finished,
+    """Start TRIALS trials of 2 epochs one at a time, `stop` the driver once a trial has finished,
     then --resume. Returns (the resume run, reports before the resume, reports after)."""
     exp = tmp_path / "x"
     log = tmp_path / "log"
     proc = start(
-        *SEARCH, "--num-samples", "3", "--max-epochs", "2", "--storage-path", str(tmp_path), "--name", "x", log=log
+        *SEARCH,
+        "--num-samples",
+        str(TRIALS),
+        "--max-epochs",
+        "2",
+        "--storage-path",
+        str(tmp_path),
+        "--name",
+        "x",
+        log=log,
     )
     try:
         wait_for(lambda: finished(exp, 2), proc, log)
@@ -147,10 +161,10 @@ def _interrupt_then_resume(tmp_path: Path, stop) -> tuple[subprocess.CompletedPr
 
 def _assert_resumed_cleanly(tmp_path: Path, before: dict, after: dict) -> None:
     trials, epochs = tables(tmp_path / "x")
-    assert len(trials) == 3, trials[["trial_id", "status"]]
+    assert len(trials) == TRIALS, trials[["trial_id", "status"]]
     assert (trials["status"] == "completed").all(), trials[["trial_id", "status", "error"]]
     assert_one_row_per_trial_and_epoch(trials, epochs)
-    assert len(after) == 3
+    assert len(after) == TRIALS
     done_before = [t for t, rows in before.items() if any(r.get("epoch") == 2 for r in rows)]
     assert done_before
     for trial in done_before:  # not trained again: not one new report
