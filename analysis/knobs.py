@@ -117,3 +117,11 @@ def matched_budget(
     at = ep[ep["epoch"] <= budget]
     best = at.groupby("trial_id")["val_accuracy"].max()
     return int(budget), best[reached.reindex(best.index) >= budget]
+
+
+def rank_by_value(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows sorted by `value`, highest first (null last), each given its 1-based `rank`."""
+    rows.sort(key=lambda r: -(r["value"] if r["value"] is not None else -math.inf))
+    for rank, r in enumerate(rows, 1):
+        r["rank"] = rank
+    return rows

@@ -72,17 +72,11 @@ def question_rows(rep: pd.DataFrame, questions: tuple[Question, ...] = QUESTIONS
                 {
                     **common,
                     "level": knobs.level_text(level),
-                    "n": iv.n,
-                    "value": _none(iv.mean),
-                    "std": _none(iv.std),
-                    "ci_low": _none(iv.ci_low),
-                    "ci_high": _none(iv.ci_high),
+                    **stats.fields(iv),
                     "note": f"seeds {sorted(int(s) for s in runs['seed'].unique())}",
                 }
             )
-        level_rows.sort(key=lambda r: -(r["value"] if r["value"] is not None else -math.inf))
-        for rank, r in enumerate(level_rows, 1):
-            r["rank"] = rank
+        knobs.rank_by_value(level_rows)
         pairs = []
         for a, b in itertools.combinations(levels, 2):
             diffs = knobs.paired_differences(sub, q.knob, a, b, METRIC)
@@ -94,11 +88,7 @@ def question_rows(rep: pd.DataFrame, questions: tuple[Question, ...] = QUESTIONS
                 **common,
                 "level": knobs.level_text(a),
                 "level_b": knobs.level_text(b),
-                "n": iv.n,
-                "value": _none(iv.mean),
-                "std": _none(iv.std),
-                "ci_low": _none(iv.ci_low),
-                "ci_high": _none(iv.ci_high),
+                **stats.fields(iv),
                 "p_value": _none(iv.p_value),
                 "p_holm": _none(p),
                 "verdict": stats.verdict(q.knob, knobs.level_text(a), knobs.level_text(b), iv, p, METRIC),

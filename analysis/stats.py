@@ -109,3 +109,19 @@ def verdict(knob: str, level_a: str, level_b: str, diff: Interval, p_holm: float
         f"({level_a} - {level_b} = {points(diff.mean)} points, 95 % CI {points(diff.ci_low)} to "
         f"{points(diff.ci_high)}, n={diff.n} seed pairs, Holm p={p_holm:.2g}{caveat})"
     )
+
+
+def fields(iv: Interval) -> dict[str, float | int | None]:
+    """The summary.parquet columns an interval fills: n, value (its mean), std, ci_low, ci_high; a NaN
+    (no spread to measure, or no run) is written as null."""
+    return {
+        "n": iv.n,
+        "value": _null(iv.mean),
+        "std": _null(iv.std),
+        "ci_low": _null(iv.ci_low),
+        "ci_high": _null(iv.ci_high),
+    }
+
+
+def _null(x: float | None) -> float | None:
+    return None if x is None or math.isnan(x) else float(x)

@@ -45,6 +45,7 @@ from analysis.knobs import (  # noqa: F401
     level_text,
     matched_budget,
     paired_differences,
+    rank_by_value,
     repeated_runs,
     search_trials,
     varying_knobs,
@@ -225,11 +226,7 @@ def config_rows(rep: pd.DataFrame, knobs: list[str]) -> list[dict[str, Any]]:
                     "budget_epochs": int(g["epochs_completed"].min()),
                     "config_id": cid,
                     "config": g["_label"].iloc[0],
-                    "n": iv.n,
-                    "value": _nan_none(iv.mean),
-                    "std": _nan_none(iv.std),
-                    "ci_low": _nan_none(iv.ci_low),
-                    "ci_high": _nan_none(iv.ci_high),
+                    **stats.fields(iv),
                     "test_accuracy": _nan_none(float(g["test_accuracy"].mean())),
                     "note": f"seeds {sorted(int(s) for s in g['seed'].unique())}"
                     + ("; a single run: no interval" if iv.n < 2 else ""),
@@ -270,11 +267,7 @@ def paired_rows(rep: pd.DataFrame, knobs: list[str]) -> list[dict[str, Any]]:
                     "knob": knob,
                     "level": la,
                     "level_b": lb,
-                    "n": iv.n,
-                    "value": _nan_none(iv.mean),
-                    "std": _nan_none(iv.std),
-                    "ci_low": _nan_none(iv.ci_low),
-                    "ci_high": _nan_none(iv.ci_high),
+                    **stats.fields(iv),
                     "p_value": _nan_none(iv.p_value),
                     "p_holm": _nan_none(p_holm),
                     "verdict": stats.verdict(knob, la, lb, iv, p_holm, metric),
@@ -309,18 +302,11 @@ def marginal_rows(trials: pd.DataFrame, epochs: pd.DataFrame, knobs: list[str]) 
                     "budget_epochs": budget,
                     "knob": knob,
                     "level": level_text(level),
-                    "n": iv.n,
-                    "value": _nan_none(iv.mean),
-                    "std": _nan_none(iv.std),
-                    "ci_low": _nan_none(iv.ci_low),
-                    "ci_high": _nan_none(iv.ci_high),
+                    **stats.fields(iv),
                     "note": f"{iv.n} search trials that reached epoch {budget}; other knobs vary freely",
                 }
             )
-        level_rows.sort(key=lambda r: -(r["value"] if r["value"] is not None else -math.inf))
-        for rank, r in enumerate(level_rows, 1):
-            r["rank"] = rank
-        rows.extend(level_rows)
+        rows.extend(rank_by_value(level_rows))
     return rows
 
 

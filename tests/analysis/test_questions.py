@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pytest
 from synthetic import trial_row, write_experiment
 
 from analysis import knobs, questions, report, summary, tables
@@ -59,12 +60,12 @@ def test_question_rows_rank_the_levels_and_pair_them_by_seed() -> None:
     levels = bn[bn["level_b"].isna()].sort_values("rank")
     assert levels["level"].iloc[0] == "after_relu" and set(levels["n"]) == {3}
     pair = bn[(bn["level"] == "after_relu") & (bn["level_b"] == "none")].iloc[0]
-    assert pair["value"] == __import__("pytest").approx(0.06) and pair["n"] == 3
+    assert pair["value"] == pytest.approx(0.06) and pair["n"] == 3
     assert pair["verdict"].startswith("bn_position: after_relu beats none by 6.0 points")
     aug = rows[rows["question"] == "Which augmentation helps the ConvNet?"]
     # complex reads flip/zoom_range and simple does not: still paired, by seed, on everything else.
     pair = aug[(aug["level"] == "complex") & (aug["level_b"] == "simple")].iloc[0]
-    assert pair["n"] == 2 and pair["value"] == __import__("pytest").approx(0.0)
+    assert pair["n"] == 2 and pair["value"] == pytest.approx(0.0)
     assert set(aug.loc[aug["level_b"].isna(), "n"]) == {2}
 
 
