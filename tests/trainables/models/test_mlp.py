@@ -1,5 +1,6 @@
 """The MLP baseline: registered from its own file, reads only `dense_units`, and learns."""
 
+import keras
 import numpy as np
 
 from trainables import registry
@@ -16,6 +17,7 @@ def test_mlp_is_registered_and_reads_only_dense_units():
 
 def test_mlp_has_one_hidden_layer_of_dense_units_and_learns():
     config = TrialConfig.from_params({"model": "mlp", "dense_units": 32, "optimizer": "adam", "learning_rate": 0.01})
+    keras.utils.set_random_seed(0)  # seeded initial weights: the run is the same every time
     model = build_model(config, input_shape(config, (8, 8, 1)), 3)
     assert model.count_params() == (64 * 32 + 32) + (32 * 3 + 3)
     rng = np.random.default_rng(0)
