@@ -13,9 +13,22 @@ trials, `reset_trial_state` clears what Keras and TensorFlow keep per process
 from __future__ import annotations
 
 import math
+import os
 
 # Left to CUDA, cuDNN workspaces and the context itself on a shared GPU, in MiB.
 GPU_RESERVE_MB = 512
+# Seconds a reused worker waits for the previous trial's training thread to end (ASHA stopped it: it
+# unwinds out of Keras' fit) before Ray Tune gives up reusing the worker. Tune's default, 2 s, is lost
+# on a loaded node (workers starting after a crash, other trials training): Tune then fails the *next*
+# trial with "Trainable runner reuse requires reset_config() ... return True" and does not retry it.
+TRIAL_EXIT_TIMEOUT_S = 60
+TRIAL_EXIT_TIMEOUT_ENV = "TUNE_FUNCTION_THREAD_TIMEOUT_S"  # read by Tune in the worker at each reuse
+
+
+def allow_slow_trial_exit() -> None:
+    """Give the worker's previous trial TRIAL_EXIT_TIMEOUT_S to end before its reuse for the next one;
+    called by every trial, so it holds from this worker's first reuse on (an operator's own setting wins)."""
+    os.environ.setdefault(TRIAL_EXIT_TIMEOUT_ENV, str(TRIAL_EXIT_TIMEOUT_S))
 
 
 def gpu_memory_limit_mb(total_mb: int, share: float, reserve_mb: int = GPU_RESERVE_MB) -> int | None:

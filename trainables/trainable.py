@@ -51,8 +51,9 @@ def train_trial(
     the driver's --plugin list, loaded here so their models and knobs are registered in this worker too
     (`shipped`: from Ray's runtime env, by module name; see trainables.plugins)."""
     from trainables.plugins import load_plugins
-    from trainables.runtime import configure_tensorflow, reset_trial_state
+    from trainables.runtime import allow_slow_trial_exit, configure_tensorflow, reset_trial_state
 
+    allow_slow_trial_exit()
     load_plugins(plugins, shipped)
     configure_tensorflow(cpus, gpus)  # before any TensorFlow op in this process; once per process
     reset_trial_state()  # nothing of an earlier trial in this (reused) worker reaches this one

@@ -13,7 +13,16 @@ import sys
 
 import pytest
 
-from trainables.runtime import GPU_RESERVE_MB, gpu_memory_limit_mb, memory_limit_for, physical_gpu_index, thread_count
+from trainables.runtime import (
+    GPU_RESERVE_MB,
+    TRIAL_EXIT_TIMEOUT_ENV,
+    TRIAL_EXIT_TIMEOUT_S,
+    allow_slow_trial_exit,
+    gpu_memory_limit_mb,
+    memory_limit_for,
+    physical_gpu_index,
+    thread_count,
+)
 
 GIB = 1024  # MiB
 H100 = 80 * GIB  # an 80 GiB device, in MiB
@@ -94,6 +103,16 @@ def test_physical_gpu_index(logical, visible, expected):
 @pytest.mark.parametrize(("cpus", "threads"), [(0.5, 1), (1, 1), (2, 2), (3.7, 3)])
 def test_thread_count_is_whole_cpus_at_least_one(cpus, threads):
     assert thread_count(cpus) == threads
+
+
+def test_a_reused_worker_waits_for_the_previous_trial_to_end(monkeypatch):
+    """Tune's 2 s wait for the previous trial's thread is raised, unless the operator set one."""
+    monkeypatch.delenv(TRIAL_EXIT_TIMEOUT_ENV, raising=False)
+    allow_slow_trial_exit()
+    assert os.environ[TRIAL_EXIT_TIMEOUT_ENV] == str(TRIAL_EXIT_TIMEOUT_S)
+    monkeypatch.setenv(TRIAL_EXIT_TIMEOUT_ENV, "5")
+    allow_slow_trial_exit()
+    assert os.environ[TRIAL_EXIT_TIMEOUT_ENV] == "5"
 
 
 def test_configure_tensorflow_caps_threads_once_per_process_and_a_reused_worker_keeps_them():
