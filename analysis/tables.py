@@ -11,6 +11,7 @@ records their declarations (`plugin_declarations`), so the tables are rebuilt wi
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import math
 import posixpath
@@ -203,8 +204,14 @@ def trial_record(
     params: dict[str, Any],
     rows: list[dict[str, Any]],
     ray_error: str | None,
+    tune_status: str | None = None,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """One trial's row and epoch rows. `ray_error` is the last failure Ray recorded (error.txt); it
+    is the trial's error unless Tune's record says the trial ended well (`tune_status` TERMINATED):
+    then the failure was retried from a checkpoint and the trial went on (a killed worker)."""
     epochs = _epochs_of(rows)
+    if tune_status == "TERMINATED":
+        ray_error = None
     config = TrialConfig.from_params(legacy_params(meta, params)).to_row() if params else {}
     trial_id = next((r["trial_id"] for r in rows if "trial_id" in r), posixpath.basename(trial_dir))
     last = epochs[-1] if epochs else {}
@@ -282,6 +289,30 @@ def _cost_of(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return {k: last.get(k) for k in COST_FIELDS}
 
 
+# Ray Tune's snapshot of a run (trial states, the searcher's): the name carries the start time of the
+# run (or of its resume) in a sortable format; the newest sorts last, as Tune itself picks it.
+TUNE_STATE_GLOB = "experiment_state-*.json"
+
+
+def tune_statuses(fs: pafs.FileSystem, phase_dir: str) -> dict[str, str]:
+    """{trial folder name: Tune's status} from the run's newest experiment-state snapshot ('TERMINATED',
+    'ERROR', 'RUNNING', ...); empty when there is none or it cannot be read. A snapshot lags the run by
+    seconds, so a trial it does not name, or names as still running, is judged from its own files."""
+    if not storage.exists(fs, phase_dir):
+        return {}
+    infos = fs.get_file_info(pafs.FileSelector(phase_dir, recursive=False))
+    names = sorted(i.path for i in infos if fnmatch.fnmatch(posixpath.basename(i.path), TUNE_STATE_GLOB))
+    if not names:
+        return {}
+    try:
+        state = storage.read_json(fs, names[-1])
+        trials = [json.loads(trial_json) for trial_json, _ in state.get("trial_data", [])]
+        # Tune's own trial folder (our trial_dirname_creator names it by trial id).
+        return {posixpath.basename(t.get("relative_logdir") or t["trial_id"]): t["status"] for t in trials}
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}  # a snapshot of another Tune version, or cut short: judge from the trial files alone
+
+
 def is_trial_dir(fs: pafs.FileSystem, path: str) -> bool:
     return storage.exists(fs, storage.join(path, "params.json"))
 
@@ -297,10 +328,13 @@ def build_tables(experiment: str | Path) -> tuple[pa.Table, pa.Table]:
     trials: list[dict[str, Any]] = []
     epochs: list[dict[str, Any]] = []
     for phase in PHASES:
+        statuses = tune_statuses(fs, storage.join(root, phase))
         for trial_dir in storage.list_dirs(fs, storage.join(root, phase)):
             if not is_trial_dir(fs, trial_dir):
                 continue
-            record, rows = trial_record(meta, phase, trial_dir, *read_trial_dir(fs, trial_dir))
+            params, reported, ray_error = read_trial_dir(fs, trial_dir)
+            status = statuses.get(posixpath.basename(trial_dir))
+            record, rows = trial_record(meta, phase, trial_dir, params, reported, ray_error, status)
             trials.append(record)
             epochs.extend(rows)
     trials.sort(key=lambda r: (PHASES.index(r["phase"]), r["trial_id"]))

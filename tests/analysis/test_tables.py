@@ -139,3 +139,30 @@ def test_cost_columns_come_from_the_last_report_that_carries_them(tmp_path: Path
     assert t.loc["measured", "inference_large_batch"] == 128 and t.loc["measured", "inference_device"] == "GPU: y"
     assert t.loc["unmeasured", list(tables.COST_FIELDS)].isna().all()
     assert str(trials.schema.field("param_count").type) == "int64"
+
+
+def test_a_failure_tune_retried_is_not_the_trials_error(tmp_path: Path) -> None:
+    """error.txt keeps every failure of a trial, retried ones too (a killed worker): Tune's snapshot
+    saying the trial TERMINATED makes it stopped (or completed), ERROR or no word from Tune an error."""
+    root = tmp_path / "exp"
+    root.mkdir()
+    (root / storage.EXPERIMENT_FILE).write_text(json.dumps({"experiment": "exp", "space": "basenet", "max_epochs": 4}))
+    params = {"dataset": "digits", "max_epochs": 4, "seed": 0, "model": "basenet"}
+    for trial_id in ("retried", "failed", "unknown"):
+        write_trial(root, trial_id, params, epochs=2)
+        (root / "search" / trial_id / "error.txt").write_text(
+            f"Failure # 1 (occurred at ...)\nworker of {trial_id} died"
+        )
+    snapshot = {
+        "trial_data": [
+            [json.dumps({"trial_id": t, "relative_logdir": t, "status": s}), "{}"]
+            for t, s in (("retried", "TERMINATED"), ("failed", "ERROR"))
+        ]
+    }
+    (root / "search" / "experiment_state-2026-01-01_00-00-00.json").write_text(json.dumps({"trial_data": []}))
+    (root / "search" / "experiment_state-2026-01-02_00-00-00.json").write_text(json.dumps(snapshot))  # the newest
+    trials, _ = tables.build_tables(root)
+    rows = trials.to_pandas().set_index("trial_id")
+    assert rows.loc["retried", "status"] == "stopped" and pd.isna(rows.loc["retried", "error"])
+    assert rows.loc["failed", "status"] == "error" and rows.loc["failed", "error"] == "worker of failed died"
+    assert rows.loc["unknown", "status"] == "error"
