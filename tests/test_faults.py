@@ -1,8 +1,12 @@
 """Faults during a real search (digits, 1-3 trials, 2-3 epochs): a worker killed mid-epoch, Ctrl-C,
-a driver killed outright, then --resume. Nothing finished is lost, re-run or duplicated."""
+a driver killed outright, then --resume. Nothing finished is lost, re-run or duplicated. Then chaos:
+trial workers killed at random throughout an ASHA sweep, and a driver killed again and again."""
 
+import glob
 import json
 import os
+import pickle
+import random
 import signal
 import subprocess
 import sys
@@ -60,12 +64,37 @@ def finished(exp: Path, max_epochs: int) -> list[str]:
     return [t for t, rows in reports(exp).items() if any(r.get("epoch") == max_epochs for r in rows)]
 
 
+def session_processes(session: int) -> list[tuple[int, str]]:
+    """(pid, command line) of every process in session `session`. A run started by `start` leads its
+    own session, which its embedded Ray (GCS, raylet, workers) inherits: Ray puts each worker in a
+    process group of its own, but not in a session of its own. So this names the run's processes and
+    no other Ray's on the machine."""
+    out = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if os.getsid(int(entry.name)) != session:
+                continue
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except (OSError, ProcessLookupError):
+            continue  # ended meanwhile
+        out.append((int(entry.name), cmdline))
+    return out
+
+
 def reap(proc: subprocess.Popen) -> None:
-    """Kill what is left of a run's process group (Ray's own processes after a killed driver)."""
+    """Kill what is left of a run (Ray's own processes after a killed driver): its process group, and
+    the workers that Ray moved to process groups of their own within the run's session."""
     try:
         os.killpg(proc.pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
+    for pid, _ in session_processes(proc.pid):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
 
 def tables(exp: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -238,3 +267,151 @@ def test_sigterm_exits_130_and_resume_continues_the_trial_from_its_checkpoint(tm
     (rows,) = reports(exp).values()
     first_after = next(r for r in rows if r["epoch"] == stopped_at + 1)
     assert first_after["iterations_since_restore"] == 1  # continued from the checkpoint, not from scratch
+
+
+# ---- chaos ------------------------------------------------------------------------------------------------
+
+# A sweep of BaseNet trials (a digits epoch takes seconds) that ASHA stops at rungs 1 and 2 of 4 epochs.
+CHAOS = ("--space", "basenet", "--dataset", "digits", "--scheduler", "asha", "--grace-period", "1")
+CHAOS += ("--reduction-factor", "2", "--max-epochs", "4", "--max-concurrent", "2")
+CHAOS_TRIALS, CHAOS_KILLS = 12, 5
+
+
+def trial_workers(session: int) -> list[int]:
+    """Ray worker processes of run `session` that are running a trial (Ray titles a function
+    trainable's actor `ray::ImplicitFunc`, `.train` while it trains)."""
+    return [pid for pid, cmd in session_processes(session) if cmd.startswith("ray::ImplicitFunc.train")]
+
+
+def optuna_trials(exp: Path, phase: str = "search") -> dict[str, tuple[str, list[int]]]:
+    """{Tune trial id: (Optuna state name, steps of its intermediate values)} of the experiment's study,
+    as the searcher last saved it (Tune's searcher-state file of the phase, which --resume restores).
+    One place to read the study from, so a persistent Optuna storage can take over here."""
+    (state_file,) = glob.glob(str(exp / phase / "searcher-state-*.pkl"))
+    with open(state_file, "rb") as f:
+        state = pickle.load(f)
+    study_trials = {t.number: t for t in state["_ot_study"].trials}
+    assert len(study_trials) == len(state["_ot_trials"]), "a study trial no Tune trial asked for"
+    return {
+        tune_id: (study_trials[t.number].state.name, sorted(study_trials[t.number].intermediate_values))
+        for tune_id, t in state["_ot_trials"].items()
+    }
+
+
+def assert_study_matches(exp: Path, trials: pd.DataFrame) -> None:
+    """One Optuna trial per Tune trial, in the state the table gives it, told each epoch exactly once."""
+    study = optuna_trials(exp)
+    assert set(study) == set(trials["trial_id"])
+    expected = {"completed": "COMPLETE", "stopped": "PRUNED", "error": "FAIL"}
+    for row in trials.itertuples():
+        state, steps = study[row.trial_id]
+        assert state == expected[row.status], (row.trial_id, row.status, state)
+        assert steps == list(range(1, row.epochs_completed + 1)), (row.trial_id, steps)
+
+
+@pytest.mark.timeout(600)
+def test_trial_workers_killed_at_random_throughout_an_asha_sweep(tmp_path):
+    """Tune's chaos release test, in small: SIGKILL a random running trial worker every few seconds
+    (CHAOS_KILLS times, from the first epoch on) while 12 trials run under ASHA."""
+    rng = random.Random()
+    exp, log = tmp_path / "x", tmp_path / "log"
+    proc = start(
+        *CHAOS,
+        "--num-samples",
+        str(CHAOS_TRIALS),
+        "--max-failures",
+        str(CHAOS_KILLS),  # a trial may take every kill: it is still retried
+        "--storage-path",
+        str(tmp_path),
+        "--name",
+        "x",
+        log=log,
+    )
+    killed: list[int] = []
+    try:
+        wait_for(lambda: any(rows for rows in reports(exp).values()), proc, log)
+        while len(killed) < CHAOS_KILLS and proc.poll() is None:
+            time.sleep(rng.uniform(2.0, 6.0))
+            workers = trial_workers(proc.pid)
+            if workers:
+                victim = rng.choice(workers)
+                os.kill(victim, signal.SIGKILL)
+                killed.append(victim)
+        code = proc.wait(timeout=480)
+    finally:
+        reap(proc)
+    assert len(killed) == CHAOS_KILLS, f"the sweep ended after {len(killed)} kills:\n{log.read_text()[-3000:]}"
+    assert code == 0, log.read_text()[-4000:]
+    # Tune recorded the kills as failures of the trials they hit (one may land as an attempt ends).
+    failures = sum(p.read_text().count("Failure #") for p in (exp / "search").glob("*/error.txt"))
+    assert failures >= CHAOS_KILLS - 1, f"{failures} failures recorded for {CHAOS_KILLS} kills"
+    restarts = [r for rows in reports(exp).values() for r in rows if r["iterations_since_restore"] == 1]
+    assert any(r["epoch"] > 1 for r in restarts), "no killed trial went on from its checkpoint"
+
+    trials, epochs = tables(exp)
+    assert len(trials) == CHAOS_TRIALS
+    assert set(trials["status"]) <= {"completed", "stopped"}, trials[["trial_id", "status", "error"]]
+    assert trials["error"].isna().all()
+    assert (trials["status"] == "stopped").any(), "ASHA stopped no trial: the sweep did not exercise it"
+    assert_one_row_per_trial_and_epoch(trials, epochs)
+    assert_study_matches(exp, trials)
+
+
+def terminated_in_snapshot(exp: Path, phase: str = "search") -> set[str]:
+    """Trials Tune's last experiment-state snapshot records as TERMINATED: what a --resume keeps as finished."""
+    done: set[str] = set()
+    for state_file in glob.glob(str(exp / phase / "experiment_state-*.json")):
+        try:
+            state = json.loads(Path(state_file).read_text())
+        except (OSError, json.JSONDecodeError):
+            continue  # being replaced
+        for trial_json, _ in state.get("trial_data", []):
+            trial = json.loads(trial_json)
+            if trial.get("status") == "TERMINATED":
+                done.add(trial["trial_id"])
+    return done
+
+
+DRIVER_KILLS = 3
+
+
+@pytest.mark.timeout(900)
+def test_a_driver_killed_again_and_again_resumes_without_loss_or_rerun(tmp_path):
+    """Tune's driver-restore stress test, in small: SIGKILL the driver at DRIVER_KILLS random moments of
+    one ASHA sweep, each after the run (or its resume) has made progress, and --resume after each."""
+    rng = random.Random()
+    exp = tmp_path / "x"
+    first = (*CHAOS, "--num-samples", str(TRIALS), "--storage-path", str(tmp_path), "--name", "x")
+    resume = ("--resume", "--name", "x", "--storage-path", str(tmp_path))
+    finished_at_kill: dict[str, list[dict]] = {}  # trial folder -> its reports when it was known finished
+    for attempt in range(DRIVER_KILLS):
+        log = tmp_path / f"log{attempt}"
+        before = sum(len(rows) for rows in reports(exp).values())
+        proc = start(*(resume if attempt else first), log=log)
+        try:
+            wait_for(lambda: sum(len(rows) for rows in reports(exp).values()) > before, proc, log)  # noqa: B023
+            time.sleep(rng.uniform(0.0, 3.0))
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(timeout=60)
+        finally:
+            reap(proc)
+        now = reports(exp)
+        done = terminated_in_snapshot(exp) | {t for t, rows in now.items() if any(r.get("epoch") == 4 for r in rows)}
+        finished_at_kill.update({t: now[t] for t in done if t not in finished_at_kill})
+    last = subprocess.run(
+        [sys.executable, str(PROJECT / "run_search.py"), *resume],
+        cwd=PROJECT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert last.returncode == 0, last.stdout[-3000:] + last.stderr[-3000:]
+    trials, epochs = tables(exp)
+    assert len(trials) == TRIALS, trials[["trial_id", "status", "epochs_completed"]]
+    assert set(trials["status"]) <= {"completed", "stopped"}, trials[["trial_id", "status", "error"]]
+    assert_one_row_per_trial_and_epoch(trials, epochs)
+    after = reports(exp)
+    assert finished_at_kill, "no trial had finished by the last kill: nothing to check"
+    for trial, rows in finished_at_kill.items():  # never trained again: not one new report
+        assert after[trial] == rows, trial
+    assert_study_matches(exp, trials)
