@@ -272,8 +272,9 @@ def test_sigterm_exits_130_and_resume_continues_the_trial_from_its_checkpoint(tm
 # ---- chaos ------------------------------------------------------------------------------------------------
 
 # A sweep of BaseNet trials (a digits epoch takes seconds) that ASHA stops at rungs 1 and 2 of 4 epochs.
+CHAOS_EPOCHS = 4
 CHAOS = ("--space", "basenet", "--dataset", "digits", "--scheduler", "asha", "--grace-period", "1")
-CHAOS += ("--reduction-factor", "2", "--max-epochs", "4", "--max-concurrent", "2")
+CHAOS += ("--reduction-factor", "2", "--max-epochs", str(CHAOS_EPOCHS), "--max-concurrent", "2")
 CHAOS_TRIALS, CHAOS_KILLS = 12, 5
 
 
@@ -285,9 +286,10 @@ def trial_workers(session: int) -> list[int]:
 
 def optuna_trials(exp: Path, phase: str = "search") -> dict[str, tuple[str, list[int]]]:
     """{Tune trial id: (Optuna state name, steps of its intermediate values)} of the experiment's study,
-    as the searcher last saved it (Tune's searcher-state file of the phase, which --resume restores).
-    One place to read the study from, so a persistent Optuna storage can take over here."""
-    (state_file,) = glob.glob(str(exp / phase / "searcher-state-*.pkl"))
+    as the searcher last saved it (Tune's newest searcher-state file of the phase, one per run or resume:
+    what a --resume restores). One place to read the study from, so a persistent Optuna storage can take
+    over here."""
+    state_file = max(glob.glob(str(exp / phase / "searcher-state-*.pkl")))
     with open(state_file, "rb") as f:
         state = pickle.load(f)
     study_trials = {t.number: t for t in state["_ot_study"].trials}
@@ -391,13 +393,15 @@ def test_a_driver_killed_again_and_again_resumes_without_loss_or_rerun(tmp_path)
         try:
             wait_for(lambda: sum(len(rows) for rows in reports(exp).values()) > before, proc, log)  # noqa: B023
             time.sleep(rng.uniform(0.0, 3.0))
+            assert proc.poll() is None, f"the run ended before kill {attempt + 1}:\n{log.read_text()[-3000:]}"
             proc.send_signal(signal.SIGKILL)
             proc.wait(timeout=60)
         finally:
             reap(proc)
         now = reports(exp)
-        done = terminated_in_snapshot(exp) | {t for t, rows in now.items() if any(r.get("epoch") == 4 for r in rows)}
-        finished_at_kill.update({t: now[t] for t in done if t not in finished_at_kill})
+        full = {t for t, rows in now.items() if any(r.get("epoch") == CHAOS_EPOCHS for r in rows)}
+        for trial in (terminated_in_snapshot(exp) | full) - set(finished_at_kill):
+            finished_at_kill[trial] = now.get(trial, [])
     last = subprocess.run(
         [sys.executable, str(PROJECT / "run_search.py"), *resume],
         cwd=PROJECT,
