@@ -5,7 +5,8 @@ each cannot all fit on one node. The cluster is private to this test: its own te
 ports, and its own authentication token, so it neither joins nor disturbs any other Ray on the host.
 It is torn down by ending the `ray start --block` processes (which stop what they started), then
 any leftover process whose command line names the private temp dir; never with `ray stop`, which
-would stop every Ray on the machine.
+would stop every Ray on the machine. One test loses the worker node: it kills that node's processes
+by their session (the worker's `ray start` leads one), which no other Ray on the host shares.
 """
 
 import json
@@ -20,6 +21,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import IO
 
 import pytest
 
@@ -78,79 +80,113 @@ def active_nodes(address: str, env: dict[str, str]) -> list[str]:
     return re.findall(r"node_([0-9a-f]+)", active)
 
 
-@pytest.fixture(scope="module")  # one cluster for the tests below: starting one takes a minute
-def two_node_cluster():
-    temp_dir = tempfile.mkdtemp(prefix="rc", dir="/tmp")  # short: Ray's unix socket paths must fit 107 bytes
-    env = {
-        **os.environ,
-        "RAY_USAGE_STATS_ENABLED": "0",
-        "RAY_AUTH_MODE": "token",
-        "RAY_AUTH_TOKEN": secrets.token_hex(32),
-    }
-    env.pop("RAY_ADDRESS", None)
-    ports = free_ports(14)
-    address = f"127.0.0.1:{ports[0]}"
-    # 150 MB object store per node: the digits data is ~1 MB; Ray's default is 30 % of RAM.
-    common = [
-        "--block",
-        "--num-cpus",
-        "1",
-        "--num-gpus",
-        "0",
-        "--node-ip-address",
-        "127.0.0.1",
-        "--object-store-memory",
-        str(150 * 1024**2),
-        "--temp-dir",
-        temp_dir,
-        "--disable-usage-stats",
-    ]
-    starts = []
-    logs = Path(temp_dir) / "start-logs"
-    logs.mkdir()
-    try:
-        head = [
-            RAY,
-            "start",
-            "--head",
-            "--port",
-            str(ports[0]),
-            "--ray-client-server-port",
-            str(ports[1]),
-            "--include-dashboard",
-            "false",
-            *node_ports(ports[2:8]),
-            *common,
-        ]
-        worker = [RAY, "start", "--address", address, *node_ports(ports[8:14]), *common]
-        for name, cmd in (("head", head), ("worker", worker)):
-            log = open(logs / f"{name}.log", "w")  # noqa: SIM115 - closed with the process
-            starts.append(
-                (subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True), log)
-            )
-            if name == "head":
-                _wait_for(lambda: "Ray runtime started" in (logs / "head.log").read_text(), 120, logs)
-        _wait_for(lambda: len(active_nodes(address, env)) == 2, 180, logs)
-        yield address, env, active_nodes(address, env)
-    finally:
-        for proc, _ in starts:
+class Cluster:
+    """Two `ray start --block` nodes of one CPU each, private to this module. The worker node runs in a
+    session of its own (start_new_session), which its raylet and trial workers inherit, so it can be
+    killed outright, as a lost machine, without touching any other process; and started again."""
+
+    def __init__(self) -> None:
+        self.temp_dir = tempfile.mkdtemp(prefix="rc", dir="/tmp")  # short: Ray's socket paths must fit 107 bytes
+        self.env = {
+            **os.environ,
+            "RAY_USAGE_STATS_ENABLED": "0",
+            "RAY_AUTH_MODE": "token",
+            "RAY_AUTH_TOKEN": secrets.token_hex(32),
+        }
+        self.env.pop("RAY_ADDRESS", None)
+        self.logs = Path(self.temp_dir) / "start-logs"
+        self.logs.mkdir()
+        self.starts: list[tuple[subprocess.Popen, IO[str]]] = []
+        self.address = ""
+        self.head_id = ""
+        self.worker: subprocess.Popen | None = None
+
+    def _start(self, name: str, cmd: list[str]) -> subprocess.Popen:
+        # 150 MB object store per node: the digits data is ~1 MB; Ray's default is 30 % of RAM.
+        common = ["--block", "--num-cpus", "1", "--num-gpus", "0", "--node-ip-address", "127.0.0.1"]
+        common += ["--object-store-memory", str(150 * 1024**2), "--temp-dir", self.temp_dir, "--disable-usage-stats"]
+        log = open(self.logs / f"{name}.log", "a")  # noqa: SIM115 - closed with the process
+        proc = subprocess.Popen(
+            [*cmd, *common], stdout=log, stderr=subprocess.STDOUT, env=self.env, start_new_session=True
+        )
+        self.starts.append((proc, log))
+        return proc
+
+    def start_head(self) -> None:
+        ports = free_ports(8)
+        self.address = f"127.0.0.1:{ports[0]}"
+        head = [RAY, "start", "--head", "--port", str(ports[0]), "--ray-client-server-port", str(ports[1])]
+        self._start("head", [*head, "--include-dashboard", "false", *node_ports(ports[2:8])])
+        _wait_for(lambda: "Ray runtime started" in (self.logs / "head.log").read_text(), 120, self.logs)
+        _wait_for(lambda: len(self.nodes()) == 1, 120, self.logs)
+        (self.head_id,) = self.nodes()
+
+    def start_worker(self) -> None:
+        """A worker node joins (again): fresh ports, since the last one's may still be held."""
+        self.worker = self._start("worker", [RAY, "start", "--address", self.address, *node_ports(free_ports(6))])
+        _wait_for(lambda: len(self.nodes()) == 2, 180, self.logs)
+
+    def kill_worker(self) -> None:
+        """SIGKILL the worker node: its `ray start`, raylet, agents and trial workers (its session)."""
+        assert self.worker is not None
+        session = self.worker.pid
+        for pid in [int(e.name) for e in Path("/proc").iterdir() if e.name.isdigit() and _sid(int(e.name)) == session]:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        self.worker.wait(timeout=60)
+
+    def nodes(self) -> list[str]:
+        return active_nodes(self.address, self.env)
+
+    def stop(self) -> None:
+        for proc, _ in self.starts:
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)  # `ray start --block` stops its node on SIGTERM
-        for proc, log in starts:
+        for proc, log in self.starts:
             try:
                 proc.wait(timeout=60)
             except subprocess.TimeoutExpired:
                 proc.kill()
             log.close()
         deadline = time.monotonic() + 30
-        while (left := [p for p in processes_naming(temp_dir) if p != os.getpid()]) and time.monotonic() < deadline:
+        while (
+            left := [p for p in processes_naming(self.temp_dir) if p != os.getpid()]
+        ) and time.monotonic() < deadline:
             for pid in left:
                 try:
                     os.kill(pid, signal.SIGTERM if time.monotonic() < deadline - 10 else signal.SIGKILL)
                 except ProcessLookupError:
                     pass
             time.sleep(1)
-        shutil.rmtree(temp_dir, ignore_errors=True)
+        shutil.rmtree(self.temp_dir, ignore_errors=True)
+
+
+def _sid(pid: int) -> int | None:
+    try:
+        return os.getsid(pid)
+    except OSError:
+        return None
+
+
+@pytest.fixture(scope="module")  # one cluster for the tests below: starting one takes a minute
+def ray_cluster():
+    cluster = Cluster()
+    try:
+        cluster.start_head()
+        cluster.start_worker()
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def two_node_cluster(ray_cluster):
+    """(address, env, node ids) of the cluster with both nodes up: a worker node a test killed rejoins."""
+    if len(ray_cluster.nodes()) < 2:
+        ray_cluster.start_worker()
+    return ray_cluster.address, ray_cluster.env, ray_cluster.nodes()
 
 
 def _wait_for(condition, timeout_s: float, logs: Path) -> None:
@@ -264,6 +300,84 @@ def test_a_plugin_reaches_the_workers_on_both_nodes(two_node_cluster, tmp_path):
     assert trials.set_index("model").loc["resnet_mini", "res_blocks"] == 1
     ran_on = {node.split(":", 1)[1] for node in trials["node"]}
     assert ran_on == {node_id[:12] for node_id in node_ids}, (ran_on, node_ids)
+
+
+LOST_TRIALS, LOST_EPOCHS = 4, 3
+
+
+def _reports(exp: Path) -> dict[str, list[dict]]:
+    """Every trial's reported rows (result.json), by trial folder."""
+    out = {}
+    for result in sorted((exp / "search").glob("*/result.json")):
+        rows = []
+        for line in result.read_text().splitlines():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                pass  # being written
+        out[result.parent.name] = rows
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_a_lost_worker_node_its_trials_continue_on_the_head_from_their_checkpoints(ray_cluster, tmp_path):
+    """The worker node (raylet, agents, trial workers) is SIGKILLed once a trial on it has checkpointed
+    an epoch: Ray declares the node dead, Tune retries its trial on the head node from the checkpoint in
+    the shared storage path (a local folder both nodes see, as NFS would be), and the experiment completes
+    with complete tables whose `node` column names the head for that trial. Kept last of the cluster's
+    end-to-end tests: a later one waits for the worker node to rejoin."""
+    if len(ray_cluster.nodes()) < 2:
+        ray_cluster.start_worker()
+    (worker_id,) = set(ray_cluster.nodes()) - {ray_cluster.head_id}
+    on_worker, on_head = worker_id[:12], ray_cluster.head_id[:12]
+    exp, log = tmp_path / "lost", tmp_path / "log"
+    args = ["--space", "basenet", "--dataset", "digits", "--num-samples", str(LOST_TRIALS)]
+    args += ["--max-epochs", str(LOST_EPOCHS), "--scheduler", "fifo", "--cpus-per-trial", "1"]
+    args += ["--address", ray_cluster.address, "--storage-path", str(tmp_path), "--name", "lost", "-q"]
+    with open(log, "w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, str(PROJECT / "run_search.py"), *args],
+            cwd=tmp_path,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=ray_cluster.env,
+        )
+    try:
+
+        def first_on_worker() -> tuple[str, int] | None:
+            for trial, rows in _reports(exp).items():
+                epochs = [r["epoch"] for r in rows if r.get("node", "").endswith(on_worker)]
+                if epochs and max(epochs) < LOST_EPOCHS:
+                    return trial, max(epochs)
+            return None
+
+        deadline = time.monotonic() + 400
+        while (hit := first_on_worker()) is None:
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-4000:]
+            time.sleep(0.3)
+        ray_cluster.kill_worker()
+        assert proc.wait(timeout=600) == 0, log.read_text()[-4000:]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    victim, _ = hit
+    trials = read_table(exp, "trials").set_index("trial_id")
+    epochs = read_table(exp, "epochs")
+    assert len(trials) == LOST_TRIALS
+    assert set(trials["status"]) == {"completed"}, trials[["status", "error"]]
+    assert trials["error"].isna().all() and trials["test_accuracy"].notna().all()
+    assert len(epochs) == LOST_TRIALS * LOST_EPOCHS and not epochs.duplicated(["trial_id", "epoch"]).any()
+    # The lost node's trial went on on the head from the last epoch it checkpointed there (no epoch
+    # repeated from scratch), and the table says where it ended.
+    rows = _reports(exp)[victim]
+    lost_at = max(r["epoch"] for r in rows if r["node"].endswith(on_worker))
+    after = [r for r in rows if r["node"].endswith(on_head)]
+    assert after and after[0]["epoch"] == lost_at + 1 and after[0]["iterations_since_restore"] == 1, rows
+    assert trials.loc[victim, "node"].endswith(on_head)
+    # Every trial's node is the one its last epoch ran on.
+    for trial, trial_rows in _reports(exp).items():
+        assert trials.loc[trial, "node"] == [r for r in trial_rows if "epoch" in r][-1]["node"]
 
 
 def test_runtime_env_ships_plugin_files_as_py_modules(tmp_path):
