@@ -100,6 +100,7 @@ class Cluster:
         self.address = ""
         self.head_id = ""
         self.worker: subprocess.Popen | None = None
+        self.lost: set[str] = set()  # ids of worker nodes killed: Ray lists them as active for a while
 
     def _start(self, name: str, cmd: list[str]) -> subprocess.Popen:
         # 150 MB object store per node: the digits data is ~1 MB; Ray's default is 30 % of RAM.
@@ -124,11 +125,12 @@ class Cluster:
     def start_worker(self) -> None:
         """A worker node joins (again): fresh ports, since the last one's may still be held."""
         self.worker = self._start("worker", [RAY, "start", "--address", self.address, *node_ports(free_ports(6))])
-        _wait_for(lambda: len(self.nodes()) == 2, 180, self.logs)
+        _wait_for(lambda: len(self.live_nodes()) == 2, 180, self.logs)
 
     def kill_worker(self) -> None:
         """SIGKILL the worker node: its `ray start`, raylet, agents and trial workers (its session)."""
         assert self.worker is not None
+        self.lost |= set(self.nodes()) - {self.head_id}
         session = self.worker.pid
         for pid in [int(e.name) for e in Path("/proc").iterdir() if e.name.isdigit() and _sid(int(e.name)) == session]:
             try:
@@ -139,6 +141,13 @@ class Cluster:
 
     def nodes(self) -> list[str]:
         return active_nodes(self.address, self.env)
+
+    def live_nodes(self) -> list[str]:
+        return [n for n in self.nodes() if n not in self.lost]
+
+    def ensure_worker(self) -> None:
+        if self.worker is None or self.worker.poll() is not None:
+            self.start_worker()
 
     def stop(self) -> None:
         for proc, _ in self.starts:
@@ -184,9 +193,8 @@ def ray_cluster():
 @pytest.fixture
 def two_node_cluster(ray_cluster):
     """(address, env, node ids) of the cluster with both nodes up: a worker node a test killed rejoins."""
-    if len(ray_cluster.nodes()) < 2:
-        ray_cluster.start_worker()
-    return ray_cluster.address, ray_cluster.env, ray_cluster.nodes()
+    ray_cluster.ensure_worker()
+    return ray_cluster.address, ray_cluster.env, ray_cluster.live_nodes()
 
 
 def _wait_for(condition, timeout_s: float, logs: Path) -> None:
@@ -327,9 +335,8 @@ def test_a_lost_worker_node_its_trials_continue_on_the_head_from_their_checkpoin
     the shared storage path (a local folder both nodes see, as NFS would be), and the experiment completes
     with complete tables whose `node` column names the head for that trial. Kept last of the cluster's
     end-to-end tests: a later one waits for the worker node to rejoin."""
-    if len(ray_cluster.nodes()) < 2:
-        ray_cluster.start_worker()
-    (worker_id,) = set(ray_cluster.nodes()) - {ray_cluster.head_id}
+    ray_cluster.ensure_worker()
+    (worker_id,) = set(ray_cluster.live_nodes()) - {ray_cluster.head_id}
     on_worker, on_head = worker_id[:12], ray_cluster.head_id[:12]
     exp, log = tmp_path / "lost", tmp_path / "log"
     args = ["--space", "basenet", "--dataset", "digits", "--num-samples", str(LOST_TRIALS)]
