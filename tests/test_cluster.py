@@ -310,7 +310,8 @@ def test_a_plugin_reaches_the_workers_on_both_nodes(two_node_cluster, tmp_path):
     assert ran_on == {node_id[:12] for node_id in node_ids}, (ran_on, node_ids)
 
 
-LOST_TRIALS, LOST_EPOCHS = 4, 3
+# Enough epochs that the trial on the worker node is still training when the node is killed.
+LOST_TRIALS, LOST_EPOCHS = 3, 6
 
 
 def _reports(exp: Path) -> dict[str, list[dict]]:
@@ -331,7 +332,7 @@ def _reports(exp: Path) -> dict[str, list[dict]]:
 @pytest.mark.timeout(900)
 def test_a_lost_worker_node_its_trials_continue_on_the_head_from_their_checkpoints(ray_cluster, tmp_path):
     """The worker node (raylet, agents, trial workers) is SIGKILLed once a trial on it has checkpointed
-    an epoch: Ray declares the node dead, Tune retries its trial on the head node from the checkpoint in
+    an early epoch: Ray declares the node dead, Tune retries its trial on the head node from the checkpoint in
     the shared storage path (a local folder both nodes see, as NFS would be), and the experiment completes
     with complete tables whose `node` column names the head for that trial. Kept last of the cluster's
     end-to-end tests: a later one waits for the worker node to rejoin."""
@@ -355,7 +356,7 @@ def test_a_lost_worker_node_its_trials_continue_on_the_head_from_their_checkpoin
         def first_on_worker() -> tuple[str, int] | None:
             for trial, rows in _reports(exp).items():
                 epochs = [r["epoch"] for r in rows if r.get("node", "").endswith(on_worker)]
-                if epochs and max(epochs) < LOST_EPOCHS:
+                if epochs and max(epochs) <= LOST_EPOCHS // 2:
                     return trial, max(epochs)
             return None
 
@@ -380,7 +381,8 @@ def test_a_lost_worker_node_its_trials_continue_on_the_head_from_their_checkpoin
     rows = _reports(exp)[victim]
     lost_at = max(r["epoch"] for r in rows if r["node"].endswith(on_worker))
     after = [r for r in rows if r["node"].endswith(on_head)]
-    assert after and after[0]["epoch"] == lost_at + 1 and after[0]["iterations_since_restore"] == 1, rows
+    assert after, f"the trial on the worker node finished before the node was killed: {hit}"
+    assert after[0]["epoch"] == lost_at + 1 and after[0]["iterations_since_restore"] == 1, rows
     assert trials.loc[victim, "node"].endswith(on_head)
     # Every trial's node is the one its last epoch ran on.
     for trial, trial_rows in _reports(exp).items():
