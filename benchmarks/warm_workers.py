@@ -89,8 +89,6 @@ def instrumented(params: dict, data, log: str, cpus: float = 1, gpus: float = 0)
     from trainables import callbacks, trainable
 
     entered = time.time()
-    params = dict(params)
-    trial = params.pop("trial_index")  # the benchmark's own label, not a knob
     reports: list[tuple[float, float]] = []
     real_report = tune.report
 
@@ -104,7 +102,7 @@ def instrumented(params: dict, data, log: str, cpus: float = 1, gpus: float = 0)
     finally:
         callbacks.tune.report = real_report
         record = {
-            "trial": trial,
+            "trial_id": tune.get_context().get_trial_id(),
             "pid": os.getpid(),
             "entered": entered,
             "reports": reports,
@@ -122,8 +120,7 @@ def run(trials: int, epochs: int, reuse: bool, data, work: Path) -> list[dict]: 
 
     log = work / f"log-{'reused' if reuse else 'fresh'}.jsonl"
     configs = [
-        {**CONFIGS[i % len(CONFIGS)], "dataset": "digits", "max_epochs": epochs, "seed": 0, "trial_index": i}
-        for i in range(trials)
+        {**CONFIGS[i % len(CONFIGS)], "dataset": "digits", "max_epochs": epochs, "seed": 0} for i in range(trials)
     ]
     search_alg, param_space = fixed_configs_search(configs)
     tuner = tune.Tuner(
@@ -144,7 +141,8 @@ def run(trials: int, epochs: int, reuse: bool, data, work: Path) -> list[dict]: 
     if grid.num_errors:
         raise RuntimeError(f"{grid.num_errors} trials failed: {[str(r.error)[:300] for r in grid if r.error]}")
     rows = sorted((json.loads(line) for line in log.read_text().splitlines()), key=lambda r: r["entered"])
-    for prev, row in zip([None, *rows], rows):
+    for i, (prev, row) in enumerate(zip([None, *rows], rows)):
+        row["trial"] = i  # the order trials ran in (the log has Tune's trial id)
         first_report, first_epoch_s = row["reports"][0]
         row["first_epoch_start"] = first_report - first_epoch_s
         row["startup_s"] = None if prev is None else row["first_epoch_start"] - prev["reports"][-1][0]
