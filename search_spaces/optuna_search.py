@@ -66,7 +66,9 @@ class FidelityOptunaSearch(OptunaSearch):
     """OptunaSearch with intermediate values at step = epoch, early-stopped trials PRUNED, and its study
     in a persistent storage that a restored searcher re-attaches to."""
 
-    def __init__(self, *args: Any, max_epochs: int | None = None, storage_spec: str | None = None, **kwargs: Any):
+    def __init__(
+        self, *args: Any, max_epochs: int | None = None, storage_spec: str | None = None, **kwargs: Any
+    ) -> None:
         if storage_spec:
             kwargs["storage"] = open_storage(storage_spec)
         super().__init__(*args, **kwargs)
@@ -82,7 +84,7 @@ class FidelityOptunaSearch(OptunaSearch):
 
     @property
     def _metrics(self) -> list[str]:
-        return list(self._metric) if isinstance(self._metric, list) else [self._metric]
+        return list(self._metric) if isinstance(self._metric, list) else [str(self._metric)]
 
     # ---- persistence: Tune pickles the searcher (tuner.pkl, searcher-state-*.pkl) -------------------
 
@@ -122,17 +124,15 @@ class FidelityOptunaSearch(OptunaSearch):
         if not spec or self._ot_study is not None:
             return
         self._storage = open_storage(os.environ.get(STORAGE_ENV) or spec)
-        self._ot_study = optuna.load_study(
+        study = optuna.load_study(
             study_name=self._study_name, storage=self._storage, sampler=self._sampler, pruner=optuna.pruners.NopPruner()
         )
-        by_number = {t.number: t for t in self._ot_study.get_trials(deepcopy=False)}
+        self._ot_study = study  # type: ignore[assignment]  # OptunaSearch declares it None
+        by_number = {t.number: t for t in study.get_trials(deepcopy=False)}
         numbers: dict[str, int] = self.__dict__.pop("_trial_numbers", {})
-        self._ot_trials = {
-            tid: optuna.trial.Trial(self._ot_study, by_number[n]._trial_id) for tid, n in numbers.items() if n in by_number
-        }
+        numbers = {tid: n for tid, n in numbers.items() if n in by_number}
+        self._ot_trials = {t: optuna.trial.Trial(study, by_number[n]._trial_id) for t, n in numbers.items()}
         for tid, n in numbers.items():
-            if n not in by_number:
-                continue
             if by_number[n].state.is_finished():
                 self._completed_trials.add(tid)
             self._reported.setdefault(tid, set()).update(by_number[n].intermediate_values)
@@ -140,7 +140,7 @@ class FidelityOptunaSearch(OptunaSearch):
         for t in by_number.values():
             if t.state == TrialState.RUNNING and t.number not in owned:
                 self._storage.set_trial_user_attr(t._trial_id, "error", "asked before the driver stopped; never run")
-                self._ot_study.tell(t.number, state=TrialState.FAIL)
+                study.tell(t.number, state=TrialState.FAIL)
 
     # ---- Tune's Searcher API -----------------------------------------------------------------------
 
