@@ -153,6 +153,7 @@ def run(args: argparse.Namespace, explicit: frozenset[str], argv: list[str], sto
     exp = locate(args, args.name or f"{space.name}-{dt.datetime.now(dt.UTC):%Y%m%d-%H%M%S}")
     if not args.resume and storage.exists(exp.fs, exp.path):
         raise UsageError(f"experiment {exp.uri} already exists; pick another --name, or add --resume to continue it")
+    study = optuna_study(args, exp)
     data = load_data(args, dataset)
 
     import ray
@@ -179,7 +180,6 @@ def run(args: argparse.Namespace, explicit: frozenset[str], argv: list[str], sto
         {"cpu": args.cpus_per_trial, "gpu": gpus},
     )
     fixed = {"dataset": dataset, "seed": args.seed, "max_epochs": max_epochs, **fixed_knobs(args)}
-    study = optuna_study(args, exp)
     search_alg, param_space = build_search(args, space, fixed, study)
     scheduler = build_scheduler(args.scheduler, asha, max_epochs)
     search = Phase("search", num_samples, search_alg, param_space, scheduler, args.resume)
@@ -642,8 +642,7 @@ def optuna_study(args: argparse.Namespace, exp: Experiment) -> OptunaStudy | Non
         if not args.resume and exp.name in names:
             raise UsageError(f"--optuna-storage {url} already holds a study {exp.name!r}; pick another --name")
         study = OptunaStudy(exp.name, url)
-    elif not storage.is_uri(exp.uri):
-        exp.fs.create_dir(exp.path, recursive=True)
+    elif not storage.is_uri(exp.uri):  # created in the experiment folder when the searcher opens it
         study = OptunaStudy(exp.name, storage.join(exp.path, JOURNAL_FILE))
     else:
         key = hashlib.sha1(exp.uri.encode()).hexdigest()[:8]

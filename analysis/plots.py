@@ -280,12 +280,16 @@ def pareto(pool: pd.DataFrame, front: pd.DataFrame, objectives: list[tuple[str, 
     for ax, (col, mode) in zip(axes[0], others, strict=True):
         ax.scatter(pool[col], pool[first], color="0.7", label="full-budget trials")
         on = front.sort_values(col)
-        ax.plot(on[col], on[first], "o-", color="tab:red", label="Pareto front")
+        # The staircase the front attains: each point holds until a costlier one is better.
+        ax.step(
+            on[col], on[first], "o-", where="post" if mode == "min" else "pre", color="tab:red", label="Pareto front"
+        )
         for r in on.itertuples():
             ax.annotate(f"#{r.rank}", (getattr(r, col), getattr(r, first)), textcoords="offset points", xytext=(4, 4))
         values = pool[col].to_numpy(dtype=float)
         if values.min() > 0 and values.max() > 10 * values.min():
             ax.set_xscale("log")
+            ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # labels of 2e4, 3e4, ... overlap
         ax.set(xlabel=f"{col} ({'higher' if mode == 'max' else 'lower'} is better)", ylabel=first)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)

@@ -146,7 +146,12 @@ class FidelityOptunaSearch(OptunaSearch):
 
     def suggest(self, trial_id: str) -> dict | None:
         self._attach()
-        return super().suggest(trial_id)
+        new = trial_id not in self._ot_trials
+        config = super().suggest(trial_id)
+        if new and trial_id in self._ot_trials:
+            # The dashboard's link to trials.parquet and the trial folder, which Tune names by this id.
+            self._ot_trials[trial_id].set_user_attr("trial_id", trial_id)
+        return config
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         self._attach()

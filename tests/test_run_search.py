@@ -1,6 +1,7 @@
 """The command line end to end: exit codes, messages, and the tables of a real search."""
 
 import json
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -86,6 +87,53 @@ def test_unavailable_dataset_exits_2_naming_the_fix(search, tmp_path):
     assert "--data-dir" in out.stderr and "--dataset digits" in out.stderr
     assert "Traceback" not in out.stderr
     assert not (tmp_path / "res").exists()
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        ({"objective": "val_accuracy,flops"}, "unknown metric 'flops'"),
+        ({"objective": "param_count"}, "the first objective must be val_accuracy:max"),
+        ({"objective": "val_accuracy,param_count:up"}, "must end in :min or :max"),
+        ({"objective": "val_accuracy,param_count,param_count"}, "names a metric twice"),
+        ({"optuna_storage": "optuna.db"}, "expected an RDB URL such as sqlite:///"),
+        ({"optuna_storage": "nodb://x/y"}, "--optuna-storage nodb://x/y: cannot open it"),
+        ({"search": "grid", "optuna_storage": "sqlite:///o.db"}, "--search grid asks Optuna nothing"),
+    ],
+)
+def test_bad_objectives_and_optuna_storages_are_usage_errors(tmp_path, flags, message):
+    import argparse
+
+    import driver
+
+    args = argparse.Namespace(
+        **{"objective": "val_accuracy", "optuna_storage": None, "search": "optuna", "resume": False, **flags}
+    )
+    exp = driver.locate(argparse.Namespace(storage_path=str(tmp_path)), "x")
+    with pytest.raises(driver.UsageError, match=re.escape(message)):
+        driver.objectives(args)
+        driver.optuna_study(args, exp)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_objectives_default_to_each_metrics_direction():
+    import argparse
+
+    import driver
+
+    goals = driver.objectives(argparse.Namespace(objective="val_accuracy, param_count,inference_s_per_image_b1:max"))
+    assert goals == [("val_accuracy", "max"), ("param_count", "min"), ("inference_s_per_image_b1", "max")]
+
+
+def test_an_optuna_storage_holding_the_experiments_study_is_refused_unless_resuming(search, tmp_path):
+    import optuna
+
+    url = f"sqlite:///{tmp_path / 'o.db'}"
+    optuna.create_study(study_name="x", storage=url)
+    out = search("--space", "basenet", "--dataset", "digits", "--storage-path", str(tmp_path / "res"),
+                 "--name", "x", "--optuna-storage", url)  # fmt: skip
+    assert out.returncode == 2 and "already holds a study 'x'; pick another --name" in out.stderr
+    assert "Traceback" not in out.stderr and not (tmp_path / "res").exists()
 
 
 @pytest.mark.slow

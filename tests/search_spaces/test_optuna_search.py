@@ -160,6 +160,7 @@ def test_the_study_is_on_disk_as_trials_are_asked_report_and_end(tmp_path, kind)
     s.suggest("c")
     run_epochs(s, "c", [0.2], error=True)
     assert states_on_disk(path) == [TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL]
+    assert [t.user_attrs["trial_id"] for t in s.study.get_trials()] == ["a", "b", "c"]  # Tune's trial ids
 
 
 def test_a_restored_searcher_reattaches_to_the_storage_without_duplicates(tmp_path, monkeypatch):
