@@ -147,6 +147,8 @@ def test_batchnorm_search_on_digits_writes_the_design_tables(search, tmp_path):
         "6",
         "--max-epochs",
         "3",
+        "--objective",  # accuracy against size: BN adds weights, the ConvNet many more than BaseNet
+        "val_accuracy,param_count",
         "--storage-path",
         str(tmp_path),
         "--name",
@@ -206,6 +208,43 @@ def test_batchnorm_search_on_digits_writes_the_design_tables(search, tmp_path):
     assert (trials["inference_s_per_image_large"] > 0).all() and (trials["inference_large_batch"] == 32).all()
     assert trials["inference_device"].str.startswith("CPU").all()
     assert_tensorboard_has_every_epoch_and_the_knobs(tmp_path / "x" / "search", epochs)
+    assert_pareto_front_is_undominated(tmp_path / "x", trials)
+
+
+def assert_pareto_front_is_undominated(exp: Path, trials: pd.DataFrame) -> None:
+    """Two objectives: the report's Pareto table and figure; no listed configuration is dominated by
+    another full-budget trial (as accurate or more, as small or smaller, better in one); the study the
+    searcher told is multi-objective with one value per objective for each full-budget trial."""
+    import optuna
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    front = pd.read_parquet(exp / "report" / "pareto.parquet")
+    assert (exp / "report" / "pareto_front.png").stat().st_size > 10_000
+    assert "## Pareto front" in (exp / "report" / "report.md").read_text()
+    full = trials[(trials["status"] == "completed") & (trials["epochs_completed"] == 3)]
+    assert len(front) >= 1 and set(front["trial_id"]) <= set(full["trial_id"])
+    for row in front.itertuples():
+        others = full[full["trial_id"] != row.trial_id]
+        dominating = others[
+            (others["val_accuracy"] >= row.val_accuracy)
+            & (others["param_count"] <= row.param_count)
+            & ((others["val_accuracy"] > row.val_accuracy) | (others["param_count"] < row.param_count))
+        ]
+        assert dominating.empty, (row.trial_id, dominating["trial_id"].tolist())
+    # Every full-budget trial nothing dominates is listed.
+    for row in full.itertuples():
+        beaten = (
+            (full["val_accuracy"] >= row.val_accuracy)
+            & (full["param_count"] <= row.param_count)
+            & ((full["val_accuracy"] > row.val_accuracy) | (full["param_count"] < row.param_count))
+        ).any()
+        assert beaten != (row.trial_id in set(front["trial_id"])), row.trial_id
+    study = optuna.load_study(study_name="x", storage=JournalStorage(JournalFileBackend(str(exp / "optuna.journal"))))
+    assert len(study.directions) == 2
+    told = {t.user_attrs["trial_id"]: t for t in study.trials}
+    for row in full.itertuples():
+        assert told[row.trial_id].values == pytest.approx([row.val_accuracy, row.param_count])
 
 
 def assert_tensorboard_has_every_epoch_and_the_knobs(search_dir: Path, epochs: pd.DataFrame) -> None:
