@@ -654,7 +654,12 @@ def optuna_study(args: argparse.Namespace, exp: Experiment) -> OptunaStudy | Non
         if args.resume and storage.exists(exp.fs, remote):
             pafs.copy_files(remote, str(local), source_filesystem=exp.fs)
     os.environ[STORAGE_ENV] = study.spec
-    print(f"Optuna study {study.name!r}; watch it live with: optuna-dashboard {shlex.quote(study.spec)}")
+    shown = study.spec
+    if url:  # never print a database password into a log
+        from sqlalchemy.engine import make_url
+
+        shown = make_url(url).render_as_string(hide_password=True)
+    print(f"Optuna study {study.name!r}; watch it live with: optuna-dashboard {shlex.quote(shown)}")
     return study
 
 
