@@ -648,11 +648,16 @@ def optuna_study(args: argparse.Namespace, exp: Experiment) -> OptunaStudy | Non
         key = hashlib.sha1(exp.uri.encode()).hexdigest()[:8]
         local = Path(tempfile.gettempdir()) / "hpo-optuna" / f"{exp.name}-{key}" / JOURNAL_FILE
         local.parent.mkdir(parents=True, exist_ok=True)
-        local.unlink(missing_ok=True)  # a journal of an earlier run under this name
         remote = storage.join(exp.path, JOURNAL_FILE)
         study = OptunaStudy(exp.name, str(local), remote, exp.fs)
-        if args.resume and storage.exists(exp.fs, remote):
-            pafs.copy_files(remote, str(local), source_filesystem=exp.fs)
+        if not args.resume:
+            local.unlink(missing_ok=True)  # a journal of an earlier experiment under this name
+        else:
+            # A journal only grows, so the longer copy is the newer: the bucket's, unless this driver was
+            # killed after its last upload and left a longer one here.
+            info = exp.fs.get_file_info(remote)
+            if info.type == pafs.FileType.File and (not local.exists() or local.stat().st_size < info.size):
+                pafs.copy_files(remote, str(local), source_filesystem=exp.fs)
     os.environ[STORAGE_ENV] = study.spec
     shown = study.spec
     if url:  # never print a database password into a log

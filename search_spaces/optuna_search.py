@@ -124,8 +124,16 @@ class FidelityOptunaSearch(OptunaSearch):
         if not spec or self._ot_study is not None:
             return
         self._storage = open_storage(os.environ.get(STORAGE_ENV) or spec)
-        study = optuna.load_study(
-            study_name=self._study_name, storage=self._storage, sampler=self._sampler, pruner=optuna.pruners.NopPruner()
+        # Created afresh when the storage lost it (a bucket's journal copy from before any upload): Tune's
+        # trials go on, and the study holds what happens from here.
+        modes = self._mode if isinstance(self._mode, list) else [self._mode]
+        study = optuna.create_study(
+            study_name=self._study_name,
+            storage=self._storage,
+            sampler=self._sampler,
+            pruner=optuna.pruners.NopPruner(),
+            directions=["minimize" if m == "min" else "maximize" for m in modes],
+            load_if_exists=True,
         )
         self._ot_study = study  # type: ignore[assignment]  # OptunaSearch declares it None
         by_number = {t.number: t for t in study.get_trials(deepcopy=False)}

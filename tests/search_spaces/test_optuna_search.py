@@ -216,3 +216,15 @@ def test_several_objectives_make_a_multi_objective_study(tmp_path):
     assert c.state == TrialState.FAIL and "param_count" in c.user_attrs["error"]
     assert d.values == [0.8, 50]
     TrialConfig.from_params(s.suggest("e"))  # TPE samples from a multi-objective history
+
+
+def test_a_restored_searcher_whose_storage_lost_the_study_starts_it_afresh(tmp_path, monkeypatch):
+    s = persistent(tmp_path / "optuna.journal")
+    s.suggest("a")
+    s.save_to_dir(str(tmp_path), session_str="x")
+    monkeypatch.setenv("HPO_OPTUNA_STORAGE", str(tmp_path / "empty.journal"))  # e.g. never uploaded
+    restored = FidelityOptunaSearch()
+    restored.restore_from_dir(str(tmp_path))
+    run_epochs(restored, "a", [0.1, 0.2, 0.3])  # Optuna no longer knows a: ignored, not a crash
+    TrialConfig.from_params(restored.suggest("b"))
+    assert [t.user_attrs["trial_id"] for t in restored.study.get_trials()] == ["b"]
