@@ -221,7 +221,7 @@ def pareto_markdown(front: pd.DataFrame, goals: pareto.Objectives, n_candidates:
         [
             "## Pareto front\n",
             f"Objectives: {names}. Of the {n_candidates} search trials that reached the full budget without "
-            f"error, these {len(front)} are dominated by no other (none is as good on every objective and "
+            f"error, {len(front)} are dominated by no other (none is as good on every objective and "
             "better on one); trials stopped early are left out (lower fidelity). Where the confirmation stage "
             "retrained a configuration, `confirm_*` is its test accuracy over the new seeds (mean, 95 % "
             f"t-interval). Also in `{PARETO_TABLE}`.\n",
