@@ -49,6 +49,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "exponential mean (weight 1/2 on the newest epoch) (default: the space's own)")
     p.add_argument("--search", choices=("optuna", "random", "grid"), default="optuna",
                    help="Optuna TPE, random, or every cell of the space's grid")
+    p.add_argument("--objective", default="val_accuracy:max", metavar="METRIC[:min|max],...",
+                   help="what Optuna optimises: val_accuracy, then optionally costs (param_count, "
+                        "macs_per_image, inference_s_per_image_b1, inference_s_per_image_large; minimised), "
+                        "e.g. val_accuracy,param_count; ASHA stops on val_accuracy alone; the report draws "
+                        "the Pareto front")
+    p.add_argument("--optuna-storage", default=None, metavar="URL",
+                   help="RDB URL of the Optuna study (sqlite:///x.db, postgresql://...), studied under the "
+                        "experiment's name; default: the journal file optuna.journal in the experiment folder")
     p.add_argument("--seed", type=int, default=0, help="seeds the searcher and every trial")
     p.add_argument("--repeats", type=int, default=0, metavar="R",
                    help="with --search grid: run every cell R times (seeds S, S+1, ...); with --confirm-top: "

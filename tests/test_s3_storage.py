@@ -12,8 +12,12 @@ import sys
 import time
 from pathlib import Path
 
+import optuna
 import pyarrow.fs as pafs
 import pytest
+from optuna.storages import JournalStorage
+from optuna.storages.journal import JournalFileBackend
+from optuna.trial import TrialState
 
 from analysis.tables import read_table
 
@@ -126,6 +130,16 @@ def test_sweep_to_an_s3_bucket_and_analysis_reads_it_back(s3_server, tmp_path, m
     assert len(checkpoints) == NUM_SAMPLES
     # Every table and json was written to a temp name, then renamed: none is left half-way.
     assert [p for p in stored if p.endswith(".tmp")] == []
+    # The Optuna study: a journal on the driver's disk (a journal needs a local file system), copied to
+    # the experiment folder when the search ended; both hold every trial, COMPLETE under FIFO.
+    assert "optuna.journal" in stored
+    local = proc.stdout.split("watch it live with: optuna-dashboard ", 1)[1].split()[0]
+    copy = tmp_path / "optuna.journal"
+    with fs.open_input_stream(f"{experiment}/optuna.journal") as f:
+        copy.write_bytes(f.read())
+    assert copy.read_bytes() == Path(local).read_bytes()
+    study = optuna.load_study(study_name=NAME, storage=JournalStorage(JournalFileBackend(str(copy))))
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * NUM_SAMPLES
 
     # `python -m analysis` reads the experiment from the bucket and writes its report there.
     fs.delete_dir_contents(f"{experiment}/report", missing_dir_ok=True)
