@@ -148,6 +148,8 @@ def run(args: argparse.Namespace, explicit: frozenset[str], argv: list[str], sto
     objectives(args)
     if getattr(args, "checkpoint_every", 1) < 1:
         raise UsageError(f"--checkpoint-every must be >= 1 epoch, got {args.checkpoint_every}")
+    if getattr(args, "keep_checkpoints", 2) < 0:
+        raise UsageError(f"--keep-checkpoints must be >= 0 (0 keeps every checkpoint), got {args.keep_checkpoints}")
     check_storage_writable(args.storage_path)
     use_s3_endpoint(args)
     exp = locate(args, args.name or f"{space.name}-{dt.datetime.now(dt.UTC):%Y%m%d-%H%M%S}")
@@ -229,7 +231,7 @@ def run_phase(
             run_config=tune.RunConfig(
                 name=phase.name,
                 storage_path=exp.root,
-                checkpoint_config=tune_settings.checkpoint_config(),
+                checkpoint_config=tune_settings.checkpoint_config(getattr(args, "keep_checkpoints", 2)),
                 callbacks=tune_settings.result_loggers(),
                 failure_config=tune.FailureConfig(max_failures=args.max_failures),
                 verbose=max(0, min(3, 1 + args.verbose - args.quiet)),

@@ -72,6 +72,13 @@ def test_unknown_space_exits_2_listing_the_known_ones(search, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_negative_checkpoint_flags_exit_2_before_anything_is_written(search, tmp_path):
+    out = search("--space", "batchnorm", "--keep-checkpoints", "-1", "--storage-path", str(tmp_path))
+    assert out.returncode == 2 and "--keep-checkpoints must be >= 0" in out.stderr
+    assert "Traceback" not in out.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_unavailable_dataset_exits_2_naming_the_fix(search, tmp_path):
     out = search(
         "--space",
