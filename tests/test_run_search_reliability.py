@@ -114,6 +114,22 @@ def test_existing_name_without_resume_is_refused(search, store):
     refused(search, store, *DIGITS, "--name", EXISTING, expect=("already exists", "--resume"))
 
 
+@pytest.mark.parametrize(
+    "name,why,resume",
+    [
+        ("../elsewhere", "has a path separator", False),
+        ("a\\b", "has a path separator", True),
+        ("..", "has '..'", True),
+        ("s3:run?", "has characters a folder or bucket key cannot hold plainly (':' '?')", False),
+    ],
+)
+def test_a_name_that_would_leave_the_storage_path_is_refused(search, store, tmp_path, name, why, resume):
+    argv = ("--resume", "--name", name) if resume else (*DIGITS, "--name", name)
+    outside = snapshot(tmp_path)
+    refused(search, store, *argv, expect=(f"--name {name!r} {why}", "letters, digits"))
+    assert snapshot(tmp_path) == outside, "a refused --name wrote next to the storage path"
+
+
 def test_resume_of_a_missing_experiment(search, store):
     refused(search, store, "--resume", "--name", "never-ran", expect=("--resume: no experiment", "--name"))
 
