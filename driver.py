@@ -478,9 +478,16 @@ def hold_experiment(exp: Experiment, resume: bool) -> Iterator[None]:
 
 
 def is_storage_full(e: BaseException) -> bool:
-    from trainables.tune_settings import StorageFull
-
-    return isinstance(e, StorageFull) or (isinstance(e, OSError) and e.errno == errno.ENOSPC)
+    """ENOSPC, or Tune's TuneError around the StorageFull its callback raised (Tune wraps a callback's
+    exception, which stays reachable as the wrapper's context)."""
+    seen: set[int] = set()
+    current: BaseException | None = e
+    while current is not None and id(current) not in seen:
+        if isinstance(current, OSError) and current.errno == errno.ENOSPC:
+            return True
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return False
 
 
 @contextmanager
