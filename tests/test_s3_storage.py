@@ -13,12 +13,16 @@ from pathlib import Path
 import pyarrow.fs as pafs
 import pytest
 
+from analysis import lock
 from analysis.tables import read_table
 from tests.conftest import BUCKET, free_port
 
 PROJECT = Path(__file__).resolve().parents[1]
 PREFIX, NAME = "sweeps", "s3run"
 NUM_SAMPLES, EPOCHS = 2, 2
+# Distinctive secrets in the driver's environment: neither may reach any file of the experiment.
+AWS_SECRET = "issue14AwsSecretNeverInResults0123456789"
+RAY_TOKEN = "5ec7e7" * 10 + "beef"  # a 64-character token, as `ray get-auth-token --generate` makes
 
 
 def files_under(fs: pafs.FileSystem, path: str) -> list[str]:
@@ -57,7 +61,7 @@ def test_sweep_to_an_s3_bucket_and_analysis_reads_it_back(s3_server, tmp_path, m
         capture_output=True,
         text=True,
         timeout=800,
-        env=env,
+        env={**env, "AWS_SECRET_ACCESS_KEY": AWS_SECRET, "RAY_AUTH_TOKEN": RAY_TOKEN},
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert f"{uri}/{NAME}/tables" in proc.stdout
@@ -99,6 +103,20 @@ def test_sweep_to_an_s3_bucket_and_analysis_reads_it_back(s3_server, tmp_path, m
     assert len(epochs) == NUM_SAMPLES * EPOCHS
     assert (trials["experiment"] == NAME).all()
 
+    # No file of the experiment (experiment.json, tables, report, Tune's state, trial folders, checkpoints)
+    # holds the secret key or the Ray token the driver ran with.
+    stored = files_under(fs, experiment)
+    assert {"experiment.json", "tables/trials.parquet", "report/report.md"} <= set(stored)
+    assert any(p.startswith("search/") and p.endswith("params.json") for p in stored)
+    leaks = [
+        (p, secret)
+        for p in stored
+        for secret in (AWS_SECRET, RAY_TOKEN)
+        if secret.encode() in fs.open_input_stream(f"{experiment}/{p}").read()
+    ]
+    assert leaks == []
+    assert "driver.lock" not in stored  # the driver's lock on the experiment, released at the end
+
 
 def run_search_cli(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run(
@@ -128,6 +146,25 @@ def test_missing_bucket_is_a_usage_error(s3_server, tmp_path):
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "bucket 'no-such-bucket' does not exist" in proc.stderr and "Traceback" not in proc.stderr
     assert files_under(fs, BUCKET) == []  # nothing written anywhere
+
+
+def test_an_experiment_another_driver_holds_is_refused(s3_server, tmp_path, monkeypatch):
+    """The bucket lock (analysis.lock) as run_search.py meets it: held by another process (this test's),
+    a second driver of the experiment, with or without --resume, exits 2 naming the holder."""
+    endpoint, env, fs = s3_server
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION", "AWS_EC2_METADATA_DISABLED"):
+        monkeypatch.setenv(key, env[key])
+    monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
+    uri = f"s3://{BUCKET}/{PREFIX}"
+    with lock.acquire(fs, f"{BUCKET}/{PREFIX}/{NAME}", f"{uri}/{NAME}"):
+        for argv in (("--resume",), ("--space", "batchnorm", "--dataset", "digits")):
+            proc = run_search_cli(
+                *argv, "--name", NAME, "--storage-path", uri, "--s3-endpoint", endpoint, env=env, cwd=tmp_path
+            )
+            assert proc.returncode == 2, proc.stderr[-2000:]
+            assert f"experiment {uri}/{NAME} is in use by another driver (pid {os.getpid()} on host " in proc.stderr
+            assert "Traceback" not in proc.stderr
+        assert files_under(fs, BUCKET) == [f"{PREFIX}/{NAME}/driver.lock"]  # the refused drivers wrote nothing
 
 
 def test_unreachable_endpoint_is_a_usage_error(tmp_path):
