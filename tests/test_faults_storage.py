@@ -14,6 +14,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
+from analysis import lock, storage
 from analysis.tables import export_tables
 from tests.test_faults import SEARCH, assert_one_row_per_trial_and_epoch, finished, reap, reports, start, wait_for
 
@@ -111,8 +112,9 @@ def test_a_full_disk_stops_the_search_with_one_message_keeps_what_is_written_and
 
 def test_a_second_driver_is_refused_while_the_first_runs_and_a_killed_drivers_lock_blocks_nothing(tmp_path):
     exp, log = tmp_path / "x", tmp_path / "log"
+    # A budget the driver does not reach: it is killed once the second driver has been refused.
     proc = start(
-        *SEARCH, "--num-samples", "1", "--max-epochs", "6", "--storage-path", str(tmp_path), "--name", "x", log=log
+        *SEARCH, "--num-samples", "1", "--max-epochs", "50", "--storage-path", str(tmp_path), "--name", "x", log=log
     )
     try:
         wait_for(lambda: any(r.get("epoch") == 1 for rows in reports(exp).values() for r in rows), proc, log)
@@ -133,9 +135,9 @@ def test_a_second_driver_is_refused_while_the_first_runs_and_a_killed_drivers_lo
         proc.wait(timeout=60)
     finally:
         reap(proc)
-    assert (exp / "driver.lock").exists()  # the killed driver's lock is left behind ...
-    resumed = resume(tmp_path)  # ... and blocks nothing: the kernel dropped it with the driver
-    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
-    trials = pd.read_parquet(exp / "tables" / "trials.parquet")
-    assert list(trials["status"]) == ["completed"] and list(trials["epochs_completed"]) == [6]
-    assert not (exp / "driver.lock").exists()
+    # The killed driver's lock file is left behind, and blocks nothing: the kernel dropped the lock with
+    # the driver (tests/test_faults.py resumes an experiment whose driver was killed, through it).
+    assert json.loads((exp / lock.LOCK_FILE).read_text())["pid"] == proc.pid
+    fs, path = storage.resolve(exp)
+    with lock.acquire(fs, path, str(exp)):
+        pass
