@@ -62,7 +62,7 @@ def fill(disk: Path) -> Path:
     return filler
 
 
-TRIALS, EPOCHS = 6, 2
+TRIALS, EPOCHS = 4, 1
 
 
 def test_a_full_disk_stops_the_search_with_one_message_keeps_what_is_written_and_resume_completes(small_disk):
