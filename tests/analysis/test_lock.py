@@ -173,3 +173,44 @@ def test_s3_lock_heartbeat_keeps_it_fresh(bucket, monkeypatch):
         # So a driver on another host, with a short staleness rule, still finds it held.
         other = {"host": "elsewhere", "pid": 1}
         assert not lock.stale(other, age_s, stale_after_s=2.0)
+
+
+RACER = """
+import sys, time
+from analysis import lock, storage
+fs, path = storage.resolve(sys.argv[1])
+start = float(sys.argv[2])
+time.sleep(max(0.0, start - time.time()))  # all racers try at the same moment
+try:
+    held = lock.acquire(fs, path, sys.argv[1])
+except lock.LockHeld:
+    print("refused", flush=True)
+else:
+    print("held", flush=True)
+    time.sleep(3)  # still holding while the others try
+    held.release()
+"""
+
+
+def race(where: str, env: dict | None = None, racers: int = 4) -> list[str]:
+    start = time.time() + 4  # after every racer has imported
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", RACER, where, str(start)],
+            cwd=PROJECT,
+            stdout=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "PYTHONPATH": str(PROJECT), **(env or {})},
+        )
+        for _ in range(racers)
+    ]
+    return sorted(p.communicate(timeout=60)[0].strip() for p in procs)
+
+
+def test_of_drivers_starting_together_exactly_one_holds_the_local_lock(tmp_path):
+    assert race(str(tmp_path / "x")) == ["held", "refused", "refused", "refused"]
+
+
+def test_of_drivers_starting_together_exactly_one_holds_the_s3_lock(bucket):
+    _, env, *_ = bucket
+    assert race(f"s3://{BUCKET}/exp", env) == ["held", "refused", "refused", "refused"]
