@@ -158,7 +158,7 @@ def run(args: argparse.Namespace, explicit: frozenset[str], argv: list[str], sto
     check_resources(args, gpus)
     stop.install()  # again: ray.init installs its own SIGTERM handler (sys.exit)
     # The lock is released however this ends; a killed driver's, see analysis.lock.
-    with hold_experiment(exp, args.resume), storage_full_stops(exp, resume_command(args, exp.name)):
+    with storage_full_stops(exp, resume_command(args, exp.name)), hold_experiment(exp, args.resume):
         return run_held(args, exp, space, dataset, max_epochs, num_samples, gpus, argv, meta_before, asha, data, stop)
 
 

@@ -142,10 +142,15 @@ class LocalLock(ExperimentLock):
             if same:
                 break
             os.close(fd)
-        os.ftruncate(fd, 0)
-        os.write(fd, json.dumps(holder_record()).encode())
-        os.fsync(fd)
-        return cls(path, fd)
+        held = cls(path, fd)
+        try:
+            os.ftruncate(fd, 0)
+            os.write(fd, json.dumps(holder_record()).encode())
+            os.fsync(fd)
+        except OSError:  # a full disk: give the lock up again, and say why
+            held.release()
+            raise
+        return held
 
     @staticmethod
     def check(path: str, uri: str) -> None:

@@ -100,6 +100,13 @@ def test_a_full_disk_stops_the_search_with_one_message_keeps_what_is_written_and
     assert not [p for p in exp.rglob("*.tmp")]
     assert not (exp / "driver.lock").exists()  # released
 
+    # --resume before any space is freed: the same one line (the driver's own records cannot be written).
+    still_full = resume(small_disk)
+    assert still_full.returncode == 2, still_full.stderr[-3000:]
+    assert "Traceback" not in still_full.stderr
+    assert still_full.stderr.strip().splitlines()[-1] == last
+    assert not (exp / "driver.lock").exists()
+
     filler.unlink()
     resumed = resume(small_disk)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
