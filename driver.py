@@ -12,9 +12,11 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime as dt
+import errno
 import importlib.metadata
 import json
 import os
+import re
 import shlex
 import signal
 import subprocess
@@ -27,7 +29,7 @@ from typing import Any
 
 import pyarrow.fs as pafs
 
-from analysis import selection, storage
+from analysis import lock, selection, storage
 from analysis.tables import CONFIG_VERSION, export_tables
 from search_spaces import SPACES, SearchSpace
 from trainables import plugins, registry
@@ -52,6 +54,9 @@ JOURNAL_FILE = "optuna.journal"  # the search's Optuna study, in the experiment 
 RESUME_MAY_CHANGE = ("resume", "name", "storage_path", "s3_endpoint", "address", "data_dir", "verbose", "quiet")
 # Flags that fix a knob only some models read: refused for a space none of whose models reads it.
 MODEL_KNOB_FLAGS = {"weights": "--weights", "input_size": "--input-size"}
+# An experiment name is one folder (one key prefix) inside --storage-path: no separator, no '..', only
+# characters that a folder and an S3 key both hold without escaping.
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
 # Left out of the code shipped to a cluster's workers: environments, results, caches.
 WORKING_DIR_EXCLUDES = [".venv", ".git", "results", "**/__pycache__", "*.egg-info", ".pytest_cache"]
 
@@ -130,11 +135,13 @@ def run(args: argparse.Namespace, explicit: frozenset[str], argv: list[str], sto
     """The whole experiment; returns the exit code, raises UsageError or Interrupted."""
     meta_before: dict[str, Any] = {}
     args = with_absolute_plugins(args)
+    check_name(args.name)
     if args.resume:
         if not args.name:
             raise UsageError("--resume needs --name NAME of the experiment to continue")
         use_s3_endpoint(args)
         exp = locate(args, args.name)
+        check_free(exp)
         meta_before = read_resumable(exp)
         args = resumed_args(args, explicit, meta_before, exp.uri)
     elif not args.space:
@@ -154,19 +161,41 @@ def run(args: argparse.Namespace, explicit: frozenset[str], argv: list[str], sto
     use_s3_endpoint(args)
     exp = locate(args, args.name or f"{space.name}-{dt.datetime.now(dt.UTC):%Y%m%d-%H%M%S}")
     if not args.resume and storage.exists(exp.fs, exp.path):
+        check_free(exp)
         raise UsageError(f"experiment {exp.uri} already exists; pick another --name, or add --resume to continue it")
     study = optuna_study(args, exp)
     data = load_data(args, dataset)
 
     import ray
-    from ray import tune
-
-    from trainables.trainable import train_trial
 
     connect_ray(args)
     gpus = trial_gpus(args.gpus_per_trial, space.gpus_per_trial, ray.cluster_resources().get("GPU", 0.0))
     check_resources(args, gpus)
     stop.install()  # again: ray.init installs its own SIGTERM handler (sys.exit)
+    # The lock is released however this ends; a killed driver's, see analysis.lock.
+    with storage_full_stops(exp, resume_command(args, exp.name)), hold_experiment(exp, args.resume):
+        return run_held(args, exp, space, dataset, max_epochs, num_samples, gpus, argv, meta_before, asha, data, stop)
+
+
+def run_held(
+    args: argparse.Namespace,
+    exp: Experiment,
+    space: SearchSpace,
+    dataset: str,
+    max_epochs: int,
+    num_samples: int,
+    gpus: float,
+    argv: list[str],
+    meta_before: dict[str, Any],
+    asha: Any,
+    data: Any,
+    stop: StopSignal,
+) -> int:
+    """The experiment, once every check has passed and this driver holds it."""
+    from ray import tune
+
+    from trainables.trainable import train_trial
+
     write_meta(args, exp, space, dataset, max_epochs, num_samples, gpus, argv, meta_before, asha)
     hint = resume_command(args, exp.name)
     trainable = tune.with_resources(
@@ -422,6 +451,77 @@ def use_s3_endpoint(args: argparse.Namespace) -> None:
     if not args.s3_endpoint.startswith(("http://", "https://")):
         raise UsageError(f"--s3-endpoint must be an http:// or https:// URL, got {args.s3_endpoint!r}")
     os.environ["AWS_ENDPOINT_URL"] = args.s3_endpoint
+
+
+def check_name(name: str | None) -> None:
+    """--name must stay inside --storage-path: refused before anything is written."""
+    if name is None or (NAME_PATTERN.fullmatch(name) and ".." not in name):
+        return
+    if "/" in name or "\\" in name or os.sep in name:
+        why = "has a path separator"
+    elif ".." in name:
+        why = "has '..'"
+    else:
+        bad = sorted({c for c in name if not re.fullmatch(r"[A-Za-z0-9._-]", c)})
+        why = f"has characters a folder or bucket key cannot hold plainly ({' '.join(map(repr, bad))})" if bad else ""
+        why = why or ("is too long" if len(name) > 200 else "must start with a letter or digit")
+    raise UsageError(
+        f"--name {name!r} {why}: an experiment name is one folder inside --storage-path, made of letters, "
+        "digits, '.', '_' and '-' (at most 200, starting with a letter or digit, no '..'), e.g. --name lr-sweep-2"
+    )
+
+
+def check_free(exp: Experiment) -> None:
+    """Refuse an experiment another driver is running (analysis.lock); writes nothing."""
+    try:
+        lock.check(exp.fs, exp.path, exp.uri)
+    except lock.LockHeld as e:
+        raise UsageError(str(e)) from None
+
+
+@contextmanager
+def hold_experiment(exp: Experiment, resume: bool) -> Iterator[None]:
+    """Hold the experiment's lock (analysis.lock) while the block runs, or refuse: another driver has it."""
+    try:
+        held = lock.acquire(exp.fs, exp.path, exp.uri)
+    except lock.LockHeld as e:
+        raise UsageError(str(e)) from None
+    with held:
+        if not resume and storage.exists(exp.fs, storage.join(exp.path, storage.EXPERIMENT_FILE)):
+            # another driver started and finished this name since the check in run()
+            raise UsageError(
+                f"experiment {exp.uri} already exists; pick another --name, or add --resume to continue it"
+            )
+        yield
+
+
+def is_storage_full(e: BaseException) -> bool:
+    """ENOSPC, or Tune's TuneError around the StorageFull its callback raised (Tune wraps a callback's
+    exception, which stays reachable as the wrapper's context)."""
+    seen: set[int] = set()
+    current: BaseException | None = e
+    while current is not None and id(current) not in seen:
+        if isinstance(current, OSError) and current.errno == errno.ENOSPC:
+            return True
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return False
+
+
+@contextmanager
+def storage_full_stops(exp: Experiment, hint: str) -> Iterator[None]:
+    """A full --storage-path (a trial's checkpoint, the driver's own records) stops the experiment with one
+    line naming it: what is already there stays readable (tables are written to a temp file, then renamed),
+    and --resume continues once there is space."""
+    try:
+        yield
+    except Exception as e:
+        if not is_storage_full(e):
+            raise
+        raise UsageError(
+            f"--storage-path: no space left on the device holding {exp.uri}; the search stopped, and what it "
+            f"wrote so far is intact. Free space there, then resume with: {hint}"
+        ) from None
 
 
 def locate(args: argparse.Namespace, name: str) -> Experiment:
@@ -811,6 +911,8 @@ def export_best_effort(exp_uri: str) -> None:
         folder, trials, _ = export_tables(exp_uri)
         print(f"tables for the {trials.num_rows} trials so far: {folder}", file=sys.stderr)
     except Exception as e:  # noqa: BLE001 - never hide the original failure behind this one
+        if is_storage_full(e):
+            return  # the caller's message says so, once
         print(f"run_search.py: could not write the tables ({e}); rebuild them later from {exp_uri}", file=sys.stderr)
 
 

@@ -83,7 +83,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--s3-endpoint", default=None, metavar="URL",
                    help="endpoint of an S3-compatible store (MinIO, Ceph, ...) for an s3:// --storage-path, "
                         "e.g. http://minio:9000; sets AWS_ENDPOINT_URL for the driver and every trial")
-    p.add_argument("--name", default=None, help="experiment name (default: <space>-<UTC timestamp>)")
+    p.add_argument("--name", default=None, help="experiment name: one folder inside --storage-path, of letters, "
+                                                "digits, ., _, - (default: <space>-<UTC timestamp>)")
     p.add_argument("--resume", action="store_true",
                    help="continue the experiment --name after a crash or Ctrl-C, with its stored settings "
                         "(its plugins included)")
