@@ -174,7 +174,9 @@ def run(args: argparse.Namespace, explicit: frozenset[str], argv: list[str], sto
     stop.install()  # again: ray.init installs its own SIGTERM handler (sys.exit)
     # The lock is released however this ends; a killed driver's, see analysis.lock.
     with storage_full_stops(exp, resume_command(args, exp.name)), hold_experiment(exp, args.resume):
-        return run_held(args, exp, space, dataset, max_epochs, num_samples, gpus, argv, meta_before, asha, data, stop)
+        return run_held(
+            args, exp, space, dataset, max_epochs, num_samples, gpus, argv, meta_before, asha, data, stop, study
+        )
 
 
 def run_held(
@@ -190,6 +192,7 @@ def run_held(
     asha: Any,
     data: Any,
     stop: StopSignal,
+    study: OptunaStudy | None,
 ) -> int:
     """The experiment, once every check has passed and this driver holds it."""
     from ray import tune
