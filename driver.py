@@ -12,9 +12,11 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime as dt
+import errno
 import importlib.metadata
 import json
 import os
+import re
 import shlex
 import signal
 import subprocess
@@ -27,7 +29,7 @@ from typing import Any
 
 import pyarrow.fs as pafs
 
-from analysis import selection, storage
+from analysis import lock, selection, storage
 from analysis.tables import CONFIG_VERSION, export_tables
 from search_spaces import SPACES, SearchSpace
 from trainables import plugins, registry
@@ -36,11 +38,25 @@ from trainables.config import TrialConfig, knob_types
 EXIT_OK, EXIT_ALL_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 METRIC, MODE = "val_accuracy", "max"
 PROJECT_DIR = Path(__file__).resolve().parent
+# Metrics --objective may name, with their direction when the flag gives none. The first objective is
+# validation accuracy (ASHA, the confirmation stage and the report rank trials by it); the others are the
+# cost columns every report carries (trainables.cost), in their units: weights, MACs, seconds per image.
+OBJECTIVE_METRICS = {
+    "val_accuracy": "max",
+    "param_count": "min",
+    "macs_per_image": "min",
+    "inference_s_per_image_b1": "min",
+    "inference_s_per_image_large": "min",
+}
+JOURNAL_FILE = "optuna.journal"  # the search's Optuna study, in the experiment folder
 # Settings --resume may change: where things are and how much is printed. Every other stored
 # setting (space, budget, seeds, searcher, resources, retries, plugins) shapes the experiment and must match.
 RESUME_MAY_CHANGE = ("resume", "name", "storage_path", "s3_endpoint", "address", "data_dir", "verbose", "quiet")
 # Flags that fix a knob only some models read: refused for a space none of whose models reads it.
 MODEL_KNOB_FLAGS = {"weights": "--weights", "input_size": "--input-size"}
+# An experiment name is one folder (one key prefix) inside --storage-path: no separator, no '..', only
+# characters that a folder and an S3 key both hold without escaping.
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
 # Left out of the code shipped to a cluster's workers: environments, results, caches.
 WORKING_DIR_EXCLUDES = [".venv", ".git", "results", "**/__pycache__", "*.egg-info", ".pytest_cache"]
 
@@ -119,11 +135,13 @@ def run(args: argparse.Namespace, explicit: frozenset[str], argv: list[str], sto
     """The whole experiment; returns the exit code, raises UsageError or Interrupted."""
     meta_before: dict[str, Any] = {}
     args = with_absolute_plugins(args)
+    check_name(args.name)
     if args.resume:
         if not args.name:
             raise UsageError("--resume needs --name NAME of the experiment to continue")
         use_s3_endpoint(args)
         exp = locate(args, args.name)
+        check_free(exp)
         meta_before = read_resumable(exp)
         args = resumed_args(args, explicit, meta_before, exp.uri)
     elif not args.space:
@@ -134,24 +152,53 @@ def run(args: argparse.Namespace, explicit: frozenset[str], argv: list[str], sto
     max_epochs = args.max_epochs or space.max_epochs
     num_samples = check_search_flags(args, space, dataset, max_epochs)
     asha = scheduler_settings(args, space, max_epochs)
+    objectives(args)
     if getattr(args, "checkpoint_every", 1) < 1:
         raise UsageError(f"--checkpoint-every must be >= 1 epoch, got {args.checkpoint_every}")
+    if getattr(args, "keep_checkpoints", 2) < 0:
+        raise UsageError(f"--keep-checkpoints must be >= 0 (0 keeps every checkpoint), got {args.keep_checkpoints}")
     check_storage_writable(args.storage_path)
     use_s3_endpoint(args)
     exp = locate(args, args.name or f"{space.name}-{dt.datetime.now(dt.UTC):%Y%m%d-%H%M%S}")
     if not args.resume and storage.exists(exp.fs, exp.path):
+        check_free(exp)
         raise UsageError(f"experiment {exp.uri} already exists; pick another --name, or add --resume to continue it")
+    study = optuna_study(args, exp)
     data = load_data(args, dataset)
 
     import ray
-    from ray import tune
-
-    from trainables.trainable import train_trial
 
     connect_ray(args)
     gpus = trial_gpus(args.gpus_per_trial, space.gpus_per_trial, ray.cluster_resources().get("GPU", 0.0))
     check_resources(args, gpus)
     stop.install()  # again: ray.init installs its own SIGTERM handler (sys.exit)
+    # The lock is released however this ends; a killed driver's, see analysis.lock.
+    with storage_full_stops(exp, resume_command(args, exp.name)), hold_experiment(exp, args.resume):
+        return run_held(
+            args, exp, space, dataset, max_epochs, num_samples, gpus, argv, meta_before, asha, data, stop, study
+        )
+
+
+def run_held(
+    args: argparse.Namespace,
+    exp: Experiment,
+    space: SearchSpace,
+    dataset: str,
+    max_epochs: int,
+    num_samples: int,
+    gpus: float,
+    argv: list[str],
+    meta_before: dict[str, Any],
+    asha: Any,
+    data: Any,
+    stop: StopSignal,
+    study: OptunaStudy | None,
+) -> int:
+    """The experiment, once every check has passed and this driver holds it."""
+    from ray import tune
+
+    from trainables.trainable import train_trial
+
     write_meta(args, exp, space, dataset, max_epochs, num_samples, gpus, argv, meta_before, asha)
     hint = resume_command(args, exp.name)
     trainable = tune.with_resources(
@@ -167,10 +214,13 @@ def run(args: argparse.Namespace, explicit: frozenset[str], argv: list[str], sto
         {"cpu": args.cpus_per_trial, "gpu": gpus},
     )
     fixed = {"dataset": dataset, "seed": args.seed, "max_epochs": max_epochs, **fixed_knobs(args)}
-    search_alg, param_space = build_search(args, space, fixed)
+    search_alg, param_space = build_search(args, space, fixed, study)
     scheduler = build_scheduler(args.scheduler, asha, max_epochs)
     search = Phase("search", num_samples, search_alg, param_space, scheduler, args.resume)
-    run_phase(search, trainable, args, exp, stop, hint)
+    try:
+        run_phase(search, trainable, args, exp, stop, hint)
+    finally:
+        upload_study(study)
     _, trials, _ = export_tables(exp.uri)
     if args.confirm_top:
         confirm = confirm_phase(args, trials.to_pandas(), exp, max_epochs)
@@ -213,7 +263,7 @@ def run_phase(
             run_config=tune.RunConfig(
                 name=phase.name,
                 storage_path=exp.root,
-                checkpoint_config=tune_settings.checkpoint_config(),
+                checkpoint_config=tune_settings.checkpoint_config(getattr(args, "keep_checkpoints", 2)),
                 callbacks=tune_settings.result_loggers(),
                 failure_config=tune.FailureConfig(max_failures=args.max_failures),
                 verbose=max(0, min(3, 1 + args.verbose - args.quiet)),
@@ -406,6 +456,77 @@ def use_s3_endpoint(args: argparse.Namespace) -> None:
     os.environ["AWS_ENDPOINT_URL"] = args.s3_endpoint
 
 
+def check_name(name: str | None) -> None:
+    """--name must stay inside --storage-path: refused before anything is written."""
+    if name is None or (NAME_PATTERN.fullmatch(name) and ".." not in name):
+        return
+    if "/" in name or "\\" in name or os.sep in name:
+        why = "has a path separator"
+    elif ".." in name:
+        why = "has '..'"
+    else:
+        bad = sorted({c for c in name if not re.fullmatch(r"[A-Za-z0-9._-]", c)})
+        why = f"has characters a folder or bucket key cannot hold plainly ({' '.join(map(repr, bad))})" if bad else ""
+        why = why or ("is too long" if len(name) > 200 else "must start with a letter or digit")
+    raise UsageError(
+        f"--name {name!r} {why}: an experiment name is one folder inside --storage-path, made of letters, "
+        "digits, '.', '_' and '-' (at most 200, starting with a letter or digit, no '..'), e.g. --name lr-sweep-2"
+    )
+
+
+def check_free(exp: Experiment) -> None:
+    """Refuse an experiment another driver is running (analysis.lock); writes nothing."""
+    try:
+        lock.check(exp.fs, exp.path, exp.uri)
+    except lock.LockHeld as e:
+        raise UsageError(str(e)) from None
+
+
+@contextmanager
+def hold_experiment(exp: Experiment, resume: bool) -> Iterator[None]:
+    """Hold the experiment's lock (analysis.lock) while the block runs, or refuse: another driver has it."""
+    try:
+        held = lock.acquire(exp.fs, exp.path, exp.uri)
+    except lock.LockHeld as e:
+        raise UsageError(str(e)) from None
+    with held:
+        if not resume and storage.exists(exp.fs, storage.join(exp.path, storage.EXPERIMENT_FILE)):
+            # another driver started and finished this name since the check in run()
+            raise UsageError(
+                f"experiment {exp.uri} already exists; pick another --name, or add --resume to continue it"
+            )
+        yield
+
+
+def is_storage_full(e: BaseException) -> bool:
+    """ENOSPC, or Tune's TuneError around the StorageFull its callback raised (Tune wraps a callback's
+    exception, which stays reachable as the wrapper's context)."""
+    seen: set[int] = set()
+    current: BaseException | None = e
+    while current is not None and id(current) not in seen:
+        if isinstance(current, OSError) and current.errno == errno.ENOSPC:
+            return True
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return False
+
+
+@contextmanager
+def storage_full_stops(exp: Experiment, hint: str) -> Iterator[None]:
+    """A full --storage-path (a trial's checkpoint, the driver's own records) stops the experiment with one
+    line naming it: what is already there stays readable (tables are written to a temp file, then renamed),
+    and --resume continues once there is space."""
+    try:
+        yield
+    except Exception as e:
+        if not is_storage_full(e):
+            raise
+        raise UsageError(
+            f"--storage-path: no space left on the device holding {exp.uri}; the search stopped, and what it "
+            f"wrote so far is intact. Free space there, then resume with: {hint}"
+        ) from None
+
+
 def locate(args: argparse.Namespace, name: str) -> Experiment:
     base = args.storage_path
     if not storage.is_uri(base):
@@ -543,23 +664,123 @@ def check_resources(args: argparse.Namespace, gpus: float) -> None:
 
 
 def build_search(
-    args: argparse.Namespace, space: SearchSpace, fixed: dict[str, Any]
+    args: argparse.Namespace, space: SearchSpace, fixed: dict[str, Any], study: OptunaStudy | None = None
 ) -> tuple[Any, dict[str, Any] | None]:
     """(search_alg, param_space): Optuna (TPE or random) on the space's define-by-run, learning at
-    step = epoch; or, for --search grid, every cell of the space's grid --repeats times."""
+    step = epoch, its study in `study`'s storage; or, for --search grid, every cell of the space's grid
+    --repeats times. Several --objective metrics make the study multi-objective."""
     from search_spaces.optuna_search import build_optuna_search, fixed_configs_search, grid_configs
 
     if args.search == "grid":
         return fixed_configs_search(grid_configs(space, fixed, args.seed, args.repeats, cell_filter(args)))
+    goals = objectives(args)
     return build_optuna_search(
         space,
         fixed,
-        metric=METRIC,
-        mode=MODE,
+        metric=[m for m, _ in goals] if len(goals) > 1 else METRIC,
+        mode=[d for _, d in goals] if len(goals) > 1 else MODE,
         seed=args.seed,
         random=args.search == "random",
         max_epochs=fixed["max_epochs"],
+        storage_spec=study.spec if study else None,
+        study_name=study.name if study else None,
     ), None
+
+
+def objectives(args: argparse.Namespace) -> list[tuple[str, str]]:
+    """--objective METRIC[:min|max],... as [(metric, mode)]; validation accuracy first."""
+    text = getattr(args, "objective", None) or f"{METRIC}:{MODE}"
+    goals = []
+    for item in text.split(","):
+        name, _, mode = item.strip().partition(":")
+        if name not in OBJECTIVE_METRICS:
+            raise UsageError(
+                f"--objective {text!r}: unknown metric {name!r}; known: {', '.join(OBJECTIVE_METRICS)}, "
+                "e.g. --objective val_accuracy,param_count"
+            )
+        mode = mode or OBJECTIVE_METRICS[name]
+        if mode not in ("min", "max"):
+            raise UsageError(f"--objective {text!r}: {name}:{mode} must end in :min or :max (or neither)")
+        goals.append((name, mode))
+    if goals[0] != (METRIC, MODE):
+        raise UsageError(
+            f"--objective {text!r}: the first objective must be {METRIC}:{MODE} (ASHA, the confirmation stage "
+            f"and the report rank trials by it); list costs after it, e.g. --objective {METRIC},param_count"
+        )
+    if len({n for n, _ in goals}) < len(goals):
+        raise UsageError(f"--objective {text!r} names a metric twice; name each once")
+    return goals
+
+
+@dataclasses.dataclass(frozen=True)
+class OptunaStudy:
+    """Where the search's Optuna study lives: `spec`, a journal file on this machine or an RDB URL, under
+    the experiment's name. A journal needs a local file system, so for a bucket it lives on the driver's
+    disk and `remote` (on `fs`) is its copy in the experiment folder, written when the search phase ends,
+    fails or is interrupted, and read back by --resume."""
+
+    name: str
+    spec: str
+    remote: str | None = None
+    fs: Any = None
+
+
+def optuna_study(args: argparse.Namespace, exp: Experiment) -> OptunaStudy | None:
+    """The search's study (none for --search grid, which asks Optuna nothing). Names its storage to a
+    searcher Tune restores (optuna_search.STORAGE_ENV) and prints the command that opens it live."""
+    import hashlib
+
+    from search_spaces.optuna_search import STORAGE_ENV, open_storage
+
+    url = getattr(args, "optuna_storage", None)
+    if args.search == "grid":
+        if url:
+            raise UsageError("--optuna-storage: --search grid asks Optuna nothing; drop --optuna-storage")
+        return None
+    if url:
+        try:
+            names = {s.study_name for s in open_storage(url).get_all_studies()} if "://" in url else None
+        except Exception as e:  # noqa: BLE001 - a bad URL, a missing DB driver, an unreachable server
+            raise UsageError(f"--optuna-storage {url}: cannot open it ({type(e).__name__}: {e})") from None
+        if names is None:
+            raise UsageError(f"--optuna-storage {url!r}: expected an RDB URL such as sqlite:///optuna.db")
+        if not args.resume and exp.name in names:
+            raise UsageError(f"--optuna-storage {url} already holds a study {exp.name!r}; pick another --name")
+        study = OptunaStudy(exp.name, url)
+    elif not storage.is_uri(exp.uri):  # created in the experiment folder when the searcher opens it
+        study = OptunaStudy(exp.name, storage.join(exp.path, JOURNAL_FILE))
+    else:
+        key = hashlib.sha1(exp.uri.encode()).hexdigest()[:8]
+        local = Path(tempfile.gettempdir()) / "hpo-optuna" / f"{exp.name}-{key}" / JOURNAL_FILE
+        local.parent.mkdir(parents=True, exist_ok=True)
+        remote = storage.join(exp.path, JOURNAL_FILE)
+        study = OptunaStudy(exp.name, str(local), remote, exp.fs)
+        if not args.resume:
+            local.unlink(missing_ok=True)  # a journal of an earlier experiment under this name
+        else:
+            # A journal only grows, so the longer copy is the newer: the bucket's, unless this driver was
+            # killed after its last upload and left a longer one here.
+            info = exp.fs.get_file_info(remote)
+            if info.type == pafs.FileType.File and (not local.exists() or local.stat().st_size < info.size):
+                pafs.copy_files(remote, str(local), source_filesystem=exp.fs)
+    os.environ[STORAGE_ENV] = study.spec
+    shown = study.spec
+    if url:  # never print a database password into a log
+        from sqlalchemy.engine import make_url
+
+        shown = make_url(url).render_as_string(hide_password=True)
+    print(f"Optuna study {study.name!r}; watch it live with: optuna-dashboard {shlex.quote(shown)}")
+    return study
+
+
+def upload_study(study: OptunaStudy | None) -> None:
+    """Copy a local journal to the experiment folder in its bucket (see OptunaStudy)."""
+    if study is None or study.remote is None or not Path(study.spec).exists():
+        return
+    try:
+        pafs.copy_files(study.spec, study.remote, destination_filesystem=study.fs)
+    except OSError as e:  # the tables still get written; the journal stays on this machine
+        print(f"run_search.py: could not copy the Optuna journal to {study.remote} ({e}); it is at {study.spec}")
 
 
 SCHEDULER_FLAGS = ("grace_period", "reduction_factor", "brackets", "stop_on")
@@ -665,6 +886,10 @@ def write_meta(
             "gpus_per_trial": gpus,
             "argv": argv,
             "scheduler_settings": schedulers.record(args.scheduler, asha, max_epochs, METRIC, MODE),
+            "objectives": [{"metric": m, "mode": d} for m, d in objectives(args)],
+            "optuna_study": None
+            if args.search == "grid"
+            else {"name": exp.name, "storage": getattr(args, "optuna_storage", None) or JOURNAL_FILE},
             "config_version": CONFIG_VERSION,  # which defaults a params.json without a knob means
             "created_at": now,
             **provenance(),
@@ -689,6 +914,8 @@ def export_best_effort(exp_uri: str) -> None:
         folder, trials, _ = export_tables(exp_uri)
         print(f"tables for the {trials.num_rows} trials so far: {folder}", file=sys.stderr)
     except Exception as e:  # noqa: BLE001 - never hide the original failure behind this one
+        if is_storage_full(e):
+            return  # the caller's message says so, once
         print(f"run_search.py: could not write the tables ({e}); rebuild them later from {exp_uri}", file=sys.stderr)
 
 

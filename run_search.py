@@ -49,6 +49,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "exponential mean (weight 1/2 on the newest epoch) (default: the space's own)")
     p.add_argument("--search", choices=("optuna", "random", "grid"), default="optuna",
                    help="Optuna TPE, random, or every cell of the space's grid")
+    p.add_argument("--objective", default="val_accuracy:max", metavar="METRIC[:min|max],...",
+                   help="what Optuna optimises: val_accuracy, then optionally costs (param_count, "
+                        "macs_per_image, inference_s_per_image_b1, inference_s_per_image_large; minimised), "
+                        "e.g. val_accuracy,param_count; ASHA stops on val_accuracy alone; the report draws "
+                        "the Pareto front")
+    p.add_argument("--optuna-storage", default=None, metavar="URL",
+                   help="RDB URL of the Optuna study (sqlite:///x.db, postgresql://...), studied under the "
+                        "experiment's name; default: the journal file optuna.journal in the experiment folder")
     p.add_argument("--seed", type=int, default=0, help="seeds the searcher and every trial")
     p.add_argument("--repeats", type=int, default=0, metavar="R",
                    help="with --search grid: run every cell R times (seeds S, S+1, ...); with --confirm-top: "
@@ -75,7 +83,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--s3-endpoint", default=None, metavar="URL",
                    help="endpoint of an S3-compatible store (MinIO, Ceph, ...) for an s3:// --storage-path, "
                         "e.g. http://minio:9000; sets AWS_ENDPOINT_URL for the driver and every trial")
-    p.add_argument("--name", default=None, help="experiment name (default: <space>-<UTC timestamp>)")
+    p.add_argument("--name", default=None, help="experiment name: one folder inside --storage-path, of letters, "
+                                                "digits, ., _, - (default: <space>-<UTC timestamp>)")
     p.add_argument("--resume", action="store_true",
                    help="continue the experiment --name after a crash or Ctrl-C, with its stored settings "
                         "(its plugins included)")
@@ -84,6 +93,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--checkpoint-every", type=int, default=1, metavar="EPOCHS",
                    help="a trial checkpoints every EPOCHS epochs and at its full budget; a killed worker "
                         "loses at most the EPOCHS - 1 epochs since its last checkpoint")
+    p.add_argument("--keep-checkpoints", type=int, default=2, metavar="N",
+                   help="checkpoints kept per trial (Tune deletes older ones); 0 keeps every one, which "
+                        "spares Tune a snapshot of the whole experiment each time a trial has made N "
+                        "(5x less driver time per trial at 1,000 small trials; costs disk)")
     p.add_argument("--fresh-workers", action="store_true",
                    help="one fresh worker process per trial (returns all its memory, GPU too, when it "
                         "ends); default: reuse a worker for the next trial that asks the same resources")

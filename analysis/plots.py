@@ -268,3 +268,30 @@ def parallel_coordinates(trials: pd.DataFrame) -> plt.Figure | None:
     fig.colorbar(plt.cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax, label="best validation accuracy")
     ax.set_title(f"the search, one line per trial ({len(ok)}; solid: full budget, dotted: stopped early)")
     return fig
+
+
+def pareto(pool: pd.DataFrame, front: pd.DataFrame, objectives: list[tuple[str, str]]) -> plt.Figure | None:
+    """The primary objective (accuracy) against each other objective, one panel each: every full-budget
+    trial in grey, the Pareto front (computed over all objectives at once) in colour, labelled by rank."""
+    if pool.empty or len(objectives) < 2:
+        return None
+    (first, _), others = objectives[0], objectives[1:]
+    fig, axes = plt.subplots(1, len(others), figsize=(5.5 * len(others), 4.2), squeeze=False)
+    for ax, (col, mode) in zip(axes[0], others, strict=True):
+        ax.scatter(pool[col], pool[first], color="0.7", label="full-budget trials")
+        on = front.sort_values(col)
+        # The staircase the front attains: each point holds until a costlier one is better.
+        ax.step(
+            on[col], on[first], "o-", where="post" if mode == "min" else "pre", color="tab:red", label="Pareto front"
+        )
+        for r in on.itertuples():
+            ax.annotate(f"#{r.rank}", (getattr(r, col), getattr(r, first)), textcoords="offset points", xytext=(4, 4))
+        values = pool[col].to_numpy(dtype=float)
+        if values.min() > 0 and values.max() > 10 * values.min():
+            ax.set_xscale("log")
+            ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # labels of 2e4, 3e4, ... overlap
+        ax.set(xlabel=f"{col} ({'higher' if mode == 'max' else 'lower'} is better)", ylabel=first)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(f"Pareto front: {len(front)} of {len(pool)} full-budget trials")
+    return fig

@@ -17,7 +17,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from analysis import questions, rungs, storage, summary, tables
+from analysis import pareto, questions, rungs, storage, summary, tables
 from trainables import registry
 
 REPORT_DIR = "report"
@@ -31,7 +31,9 @@ FIGURES = {  # file -> what it shows (the report's captions)
     "knob_effects.png": "Each knob's effect at matched budget",
     "asha_rungs.png": "Where ASHA stopped trials, and each trial's validation curve",
     "parallel_coordinates.png": "The search in parallel coordinates",
+    "pareto_front.png": "Accuracy against each cost objective; the Pareto front highlighted",
 }
+PARETO_TABLE = "pareto.parquet"
 
 
 class BadInput(Exception):
@@ -101,6 +103,10 @@ def build_report(experiment: str, rebuild_tables: bool = False) -> dict[str, Any
     tables.write_table(summary_table, fs, storage.join(folder, "summary.parquet"))
     written.append(storage.join(folder, "summary.parquet"))
     ranked = summary.ranking(trials)
+    goals = pareto.objectives_from_meta(meta)
+    front = pareto.pareto_front(trials, goals) if len(goals) > 1 else None
+    pool = pareto.candidates(trials, goals)
+    written += write_pareto_table(front, fs, storage.join(folder, PARETO_TABLE))
     figures = {
         "study_questions.png": lambda: plots.study_questions(summary_df),
         "learning_curves.png": lambda: plots.learning_curves(ranked, epochs),
@@ -109,6 +115,7 @@ def build_report(experiment: str, rebuild_tables: bool = False) -> dict[str, Any
         "knob_effects.png": lambda: plots.knob_effects(trials, epochs),
         "asha_rungs.png": lambda: plots.asha_rungs(trials, epochs),
         "parallel_coordinates.png": lambda: plots.parallel_coordinates(trials),
+        "pareto_front.png": lambda: None if front is None else plots.pareto(pool, front, goals),
     }
     drawn = []
     for name, draw in figures.items():
@@ -121,10 +128,27 @@ def build_report(experiment: str, rebuild_tables: bool = False) -> dict[str, Any
         plots.save(fig, fs, path)
         drawn.append(name)
         written.append(path)
-    md = markdown(experiment, trials, summary_df, drawn, rungs.rung_markdown(trials, epochs, scheduler))
+    md = markdown(
+        experiment,
+        trials,
+        summary_df,
+        drawn,
+        rungs.rung_markdown(trials, epochs, scheduler),
+        pareto_markdown(front, goals, len(pool)) if front is not None else "",
+    )
     storage.write_text(fs, storage.join(folder, "report.md"), md)
     written.append(storage.join(folder, "report.md"))
     return {"summary": summary_df, "files": written, "folder": folder}
+
+
+def write_pareto_table(front: pd.DataFrame | None, fs: Any, path: str) -> list[str]:
+    """report/pareto.parquet for a search with several objectives; a stale one is removed otherwise."""
+    if front is None:
+        if storage.exists(fs, path):
+            fs.delete_file(path)
+        return []
+    tables.write_table(pa.Table.from_pandas(front, preserve_index=False), fs, path)
+    return [path]
 
 
 # ---------------------------------------------------------------- report.md
@@ -191,8 +215,28 @@ def _meta(experiment: str) -> dict[str, Any]:
         return {}
 
 
+def pareto_markdown(front: pd.DataFrame, goals: pareto.Objectives, n_candidates: int) -> str:
+    names = ", ".join(f"`{c}` ({'higher' if m == 'max' else 'lower'} is better)" for c, m in goals)
+    return "\n".join(
+        [
+            "## Pareto front\n",
+            f"Objectives: {names}. Of the {n_candidates} search trials that reached the full budget without "
+            f"error, {len(front)} are dominated by no other (none is as good on every objective and "
+            "better on one); trials stopped early are left out (lower fidelity). Where the confirmation stage "
+            "retrained a configuration, `confirm_*` is its test accuracy over the new seeds (mean, 95 % "
+            f"t-interval). Also in `{PARETO_TABLE}`.\n",
+            md_table(front.drop(columns=["config_id"])),
+        ]
+    )
+
+
 def markdown(
-    experiment: str, trials: pd.DataFrame, s: pd.DataFrame, drawn: Sequence[str], rung_section: str = ""
+    experiment: str,
+    trials: pd.DataFrame,
+    s: pd.DataFrame,
+    drawn: Sequence[str],
+    rung_section: str = "",
+    pareto_section: str = "",
 ) -> str:
     name = trials["experiment"].iloc[0] if len(trials) and "experiment" in trials else experiment
     counts = ", ".join(f"{n} {st}" for st, n in trials["status"].value_counts().items())
@@ -244,6 +288,9 @@ def markdown(
                 )
             )
         )
+
+    if pareto_section:
+        out.append(pareto_section)
 
     rank = s[s["kind"] == "ranking"]
     out.append("## Ranking at matched budget\n")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import posixpath
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -42,9 +44,21 @@ def write_text(fs: pafs.FileSystem, path: str, text: str) -> None:
     """Write to a temp name, then rename: readers never see half a file."""
     fs.create_dir(posixpath.dirname(path), recursive=True)
     tmp = f"{path}.tmp"
-    with fs.open_output_stream(tmp) as f:
+    with removed_on_failure(fs, tmp), fs.open_output_stream(tmp) as f:
         f.write(text.encode("utf-8"))
     fs.move(tmp, path)
+
+
+@contextmanager
+def removed_on_failure(fs: pafs.FileSystem, tmp: str) -> Iterator[None]:
+    """A temp file a failed write (a full disk) leaves half-written is removed: it holds space and nothing
+    readable; the file it was to replace is untouched."""
+    try:
+        yield
+    except BaseException:
+        with suppress(OSError):
+            fs.delete_file(tmp)
+        raise
 
 
 def read_json(fs: pafs.FileSystem, path: str) -> Any:

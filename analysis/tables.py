@@ -348,7 +348,8 @@ def write_table(table: pa.Table, fs: pafs.FileSystem, path: str) -> None:
     """Temp file, then rename: a crash mid-write leaves the previous table intact."""
     fs.create_dir(posixpath.dirname(path), recursive=True)
     tmp = f"{posixpath.dirname(path)}/.{posixpath.basename(path)}.tmp"
-    pq.write_table(table, tmp, filesystem=fs)
+    with storage.removed_on_failure(fs, tmp):
+        pq.write_table(table, tmp, filesystem=fs)
     fs.move(tmp, path)
 
 

@@ -86,6 +86,7 @@ def build_tuner(
     seed: int,  # noqa: ANN201
     checkpoint_every: int = 1,
     before: bool = False,
+    keep_all: bool = False,
 ):
     """A Tuner as driver.run builds one, with the trivial trainable in place of train_trial."""
     from ray import tune
@@ -100,6 +101,8 @@ def build_tuner(
         checkpoints, callbacks = tune.CheckpointConfig(num_to_keep=1), None
     else:
         checkpoints, callbacks = tune_settings.checkpoint_config(), tune_settings.result_loggers()
+    if keep_all:  # what-if: no num_to_keep, so Tune never forces a snapshot (every checkpoint stays)
+        checkpoints = tune.CheckpointConfig(num_to_keep=None)
 
     args = run_search.parse_args(
         [
@@ -199,6 +202,11 @@ def main(argv: list[str] | None = None) -> int:
         help="checkpoint period of the trainable, as run_search --checkpoint-every",
     )
     p.add_argument("--before", action="store_true", help="the Tune settings before issue 11 (see above)")
+    p.add_argument(
+        "--keep-all-checkpoints",
+        action="store_true",
+        help="what-if: CheckpointConfig(num_to_keep=None), so no snapshot is forced (disk keeps every checkpoint)",
+    )
     p.add_argument("--profile", default=None, metavar="FILE", help="cProfile the driver into FILE")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workdir", default=None)
@@ -219,7 +227,9 @@ def main(argv: list[str] | None = None) -> int:
 
     ray_init_s = _common.start_ray()
     reuse = not args.fresh_workers
-    tuner, _ = build_tuner(trials, args.epochs, exp, reuse, args.seed, args.checkpoint_every, args.before)
+    tuner, _ = build_tuner(
+        trials, args.epochs, exp, reuse, args.seed, args.checkpoint_every, args.before, args.keep_all_checkpoints
+    )
     profiler = None
     if args.profile:
         import cProfile
@@ -265,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
     frame.insert(1, "epochs", args.epochs)
     frame.insert(2, "reuse_actors", reuse)
     frame.insert(3, "checkpoint_every", args.checkpoint_every)
-    frame.insert(4, "settings", "before" if args.before else "issue11")
+    frame.insert(4, "settings", "before" if args.before else "keep_all" if args.keep_all_checkpoints else "issue11")
     frame.insert(3, "errored_trials", errors)
     frame.insert(4, "ray_init_s", round(ray_init_s, 2))
     frame.insert(5, "fit_s", round(fit_s, 1))

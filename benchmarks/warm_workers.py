@@ -9,7 +9,9 @@ Method. Two Tune runs side by side in one script, each of real trials (trainable
 TensorFlow, model, tf.data pipeline, one report per epoch with a checkpoint), one trial at a time
 (an embedded Ray with one CPU), `--epochs` epochs each, on a 300-image slice of digits so that training
 is short and start-up is what shows. The configs cycle through models, optimizers, batch sizes and all
-three augmentation policies (different graphs, shapes and statistics from one trial to the next):
+three augmentation policies (different graphs, shapes and statistics from one trial to the next), all
+with seed 0, as the trials of one search share its seed (so the validation split, and with it the
+fitted normalisation and ZCA, are cached after their first trial, as in a search):
 - reused: Tune's actor reuse, as run_search runs by default;
 - fresh: `reuse_actors=False`, as run_search --fresh-workers (a new worker process per trial).
 The trainable is wrapped (benchmark instrumentation only) to log, per trial, the wall clock when the
@@ -100,7 +102,7 @@ def instrumented(params: dict, data, log: str, cpus: float = 1, gpus: float = 0)
     finally:
         callbacks.tune.report = real_report
         record = {
-            "trial": params["seed"],
+            "trial_id": tune.get_context().get_trial_id(),
             "pid": os.getpid(),
             "entered": entered,
             "reports": reports,
@@ -118,7 +120,7 @@ def run(trials: int, epochs: int, reuse: bool, data, work: Path) -> list[dict]: 
 
     log = work / f"log-{'reused' if reuse else 'fresh'}.jsonl"
     configs = [
-        {**CONFIGS[i % len(CONFIGS)], "dataset": "digits", "max_epochs": epochs, "seed": i} for i in range(trials)
+        {**CONFIGS[i % len(CONFIGS)], "dataset": "digits", "max_epochs": epochs, "seed": 0} for i in range(trials)
     ]
     search_alg, param_space = fixed_configs_search(configs)
     tuner = tune.Tuner(
@@ -139,7 +141,8 @@ def run(trials: int, epochs: int, reuse: bool, data, work: Path) -> list[dict]: 
     if grid.num_errors:
         raise RuntimeError(f"{grid.num_errors} trials failed: {[str(r.error)[:300] for r in grid if r.error]}")
     rows = sorted((json.loads(line) for line in log.read_text().splitlines()), key=lambda r: r["entered"])
-    for prev, row in zip([None, *rows], rows):
+    for i, (prev, row) in enumerate(zip([None, *rows], rows)):
+        row["trial"] = i  # the order trials ran in (the log has Tune's trial id)
         first_report, first_epoch_s = row["reports"][0]
         row["first_epoch_start"] = first_report - first_epoch_s
         row["startup_s"] = None if prev is None else row["first_epoch_start"] - prev["reports"][-1][0]

@@ -6,11 +6,24 @@ ranks one-epoch and full-budget scores as equals. `FidelityOptunaSearch` reports
 each epoch's metric at step = epoch and tells Optuna a trial that ended before the
 full budget (ASHA or patience) was PRUNED, so Optuna's value for it is its last
 intermediate value at its own step. Imports Ray and Optuna, never TensorFlow.
+
+The study persists in an Optuna storage (`storage_spec`: a journal file path, or an RDB URL), written as
+trials are asked, report and end, so `optuna-dashboard` and `optuna.load_study` can open it while the
+search runs. Tune pickles the searcher for --resume; the pickle holds the trials' numbers, not the study,
+and the restored searcher re-attaches to the storage (the driver names the current location in
+STORAGE_ENV, since an experiment folder may have moved), so the study is never copied or duplicated.
+
+Several objectives (metric and mode lists): the study is multi-objective (TPE and random sampling both
+handle it); Optuna takes no intermediate values there, so the epochs go unreported and a trial that
+ended before its full budget is PRUNED without values; a full-budget trial is COMPLETE with one value
+per objective.
 """
 
 from __future__ import annotations
 
 import math
+import os
+import pickle
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -24,6 +37,20 @@ from search_spaces.base import SearchSpace
 from trainables.config import TrialConfig
 
 EPOCH = "epoch"  # the trainable's 1-based epoch count, ASHA's time unit
+# Where the study lives now (journal path or RDB URL), set by the driver before it restores a searcher.
+STORAGE_ENV = "HPO_OPTUNA_STORAGE"
+# Searcher attributes that hold the live study; never pickled (see save).
+_LIVE = ("_storage", "_ot_study", "_ot_trials")
+
+
+def open_storage(spec: str) -> optuna.storages.BaseStorage:
+    """An RDB URL (`sqlite:///x.db`, `postgresql://...`) as an RDBStorage, anything else as the path of a
+    journal file (created if missing): the format `optuna-dashboard PATH` opens."""
+    if "://" in spec:
+        return optuna.storages.RDBStorage(spec)
+    from optuna.storages.journal import JournalFileBackend
+
+    return optuna.storages.JournalStorage(JournalFileBackend(spec))
 
 
 def define_with_fixed(trial: optuna.Trial, space: SearchSpace, fixed: Mapping[str, Any]) -> dict[str, Any]:
@@ -36,22 +63,111 @@ def define_with_fixed(trial: optuna.Trial, space: SearchSpace, fixed: Mapping[st
 
 
 class FidelityOptunaSearch(OptunaSearch):
-    """OptunaSearch with intermediate values at step = epoch and early-stopped trials PRUNED."""
+    """OptunaSearch with intermediate values at step = epoch, early-stopped trials PRUNED, and its study
+    in a persistent storage that a restored searcher re-attaches to."""
 
-    def __init__(self, *args: Any, max_epochs: int | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, max_epochs: int | None = None, storage_spec: str | None = None, **kwargs: Any
+    ) -> None:
+        if storage_spec:
+            kwargs["storage"] = open_storage(storage_spec)
         super().__init__(*args, **kwargs)
         self._max_epochs = max_epochs
+        self._storage_spec = storage_spec
         self._reported: dict[str, set[int]] = {}  # trial id -> epochs already told to Optuna
 
     @property
     def study(self) -> optuna.Study | None:
         """The Optuna study: every trial with its state, params and intermediate values."""
+        self._attach()
         return self._ot_study
 
+    @property
+    def _metrics(self) -> list[str]:
+        return list(self._metric) if isinstance(self._metric, list) else [str(self._metric)]
+
+    # ---- persistence: Tune pickles the searcher (tuner.pkl, searcher-state-*.pkl) -------------------
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        if state.get("_storage_spec"):
+            # The study stays in its storage; the pickle names each Tune trial's Optuna trial number.
+            state["_trial_numbers"] = {tid: t.number for tid, t in (state.get("_ot_trials") or {}).items()}
+            for key in _LIVE:
+                state.pop(key, None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        if state.get("_storage_spec"):
+            self._storage = self._ot_study = None
+            self._ot_trials = {}
+
+    def save(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "wb") as f:
+            pickle.dump(self.__getstate__(), f)
+
+    def restore(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "rb") as f:
+            state = pickle.load(f)
+        self.__setstate__(state)
+        self._attach()
+
+    def _attach(self) -> None:
+        """Open the study in its storage (once) and map Tune's trials back to their Optuna trials.
+
+        What the storage knows wins over the pickle, which may be older (Tune snapshots it every few
+        seconds): a trial Optuna already finished is not told again, an epoch it already has is not
+        reported again. A trial the storage holds as RUNNING that no Tune trial owns (asked after the
+        last snapshot, before a crash) will never report: it is failed, with the reason as a user attr."""
+        spec = getattr(self, "_storage_spec", None)
+        if not spec or self._ot_study is not None:
+            return
+        self._storage = open_storage(os.environ.get(STORAGE_ENV) or spec)
+        # Created afresh when the storage lost it (a bucket's journal copy from before any upload): Tune's
+        # trials go on, and the study holds what happens from here.
+        modes = self._mode if isinstance(self._mode, list) else [self._mode]
+        study = optuna.create_study(
+            study_name=self._study_name,
+            storage=self._storage,
+            sampler=self._sampler,
+            pruner=optuna.pruners.NopPruner(),
+            directions=["minimize" if m == "min" else "maximize" for m in modes],
+            load_if_exists=True,
+        )
+        self._ot_study = study  # type: ignore[assignment]  # OptunaSearch declares it None
+        by_number = {t.number: t for t in study.get_trials(deepcopy=False)}
+        numbers: dict[str, int] = self.__dict__.pop("_trial_numbers", {})
+        numbers = {tid: n for tid, n in numbers.items() if n in by_number}
+        self._ot_trials = {t: optuna.trial.Trial(study, by_number[n]._trial_id) for t, n in numbers.items()}
+        for tid, n in numbers.items():
+            if by_number[n].state.is_finished():
+                self._completed_trials.add(tid)
+            self._reported.setdefault(tid, set()).update(by_number[n].intermediate_values)
+        owned = set(numbers.values())
+        for t in by_number.values():
+            if t.state == TrialState.RUNNING and t.number not in owned:
+                self._storage.set_trial_user_attr(t._trial_id, "error", "asked before the driver stopped; never run")
+                study.tell(t.number, state=TrialState.FAIL)
+
+    # ---- Tune's Searcher API -----------------------------------------------------------------------
+
+    def suggest(self, trial_id: str) -> dict | None:
+        self._attach()
+        new = trial_id not in self._ot_trials
+        config = super().suggest(trial_id)
+        if new and trial_id in self._ot_trials:
+            # The dashboard's link to trials.parquet and the trial folder, which Tune names by this id.
+            self._ot_trials[trial_id].set_user_attr("trial_id", trial_id)
+        return config
+
     def on_trial_result(self, trial_id: str, result: dict) -> None:
+        self._attach()
         if trial_id in self._completed_trials or trial_id not in self._ot_trials:
             return
-        value, step = result.get(self.metric), result.get(EPOCH)
+        if len(self._metrics) > 1:
+            return  # Optuna keeps no intermediate values for a multi-objective study
+        value, step = result.get(self._metrics[0]), result.get(EPOCH)
         if result.get("error") or value is None or step is None or not math.isfinite(value):
             return  # a diverged epoch: the trial ends as FAIL, not as a score
         # A trial restored from its checkpoint may replay an epoch Optuna already has.
@@ -62,14 +178,16 @@ class FidelityOptunaSearch(OptunaSearch):
         reported.add(int(step))
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        self._attach()
         if trial_id in self._completed_trials or trial_id not in self._ot_trials:
             return
         ot_trial = self._ot_trials[trial_id]
         study = self._ot_study
         assert study is not None  # OptunaSearch creates it before it suggests any trial
         result = result or {}
-        value, epochs = result.get(self.metric), result.get(EPOCH)
-        if error or result.get("error") or (value is not None and not math.isfinite(value)):
+        values = [result.get(m) for m in self._metrics]
+        value, epochs = values[0], result.get(EPOCH)
+        if error or result.get("error") or any(v is not None and not math.isfinite(v) for v in values):
             study.tell(ot_trial, state=TrialState.FAIL)
             self._completed_trials.add(trial_id)
             return
@@ -77,18 +195,35 @@ class FidelityOptunaSearch(OptunaSearch):
         # method, never to on_trial_result: report it here, so the last epoch is not lost.
         if value is not None and epochs is not None:
             self.on_trial_result(trial_id, result)
-        if value is not None and epochs is not None and (self._max_epochs is None or int(epochs) >= self._max_epochs):
-            study.tell(ot_trial, float(value), state=TrialState.COMPLETE)
+        full = epochs is not None and (self._max_epochs is None or int(epochs) >= self._max_epochs)
+        if full and all(v is not None for v in values):
+            study.tell(ot_trial, [float(v) for v in values], state=TrialState.COMPLETE)
+        elif full and value is not None:
+            # A cost the trial could not measure (e.g. MACs of a layer without a rule): no point to place.
+            missing = [m for m, v in zip(self._metrics, values, strict=True) if v is None]
+            ot_trial.set_user_attr("error", f"no value for objective(s) {', '.join(missing)}")
+            study.tell(ot_trial, state=TrialState.FAIL)
         else:
             # Ended before the full budget without error (ASHA, patience, or no result at all):
-            # Optuna records its last intermediate value at its last step.
+            # Optuna records its last intermediate value at its last step (single objective only).
             study.tell(ot_trial, state=TrialState.PRUNED)
         self._completed_trials.add(trial_id)
 
 
 def build_optuna_search(
-    space: SearchSpace, fixed: Mapping[str, Any], *, metric: str, mode: str, seed: int, random: bool, max_epochs: int
+    space: SearchSpace,
+    fixed: Mapping[str, Any],
+    *,
+    metric: str | list[str],
+    mode: str | list[str],
+    seed: int,
+    random: bool,
+    max_epochs: int,
+    storage_spec: str | None = None,
+    study_name: str | None = None,
 ) -> FidelityOptunaSearch:
+    """The searcher; with `storage_spec` its study persists there under `study_name`. Lists of metrics
+    and modes make it multi-objective (TPE and random sampling both support that)."""
     import functools
 
     sampler = optuna.samplers.RandomSampler(seed=seed) if random else optuna.samplers.TPESampler(seed=seed)
@@ -98,6 +233,8 @@ def build_optuna_search(
         mode=mode,
         sampler=sampler,
         max_epochs=max_epochs,
+        storage_spec=storage_spec,
+        study_name=study_name,
     )
 
 

@@ -1,11 +1,15 @@
 import os
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import pyarrow.fs as pafs
 import pytest
 
 PROJECT = Path(__file__).resolve().parents[1]
+BUCKET = "hpo-test"  # the bucket the s3_server fixture creates
 
 
 def run_search(*args: str, timeout: float = 900, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -43,3 +47,55 @@ def isolated_registry():
     for name in set(sys.modules) - modules:
         if not name.startswith(("trainables", "search_spaces", "analysis", "keras", "tensorflow")):
             sys.modules.pop(name, None)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def s3_server(tmp_path):
+    """(endpoint URL, env with dummy credentials) of a fresh moto S3 server with an empty bucket."""
+    port = free_port()
+    endpoint = f"http://127.0.0.1:{port}"
+    log = open(tmp_path / "moto.log", "w")  # noqa: SIM115 - closed below
+    server = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=subprocess.STDOUT
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline or server.poll() is not None:
+                    raise AssertionError(f"moto server did not start: {(tmp_path / 'moto.log').read_text()}") from None
+                time.sleep(0.5)
+        # Dummy credentials: moto accepts any; the AWS SDK refuses to sign without some.
+        env = {
+            **os.environ,
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_EC2_METADATA_DISABLED": "true",
+        }
+        env.pop("AWS_ENDPOINT_URL", None)  # the flag must carry it, not the test's environment
+        bucket_fs = pafs.S3FileSystem(
+            endpoint_override=endpoint,
+            allow_bucket_creation=True,
+            access_key="testing",
+            secret_key="testing",
+            region="us-east-1",
+        )
+        bucket_fs.create_dir(BUCKET)
+        yield endpoint, env, bucket_fs
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+        log.close()

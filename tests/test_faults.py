@@ -222,6 +222,7 @@ def test_a_driver_killed_outright_then_resume_completes(tmp_path):
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=60)
         reap(proc)
+        assert (exp / "driver.lock").exists()  # the killed driver's lock, left behind: the resume takes it
         # The driver never wrote its tables; they are rebuilt from the experiment folder alone.
         assert not (exp / "tables").exists()
         rebuilt = subprocess.run(

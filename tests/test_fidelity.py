@@ -1,14 +1,21 @@
-"""Optuna learns from the right fidelity, and the confirmation stage retrains the best configs.
+"""Optuna learns from the right fidelity, its study persists, and the confirmation stage retrains the best configs.
 
 One small real sweep (BaseNet on digits, ASHA, 6 trials of up to 3 epochs, then the best 2
-configs retrained twice each) serves both: the Optuna study is read back from the searcher
-state Tune saved in `<experiment>/search`, and checked against the result tables.
+configs retrained twice each) serves all three: the Optuna study is read back from the searcher
+state Tune saved in `<experiment>/search`, and from `<experiment>/optuna.journal` by a real
+optuna-dashboard server, and checked against the result tables.
 """
 
+import contextlib
+import json
 import math
 import os
+import shutil
+import socket
 import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import pandas as pd
@@ -114,3 +121,80 @@ def test_confirmation_retrains_the_best_two_configs_twice_with_new_seeds(experim
     # Each config ran once per seed.
     assert (confirm.groupby(knobs)["seed"].nunique() == 2).all()
     assert "confirmed (test accuracy over seeds)" in stdout
+
+
+# trials.parquet's status -> the state Optuna must hold (a full-budget trial is COMPLETE; one ASHA
+# stopped is PRUNED; an error is FAIL).
+STATES = {"completed": "Complete", "stopped": "Pruned", "error": "Fail"}
+
+
+@contextlib.contextmanager
+def dashboard(journal: Path):
+    """`optuna-dashboard JOURNAL` (the README's command) on a free loopback port; yields its base URL."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    exe = Path(sys.executable).parent / "optuna-dashboard"
+    proc = subprocess.Popen(
+        [str(exe), str(journal), "--host", "127.0.0.1", "--port", str(port), "--quiet"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                urllib.request.urlopen(f"{url}/api/meta", timeout=2).close()
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise AssertionError(f"no dashboard: {proc.stdout.read().decode()[-2000:]}") from None
+                time.sleep(0.3)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def served_trials(url: str, study_name: str) -> list[dict]:
+    """The study's trials as the dashboard's JSON API serves them to its web page."""
+    with urllib.request.urlopen(f"{url}/api/studies", timeout=30) as r:
+        studies = json.load(r)["study_summaries"]
+    (study,) = [s for s in studies if s["study_name"] == study_name]
+    with urllib.request.urlopen(f"{url}/api/studies/{study['study_id']}", timeout=30) as r:
+        return json.load(r)["trials"]
+
+
+def by_trial_id(served: list[dict]) -> dict[str, str]:
+    ids = [next(a["value"] for a in t["user_attrs"] if a["key"] == "trial_id") for t in served]
+    assert len(ids) == len(set(ids)), ids  # one Optuna trial per Tune trial: no duplicates
+    return dict(zip(ids, (t["state"] for t in served), strict=True))
+
+
+def test_optuna_dashboard_serves_the_study_as_the_tables_record_it_also_after_a_resume(experiment, tmp_path):
+    exp, trials, _, _ = experiment
+    search = trials[trials["phase"] == "search"]
+    expected = {r.trial_id: STATES[r.status] for r in search.itertuples()}
+    assert set(expected.values()) >= {"Complete", "Pruned"}
+    with dashboard(exp / "optuna.journal") as url:
+        assert by_trial_id(served_trials(url, "f")) == expected
+
+    # --resume of the experiment moved elsewhere: its searcher re-attaches to the journal beside it.
+    moved = tmp_path / "moved"
+    shutil.copytree(exp, moved / "f")
+    before = (exp / "optuna.journal").read_bytes()
+    out = subprocess.run(
+        [sys.executable, "run_search.py", "--resume", "--name", "f", "--storage-path", str(moved)],
+        cwd=PROJECT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert f"optuna-dashboard {moved / 'f' / 'optuna.journal'}" in out.stdout
+    resumed = pd.read_parquet(moved / "f" / "tables" / "trials.parquet")
+    assert sorted(resumed["trial_id"]) == sorted(trials["trial_id"])
+    with dashboard(moved / "f" / "optuna.journal") as url:
+        assert by_trial_id(served_trials(url, "f")) == expected
+    assert (exp / "optuna.journal").read_bytes() == before

@@ -1,6 +1,7 @@
 """The command line end to end: exit codes, messages, and the tables of a real search."""
 
 import json
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -71,6 +72,13 @@ def test_unknown_space_exits_2_listing_the_known_ones(search, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_negative_checkpoint_flags_exit_2_before_anything_is_written(search, tmp_path):
+    out = search("--space", "batchnorm", "--keep-checkpoints", "-1", "--storage-path", str(tmp_path))
+    assert out.returncode == 2 and "--keep-checkpoints must be >= 0" in out.stderr
+    assert "Traceback" not in out.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_unavailable_dataset_exits_2_naming_the_fix(search, tmp_path):
     out = search(
         "--space",
@@ -88,6 +96,53 @@ def test_unavailable_dataset_exits_2_naming_the_fix(search, tmp_path):
     assert not (tmp_path / "res").exists()
 
 
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        ({"objective": "val_accuracy,flops"}, "unknown metric 'flops'"),
+        ({"objective": "param_count"}, "the first objective must be val_accuracy:max"),
+        ({"objective": "val_accuracy,param_count:up"}, "must end in :min or :max"),
+        ({"objective": "val_accuracy,param_count,param_count"}, "names a metric twice"),
+        ({"optuna_storage": "optuna.db"}, "expected an RDB URL such as sqlite:///"),
+        ({"optuna_storage": "nodb://x/y"}, "--optuna-storage nodb://x/y: cannot open it"),
+        ({"search": "grid", "optuna_storage": "sqlite:///o.db"}, "--search grid asks Optuna nothing"),
+    ],
+)
+def test_bad_objectives_and_optuna_storages_are_usage_errors(tmp_path, flags, message):
+    import argparse
+
+    import driver
+
+    args = argparse.Namespace(
+        **{"objective": "val_accuracy", "optuna_storage": None, "search": "optuna", "resume": False, **flags}
+    )
+    exp = driver.locate(argparse.Namespace(storage_path=str(tmp_path)), "x")
+    with pytest.raises(driver.UsageError, match=re.escape(message)):
+        driver.objectives(args)
+        driver.optuna_study(args, exp)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_objectives_default_to_each_metrics_direction():
+    import argparse
+
+    import driver
+
+    goals = driver.objectives(argparse.Namespace(objective="val_accuracy, param_count,inference_s_per_image_b1:max"))
+    assert goals == [("val_accuracy", "max"), ("param_count", "min"), ("inference_s_per_image_b1", "max")]
+
+
+def test_an_optuna_storage_holding_the_experiments_study_is_refused_unless_resuming(search, tmp_path):
+    import optuna
+
+    url = f"sqlite:///{tmp_path / 'o.db'}"
+    optuna.create_study(study_name="x", storage=url)
+    out = search("--space", "basenet", "--dataset", "digits", "--storage-path", str(tmp_path / "res"),
+                 "--name", "x", "--optuna-storage", url)  # fmt: skip
+    assert out.returncode == 2 and "already holds a study 'x'; pick another --name" in out.stderr
+    assert "Traceback" not in out.stderr and not (tmp_path / "res").exists()
+
+
 @pytest.mark.slow
 def test_batchnorm_search_on_digits_writes_the_design_tables(search, tmp_path):
     out = search(
@@ -99,6 +154,8 @@ def test_batchnorm_search_on_digits_writes_the_design_tables(search, tmp_path):
         "6",
         "--max-epochs",
         "3",
+        "--objective",  # accuracy against size: BN adds weights, the ConvNet many more than BaseNet
+        "val_accuracy,param_count",
         "--storage-path",
         str(tmp_path),
         "--name",
@@ -158,6 +215,43 @@ def test_batchnorm_search_on_digits_writes_the_design_tables(search, tmp_path):
     assert (trials["inference_s_per_image_large"] > 0).all() and (trials["inference_large_batch"] == 32).all()
     assert trials["inference_device"].str.startswith("CPU").all()
     assert_tensorboard_has_every_epoch_and_the_knobs(tmp_path / "x" / "search", epochs)
+    assert_pareto_front_is_undominated(tmp_path / "x", trials)
+
+
+def assert_pareto_front_is_undominated(exp: Path, trials: pd.DataFrame) -> None:
+    """Two objectives: the report's Pareto table and figure; no listed configuration is dominated by
+    another full-budget trial (as accurate or more, as small or smaller, better in one); the study the
+    searcher told is multi-objective with one value per objective for each full-budget trial."""
+    import optuna
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    front = pd.read_parquet(exp / "report" / "pareto.parquet")
+    assert (exp / "report" / "pareto_front.png").stat().st_size > 10_000
+    assert "## Pareto front" in (exp / "report" / "report.md").read_text()
+    full = trials[(trials["status"] == "completed") & (trials["epochs_completed"] == 3)]
+    assert len(front) >= 1 and set(front["trial_id"]) <= set(full["trial_id"])
+    for row in front.itertuples():
+        others = full[full["trial_id"] != row.trial_id]
+        dominating = others[
+            (others["val_accuracy"] >= row.val_accuracy)
+            & (others["param_count"] <= row.param_count)
+            & ((others["val_accuracy"] > row.val_accuracy) | (others["param_count"] < row.param_count))
+        ]
+        assert dominating.empty, (row.trial_id, dominating["trial_id"].tolist())
+    # Every full-budget trial nothing dominates is listed.
+    for row in full.itertuples():
+        beaten = (
+            (full["val_accuracy"] >= row.val_accuracy)
+            & (full["param_count"] <= row.param_count)
+            & ((full["val_accuracy"] > row.val_accuracy) | (full["param_count"] < row.param_count))
+        ).any()
+        assert beaten != (row.trial_id in set(front["trial_id"])), row.trial_id
+    study = optuna.load_study(study_name="x", storage=JournalStorage(JournalFileBackend(str(exp / "optuna.journal"))))
+    assert len(study.directions) == 2
+    told = {t.user_attrs["trial_id"]: t for t in study.trials}
+    for row in full.itertuples():
+        assert told[row.trial_id].values == pytest.approx([row.val_accuracy, row.param_count])
 
 
 def assert_tensorboard_has_every_epoch_and_the_knobs(search_dir: Path, epochs: pd.DataFrame) -> None:

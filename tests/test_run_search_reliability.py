@@ -114,6 +114,22 @@ def test_existing_name_without_resume_is_refused(search, store):
     refused(search, store, *DIGITS, "--name", EXISTING, expect=("already exists", "--resume"))
 
 
+@pytest.mark.parametrize(
+    "name,why,resume",
+    [
+        ("../elsewhere", "has a path separator", False),
+        ("a\\b", "has a path separator", True),
+        ("..", "has '..'", True),
+        ("s3:run?", "has characters a folder or bucket key cannot hold plainly (':' '?')", False),
+    ],
+)
+def test_a_name_that_would_leave_the_storage_path_is_refused(search, store, tmp_path, name, why, resume):
+    argv = ("--resume", "--name", name) if resume else (*DIGITS, "--name", name)
+    outside = snapshot(tmp_path)
+    refused(search, store, *argv, expect=(f"--name {name!r} {why}", "letters, digits"))
+    assert snapshot(tmp_path) == outside, "a refused --name wrote next to the storage path"
+
+
 def test_resume_of_a_missing_experiment(search, store):
     refused(search, store, "--resume", "--name", "never-ran", expect=("--resume: no experiment", "--name"))
 
@@ -368,3 +384,28 @@ def test_replayed_epochs_after_a_restore_are_deduplicated_last_report_wins(tmp_p
     assert list(epochs["epoch"]) == [1, 2, 3]
     assert list(epochs["val_accuracy"]) == [0.1, 0.3, 0.4]
     assert trials.loc[0, "status"] == "completed" and trials.loc[0, "epochs_completed"] == 3
+
+
+def test_a_full_storage_is_recognised_through_tunes_wrapper():
+    """Tune wraps an exception a callback raises in a TuneError of its text; the driver still tells a full
+    storage (trainables.tune_settings.StorageFull, or any ENOSPC) from another failure."""
+    import errno
+
+    from ray.tune.error import TuneError
+
+    from driver import is_storage_full
+    from trainables.tune_settings import StorageFull
+
+    def wrapped(inner: BaseException) -> TuneError:
+        try:
+            try:
+                raise inner
+            except (OSError, ValueError):
+                raise TuneError("Traceback ...")  # noqa: B904 - as Tune does: the text, the exception as context
+        except TuneError as e:
+            return e
+
+    assert is_storage_full(wrapped(StorageFull(errno.ENOSPC, "trial t could not write")))
+    assert is_storage_full(OSError(errno.ENOSPC, "No space left on device"))
+    assert not is_storage_full(wrapped(OSError(errno.EACCES, "Permission denied")))
+    assert not is_storage_full(wrapped(ValueError("nan loss")))

@@ -5,73 +5,45 @@ Tune's); `--s3-endpoint` reaches the driver, Ray Tune and the trial workers; `py
 reads the experiment back from the bucket.
 """
 
+import io
 import os
-import socket
 import subprocess
 import sys
-import time
+import zipfile
 from pathlib import Path
 
+import optuna
 import pyarrow.fs as pafs
+import pyarrow.parquet as pq
 import pytest
+from optuna.storages import JournalStorage
+from optuna.storages.journal import JournalFileBackend
+from optuna.trial import TrialState
 
+from analysis import lock
 from analysis.tables import read_table
+from tests.conftest import BUCKET, free_port
 
 PROJECT = Path(__file__).resolve().parents[1]
-BUCKET, PREFIX, NAME = "hpo-test", "sweeps", "s3run"
+PREFIX, NAME = "sweeps", "s3run"
 NUM_SAMPLES, EPOCHS = 2, 2
+# Distinctive secrets in the driver's environment: neither may reach any file of the experiment.
+AWS_SECRET = "issue14AwsSecretNeverInResults0123456789"
+RAY_TOKEN = "3f9c2a7e1b4d8f60a5c7e9b2d4f6a8c0e1f3a5b7c9d2e4f6a8b0c2d4e6f8a1b3"  # 64 hex, as Ray makes one
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture
-def s3_server(tmp_path):
-    """(endpoint URL, env with dummy credentials) of a fresh moto S3 server with an empty bucket."""
-    port = free_port()
-    endpoint = f"http://127.0.0.1:{port}"
-    log = open(tmp_path / "moto.log", "w")  # noqa: SIM115 - closed below
-    server = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=subprocess.STDOUT
-    )
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline or server.poll() is not None:
-                    raise AssertionError(f"moto server did not start: {(tmp_path / 'moto.log').read_text()}") from None
-                time.sleep(0.5)
-        # Dummy credentials: moto accepts any; the AWS SDK refuses to sign without some.
-        env = {
-            **os.environ,
-            "AWS_ACCESS_KEY_ID": "testing",
-            "AWS_SECRET_ACCESS_KEY": "testing",
-            "AWS_DEFAULT_REGION": "us-east-1",
-            "AWS_EC2_METADATA_DISABLED": "true",
-        }
-        env.pop("AWS_ENDPOINT_URL", None)  # the flag must carry it, not the test's environment
-        bucket_fs = pafs.S3FileSystem(
-            endpoint_override=endpoint,
-            allow_bucket_creation=True,
-            access_key="testing",
-            secret_key="testing",
-            region="us-east-1",
-        )
-        bucket_fs.create_dir(BUCKET)
-        yield endpoint, env, bucket_fs
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-        log.close()
+def readable_bytes(path: str, data: bytes) -> bytes:
+    """A file's bytes, plus what compression hides from a byte search: the members of a zip (a .keras
+    checkpoint), the values and metadata of a Parquet table."""
+    parts = [data]
+    if data.startswith(b"PK"):
+        with zipfile.ZipFile(io.BytesIO(data)) as z:
+            parts += [z.read(name) for name in z.namelist()]
+    if path.endswith(".parquet"):
+        table = pq.read_table(io.BytesIO(data))
+        parts += [repr(table.to_pylist()).encode(), repr(table.schema.metadata).encode()]
+        parts += [repr(f.metadata).encode() for f in table.schema]
+    return b"\n".join(parts)
 
 
 def files_under(fs: pafs.FileSystem, path: str) -> list[str]:
@@ -110,7 +82,7 @@ def test_sweep_to_an_s3_bucket_and_analysis_reads_it_back(s3_server, tmp_path, m
         capture_output=True,
         text=True,
         timeout=800,
-        env=env,
+        env={**env, "AWS_SECRET_ACCESS_KEY": AWS_SECRET, "RAY_AUTH_TOKEN": RAY_TOKEN},
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert f"{uri}/{NAME}/tables" in proc.stdout
@@ -126,6 +98,16 @@ def test_sweep_to_an_s3_bucket_and_analysis_reads_it_back(s3_server, tmp_path, m
     assert len(checkpoints) == NUM_SAMPLES
     # Every table and json was written to a temp name, then renamed: none is left half-way.
     assert [p for p in stored if p.endswith(".tmp")] == []
+    # The Optuna study: a journal on the driver's disk (a journal needs a local file system), copied to
+    # the experiment folder when the search ended; both hold every trial, COMPLETE under FIFO.
+    assert "optuna.journal" in stored
+    local = proc.stdout.split("watch it live with: optuna-dashboard ", 1)[1].split()[0]
+    copy = tmp_path / "optuna.journal"
+    with fs.open_input_stream(f"{experiment}/optuna.journal") as f:
+        copy.write_bytes(f.read())
+    assert copy.read_bytes() == Path(local).read_bytes()
+    study = optuna.load_study(study_name=NAME, storage=JournalStorage(JournalFileBackend(str(copy))))
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * NUM_SAMPLES
 
     # `python -m analysis` reads the experiment from the bucket and writes its report there.
     fs.delete_dir_contents(f"{experiment}/report", missing_dir_ok=True)
@@ -151,6 +133,20 @@ def test_sweep_to_an_s3_bucket_and_analysis_reads_it_back(s3_server, tmp_path, m
     assert trials["test_accuracy"].notna().all()
     assert len(epochs) == NUM_SAMPLES * EPOCHS
     assert (trials["experiment"] == NAME).all()
+
+    # No file of the experiment (experiment.json, tables, report, Tune's state, trial folders, checkpoints)
+    # holds the secret key or the Ray token the driver ran with.
+    stored = files_under(fs, experiment)
+    assert {"experiment.json", "tables/trials.parquet", "report/report.md"} <= set(stored)
+    assert any(p.startswith("search/") and p.endswith("params.json") for p in stored)
+    leaks = [
+        (p, secret)
+        for p in stored
+        for secret in (AWS_SECRET, RAY_TOKEN)
+        if secret.encode() in readable_bytes(p, fs.open_input_stream(f"{experiment}/{p}").read())
+    ]
+    assert leaks == []
+    assert "driver.lock" not in stored  # the driver's lock on the experiment, released at the end
 
 
 def run_search_cli(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess:
@@ -181,6 +177,25 @@ def test_missing_bucket_is_a_usage_error(s3_server, tmp_path):
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "bucket 'no-such-bucket' does not exist" in proc.stderr and "Traceback" not in proc.stderr
     assert files_under(fs, BUCKET) == []  # nothing written anywhere
+
+
+def test_an_experiment_another_driver_holds_is_refused(s3_server, tmp_path, monkeypatch):
+    """The bucket lock (analysis.lock) as run_search.py meets it: held by another process (this test's),
+    a second driver of the experiment, with or without --resume, exits 2 naming the holder."""
+    endpoint, env, fs = s3_server
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION", "AWS_EC2_METADATA_DISABLED"):
+        monkeypatch.setenv(key, env[key])
+    monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
+    uri = f"s3://{BUCKET}/{PREFIX}"
+    with lock.acquire(fs, f"{BUCKET}/{PREFIX}/{NAME}", f"{uri}/{NAME}"):
+        for argv in (("--resume",), ("--space", "batchnorm", "--dataset", "digits")):
+            proc = run_search_cli(
+                *argv, "--name", NAME, "--storage-path", uri, "--s3-endpoint", endpoint, env=env, cwd=tmp_path
+            )
+            assert proc.returncode == 2, proc.stderr[-2000:]
+            assert f"experiment {uri}/{NAME} is in use by another driver (pid {os.getpid()} on host " in proc.stderr
+            assert "Traceback" not in proc.stderr
+        assert files_under(fs, BUCKET) == [f"{PREFIX}/{NAME}/driver.lock"]  # the refused drivers wrote nothing
 
 
 def test_unreachable_endpoint_is_a_usage_error(tmp_path):

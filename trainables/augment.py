@@ -56,13 +56,37 @@ def to_float(images: tf.Tensor) -> tf.Tensor:
 
 
 def compose(*ops: BatchFn) -> BatchFn:
-    def composed(images: tf.Tensor) -> tf.Tensor:
+    """One transform applying `ops` in order. If any op is random (`seeded`), so is the result:
+    it takes an optional per-batch seed and hands each random op its own stream of it."""
+    random_ops = [op for op in ops if getattr(op, "seeded", False)]
+
+    def composed(images: tf.Tensor, seed: tf.Tensor | None = None) -> tf.Tensor:
+        split = tf.random.experimental.stateless_split(seed, len(random_ops)) if seed is not None else None
+        drawn = 0
         for op in ops:
-            images = op(images)
+            if split is not None and getattr(op, "seeded", False):
+                images = op(images, split[drawn])  # type: ignore[call-arg]
+                drawn += 1
+            else:
+                images = op(images)
         return images
 
     composed.__name__ = "+".join(getattr(op, "__name__", type(op).__name__) for op in ops)
+    composed.seeded = bool(random_ops)  # type: ignore[attr-defined]
     return composed
+
+
+# Random ops are stateless: each batch's draws are a function of (the trial's seed, a per-batch seed)
+# that make_dataset zips with the batches, so a seeded trial sees the same augmented batches in any
+# process, whichever tf.data thread runs the map. (Keras' RandomFlip/RandomZoom layers draw from one
+# stateful generator, whose draws parallel map calls take in thread order: not reproducible.)
+
+
+def _seed_of(base: int, seed: tf.Tensor | None) -> tf.Tensor:
+    """The op's own (2,) int64 seed: its base mixed into the per-batch seed (or (base, 0) alone)."""
+    if seed is None:
+        return tf.constant([base, 0], tf.int64)
+    return tf.cast(seed, tf.int64) + tf.constant([base, 0], tf.int64)
 
 
 def random_flip(mode: str, seed: int | None = None) -> BatchFn | None:
@@ -70,30 +94,50 @@ def random_flip(mode: str, seed: int | None = None) -> BatchFn | None:
     (horizontal, vertical, horizontal_and_vertical); None for `none`."""
     if mode == "none":
         return None
-    import keras
+    base = 0 if seed is None else int(seed)
+    horizontal, vertical = "horizontal" in mode, "vertical" in mode
 
-    layer = keras.layers.RandomFlip(mode, seed=seed)
+    def flip(images: tf.Tensor, batch_seed: tf.Tensor | None = None) -> tf.Tensor:
+        seeds = tf.random.experimental.stateless_split(_seed_of(base, batch_seed), 2)
+        if horizontal:
+            images = tf.image.stateless_random_flip_left_right(images, seeds[0])
+        if vertical:
+            images = tf.image.stateless_random_flip_up_down(images, seeds[1])
+        return images
 
-    def flip(images: tf.Tensor) -> tf.Tensor:
-        return layer(images, training=True)
-
+    flip.seeded = True  # type: ignore[attr-defined]
     return flip
 
 
 def random_zoom(zoom_range: float, seed: int | None = None) -> BatchFn | None:
     """Each image zoomed in or out independently by up to `zoom_range` of its side (aspect kept,
-    bilinear, borders reflected, so shape and value range are kept); None for 0."""
+    bilinear, borders reflected, so shape and value range are kept); None for 0. The same
+    transform as Keras' RandomZoom(height_factor=(-zoom_range, zoom_range), fill_mode='reflect')."""
     if zoom_range == 0:
         return None
-    import keras
+    base = 0 if seed is None else int(seed)
 
-    layer = keras.layers.RandomZoom(
-        height_factor=(-zoom_range, zoom_range), fill_mode="reflect", interpolation="bilinear", seed=seed
-    )
+    def zoom(images: tf.Tensor, batch_seed: tf.Tensor | None = None) -> tf.Tensor:
+        shape = tf.shape(images)
+        batch, height, width = shape[0], shape[1], shape[2]
+        factor = 1.0 + tf.random.stateless_uniform(
+            [batch], _seed_of(base, batch_seed), -zoom_range, zoom_range, tf.float32
+        )
+        # Output pixel (x, y) samples the input at (f x + dx, f y + dy): f > 1 zooms out about the centre.
+        dx = (tf.cast(width, tf.float32) - 1.0) / 2.0 * (1.0 - factor)
+        dy = (tf.cast(height, tf.float32) - 1.0) / 2.0 * (1.0 - factor)
+        zeros = tf.zeros_like(factor)
+        transforms = tf.stack([factor, zeros, dx, zeros, factor, dy, zeros, zeros], axis=1)
+        return tf.raw_ops.ImageProjectiveTransformV3(
+            images=tf.cast(images, tf.float32),
+            transforms=transforms,
+            output_shape=shape[1:3],
+            fill_value=0.0,
+            interpolation="BILINEAR",
+            fill_mode="REFLECT",
+        )
 
-    def zoom(images: tf.Tensor) -> tf.Tensor:
-        return layer(images, training=True)
-
+    zoom.seeded = True  # type: ignore[attr-defined]
     return zoom
 
 

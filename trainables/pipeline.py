@@ -51,7 +51,18 @@ def make_dataset(
     transform: BatchFn = to_unit_float,
     shuffle_seed: int | None = None,
 ) -> tf.data.Dataset:
-    """The full pipeline: gather -> batched transform (augmentation for training) -> prefetch."""
+    """The full pipeline: gather -> batched transform (augmentation for training) -> prefetch.
+
+    A random transform (`transform.seeded`, see trainables.augment.compose) gets a (2,) seed per
+    batch from a stream seeded by `shuffle_seed` and drawn anew each epoch, so augmentation is a
+    function of the seed alone, not of which tf.data thread ran the batch."""
     ds = gather_batches(x, y, indices, batch_size, shuffle_seed)
-    ds = ds.map(lambda images, labels: (transform(images), labels), num_parallel_calls=tf.data.AUTOTUNE)
+    if getattr(transform, "seeded", False):
+        seeds = tf.data.Dataset.random(seed=shuffle_seed or 0, rerandomize_each_iteration=True).batch(2)
+        ds = tf.data.Dataset.zip(ds, seeds).map(
+            lambda batch, seed: (transform(batch[0], seed), batch[1]),  # type: ignore[call-arg]
+            num_parallel_calls=tf.data.AUTOTUNE,
+        )
+    else:
+        ds = ds.map(lambda images, labels: (transform(images), labels), num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)

@@ -116,3 +116,115 @@ def test_fixed_configs_search_declares_every_knob_of_its_points():
 
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+# ---- the persistent study ---------------------------------------------------------------------------
+
+
+def persistent(path, metric="val_accuracy", mode="max"):
+    return build_optuna_search(
+        SPACES["batchnorm"],
+        FIXED,
+        metric=metric,
+        mode=mode,
+        seed=3,
+        random=False,
+        max_epochs=3,
+        storage_spec=str(path),
+        study_name="exp",
+    )
+
+
+def states_on_disk(path):
+    """The study as another process (optuna-dashboard, a notebook) reads it from the journal file."""
+    study = optuna.load_study(study_name="exp", storage=str(path)) if "://" in str(path) else None
+    if study is None:
+        from optuna.storages.journal import JournalFileBackend
+
+        study = optuna.load_study(
+            study_name="exp", storage=optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+        )
+    return [t.state for t in study.get_trials()]
+
+
+@pytest.mark.parametrize("kind", ["journal", "sqlite"])
+def test_the_study_is_on_disk_as_trials_are_asked_report_and_end(tmp_path, kind):
+    path = tmp_path / "optuna.journal" if kind == "journal" else f"sqlite:///{tmp_path / 'o.db'}"
+    s = persistent(path)
+    s.suggest("a")
+    s.suggest("b")
+    assert states_on_disk(path) == [TrialState.RUNNING, TrialState.RUNNING]
+    s.on_trial_result("a", {"epoch": 1, "val_accuracy": 0.4})
+    run_epochs(s, "a", [0.4, 0.5, 0.6])
+    run_epochs(s, "b", [0.1])
+    s.suggest("c")
+    run_epochs(s, "c", [0.2], error=True)
+    assert states_on_disk(path) == [TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL]
+    assert [t.user_attrs["trial_id"] for t in s.study.get_trials()] == ["a", "b", "c"]  # Tune's trial ids
+
+
+def test_a_restored_searcher_reattaches_to_the_storage_without_duplicates(tmp_path, monkeypatch):
+    import shutil
+
+    journal = tmp_path / "old" / "optuna.journal"
+    journal.parent.mkdir()
+    s = persistent(journal)
+    s.suggest("a")
+    run_epochs(s, "a", [0.3])  # PRUNED
+    s.suggest("b")
+    s.on_trial_result("b", {"epoch": 1, "val_accuracy": 0.5})
+    s.save_to_dir(str(tmp_path), session_str="x")  # Tune's snapshot
+    # After the snapshot, before the crash: b reports epoch 2 and ends, a new trial is asked.
+    s.on_trial_result("b", {"epoch": 2, "val_accuracy": 0.6})
+    s.on_trial_complete("b", result={"epoch": 3, "val_accuracy": 0.7})
+    s.suggest("lost")
+    # The experiment folder moved; the driver names the journal's new place.
+    moved = tmp_path / "new" / "optuna.journal"
+    moved.parent.mkdir()
+    shutil.copy(journal, moved)
+    monkeypatch.setenv("HPO_OPTUNA_STORAGE", str(moved))
+    restored = FidelityOptunaSearch()
+    restored.restore_from_dir(str(tmp_path))
+    # Tune replays b from its checkpoint: its epochs and its end are not told twice.
+    restored.on_trial_result("b", {"epoch": 2, "val_accuracy": 0.61})
+    restored.on_trial_complete("b", result={"epoch": 3, "val_accuracy": 0.71})
+    restored.suggest("c")
+    run_epochs(restored, "c", [0.1, 0.2, 0.3])
+    trials = restored.study.get_trials()
+    assert [t.state for t in trials] == [TrialState.PRUNED, TrialState.COMPLETE, TrialState.FAIL, TrialState.COMPLETE]
+    assert trials[1].intermediate_values == {1: 0.5, 2: 0.6, 3: 0.7} and trials[1].value == 0.7
+    assert trials[2].user_attrs["error"].startswith("asked before the driver stopped")
+    assert states_on_disk(moved) == [t.state for t in trials]
+    assert len(states_on_disk(journal)) == 3  # the old copy was left alone
+    assert b"_ot_study" not in pickle.dumps(restored.__getstate__())
+
+
+def test_several_objectives_make_a_multi_objective_study(tmp_path):
+    s = persistent(tmp_path / "optuna.journal", metric=["val_accuracy", "param_count"], mode=["max", "min"])
+    for tid in "abcd":
+        s.suggest(tid)
+    s.on_trial_result("a", {"epoch": 1, "val_accuracy": 0.5, "param_count": 100})  # not an intermediate value
+    s.on_trial_complete("a", result={"epoch": 3, "val_accuracy": 0.7, "param_count": 100})
+    run_epochs(s, "b", [0.2])  # stopped by ASHA
+    s.on_trial_complete("c", result={"epoch": 3, "val_accuracy": 0.9, "param_count": None})
+    s.on_trial_complete("d", result={"epoch": 3, "val_accuracy": 0.8, "param_count": 50})
+    study = s.study
+    assert study.directions == [optuna.study.StudyDirection.MAXIMIZE, optuna.study.StudyDirection.MINIMIZE]
+    a, b, c, d = study.get_trials()
+    assert a.state == TrialState.COMPLETE and a.values == [0.7, 100] and a.intermediate_values == {}
+    assert b.state == TrialState.PRUNED and b.values is None
+    assert c.state == TrialState.FAIL and "param_count" in c.user_attrs["error"]
+    assert d.values == [0.8, 50]
+    TrialConfig.from_params(s.suggest("e"))  # TPE samples from a multi-objective history
+
+
+def test_a_restored_searcher_whose_storage_lost_the_study_starts_it_afresh(tmp_path, monkeypatch):
+    s = persistent(tmp_path / "optuna.journal")
+    s.suggest("a")
+    s.save_to_dir(str(tmp_path), session_str="x")
+    monkeypatch.setenv("HPO_OPTUNA_STORAGE", str(tmp_path / "empty.journal"))  # e.g. never uploaded
+    restored = FidelityOptunaSearch()
+    restored.restore_from_dir(str(tmp_path))
+    run_epochs(restored, "a", [0.1, 0.2, 0.3])  # Optuna no longer knows a: ignored, not a crash
+    TrialConfig.from_params(restored.suggest("b"))
+    assert [t.user_attrs["trial_id"] for t in restored.study.get_trials()] == ["b"]
