@@ -5,7 +5,6 @@ trial workers killed at random throughout an ASHA sweep, and a driver killed aga
 import glob
 import json
 import os
-import pickle
 import random
 import signal
 import subprocess
@@ -285,20 +284,21 @@ def trial_workers(session: int) -> list[int]:
     return [pid for pid, cmd in session_processes(session) if cmd.startswith("ray::ImplicitFunc.train")]
 
 
-def optuna_trials(exp: Path, phase: str = "search") -> dict[str, tuple[str, list[int]]]:
-    """{Tune trial id: (Optuna state name, steps of its intermediate values)} of the experiment's study,
-    as the searcher last saved it (Tune's newest searcher-state file of the phase, one per run or resume:
-    what a --resume restores). One place to read the study from, so a persistent Optuna storage can take
-    over here."""
-    state_file = max(glob.glob(str(exp / phase / "searcher-state-*.pkl")))
-    with open(state_file, "rb") as f:
-        state = pickle.load(f)
-    study_trials = {t.number: t for t in state["_ot_study"].trials}
-    assert len(study_trials) == len(state["_ot_trials"]), "a study trial no Tune trial asked for"
-    return {
-        tune_id: (study_trials[t.number].state.name, sorted(study_trials[t.number].intermediate_values))
-        for tune_id, t in state["_ot_trials"].items()
-    }
+def optuna_trials(exp: Path) -> dict[str, tuple[str, list[int]]]:
+    """{Tune trial id: (Optuna state name, steps of its intermediate values)} of the experiment's study, from
+    its journal (the driver's OptunaStudy), linked by the `trial_id` user attribute. A trial Optuna was
+    asked for just before a driver was killed, and which Tune never ran, is told FAIL as such on resume
+    and left out here."""
+    import optuna
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    journal = JournalStorage(JournalFileBackend(str(exp / "optuna.journal")))
+    study = optuna.load_study(study_name=exp.name, storage=journal)
+    ran = [t for t in study.trials if "never run" not in t.user_attrs.get("error", "")]
+    ids = [t.user_attrs.get("trial_id") for t in ran]
+    assert None not in ids and len(set(ids)) == len(ids), f"study trials without one Tune trial each: {ids}"
+    return {t.user_attrs["trial_id"]: (t.state.name, sorted(t.intermediate_values)) for t in ran}
 
 
 def assert_study_matches(exp: Path, trials: pd.DataFrame) -> None:
@@ -314,8 +314,8 @@ def assert_study_matches(exp: Path, trials: pd.DataFrame) -> None:
 
 @pytest.mark.timeout(600)
 def test_trial_workers_killed_at_random_throughout_an_asha_sweep(tmp_path):
-    """Tune's chaos release test, in small: SIGKILL a random running trial worker every few seconds
-    (CHAOS_KILLS times, from the first epoch on) while 12 trials run under ASHA."""
+    """Tune's chaos release test, in small: SIGKILL a trial worker CHAOS_KILLS times, 1-3 s apart at
+    least, each just after it reported an epoch, while 12 trials run under ASHA."""
     rng = random.Random()
     exp, log = tmp_path / "x", tmp_path / "log"
     proc = start(
@@ -333,13 +333,25 @@ def test_trial_workers_killed_at_random_throughout_an_asha_sweep(tmp_path):
     killed: list[int] = []
     try:
         wait_for(lambda: any(rows for rows in reports(exp).values()), proc, log)
+        seen: set[tuple[str, int]] = set()  # (trial, row) already looked at
+        next_kill = time.monotonic()
         while len(killed) < CHAOS_KILLS and proc.poll() is None:
-            time.sleep(rng.uniform(2.0, 6.0))
-            workers = trial_workers(proc.pid)
-            if workers:
-                victim = rng.choice(workers)
+            time.sleep(0.1)
+            now = reports(exp)
+            new = [r for t, rows in now.items() for i, r in enumerate(rows) if (t, i) not in seen]
+            seen |= {(t, i) for t, rows in now.items() for i in range(len(rows))}
+            if time.monotonic() < next_kill:
+                continue
+            # A worker that has just reported an epoch short of the budget: it trains the trial's next
+            # epoch (its retry restores the checkpoint just made) or, ASHA having stopped the trial, is
+            # being reused for another. A worker still in its first epoch could be killed again and again.
+            live = set(trial_workers(proc.pid))
+            victims = sorted({r["pid"] for r in new if r.get("epoch", CHAOS_EPOCHS) < CHAOS_EPOCHS} & live)
+            if victims:
+                victim = rng.choice(victims)
                 os.kill(victim, signal.SIGKILL)
                 killed.append(victim)
+                next_kill = time.monotonic() + rng.uniform(1.0, 3.0)
         code = proc.wait(timeout=480)
     finally:
         reap(proc)
