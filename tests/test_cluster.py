@@ -100,6 +100,7 @@ class Cluster:
         self.address = ""
         self.head_id = ""
         self.worker: subprocess.Popen | None = None
+        self.worker_id = ""
         self.lost: set[str] = set()  # ids of worker nodes killed: Ray lists them as active for a while
 
     def _start(self, name: str, cmd: list[str]) -> subprocess.Popen:
@@ -126,11 +127,12 @@ class Cluster:
         """A worker node joins (again): fresh ports, since the last one's may still be held."""
         self.worker = self._start("worker", [RAY, "start", "--address", self.address, *node_ports(free_ports(6))])
         _wait_for(lambda: len(self.live_nodes()) == 2, 180, self.logs)
+        (self.worker_id,) = set(self.live_nodes()) - {self.head_id}
 
     def kill_worker(self) -> None:
         """SIGKILL the worker node: its `ray start`, raylet, agents and trial workers (its session)."""
         assert self.worker is not None
-        self.lost |= set(self.nodes()) - {self.head_id}
+        self.lost.add(self.worker_id)  # known beforehand: `ray status` takes seconds, the kill must not wait
         session = self.worker.pid
         for pid in [int(e.name) for e in Path("/proc").iterdir() if e.name.isdigit() and _sid(int(e.name)) == session]:
             try:
@@ -337,8 +339,7 @@ def test_a_lost_worker_node_its_trials_continue_on_the_head_from_their_checkpoin
     with complete tables whose `node` column names the head for that trial. Kept last of the cluster's
     end-to-end tests: a later one waits for the worker node to rejoin."""
     ray_cluster.ensure_worker()
-    (worker_id,) = set(ray_cluster.live_nodes()) - {ray_cluster.head_id}
-    on_worker, on_head = worker_id[:12], ray_cluster.head_id[:12]
+    on_worker, on_head = ray_cluster.worker_id[:12], ray_cluster.head_id[:12]
     exp, log = tmp_path / "lost", tmp_path / "log"
     args = ["--space", "basenet", "--dataset", "digits", "--num-samples", str(LOST_TRIALS)]
     args += ["--max-epochs", str(LOST_EPOCHS), "--scheduler", "fifo", "--cpus-per-trial", "1"]
@@ -376,13 +377,15 @@ def test_a_lost_worker_node_its_trials_continue_on_the_head_from_their_checkpoin
     assert set(trials["status"]) == {"completed"}, trials[["status", "error"]]
     assert trials["error"].isna().all() and trials["test_accuracy"].notna().all()
     assert len(epochs) == LOST_TRIALS * LOST_EPOCHS and not epochs.duplicated(["trial_id", "epoch"]).any()
-    # The lost node's trial went on on the head from the last epoch it checkpointed there (no epoch
-    # repeated from scratch), and the table says where it ended.
+    # The lost node's trial went on on the head from its last checkpoint: the one of the last epoch it
+    # reported there, or of the epoch before when the node died while Tune was registering the newest
+    # (reported, not yet recorded): one epoch trained again, not the trial from scratch. The table says
+    # where it ended.
     rows = _reports(exp)[victim]
     lost_at = max(r["epoch"] for r in rows if r["node"].endswith(on_worker))
     after = [r for r in rows if r["node"].endswith(on_head)]
     assert after, f"the trial on the worker node finished before the node was killed: {hit}"
-    assert after[0]["epoch"] == lost_at + 1 and after[0]["iterations_since_restore"] == 1, rows
+    assert after[0]["epoch"] in (lost_at, lost_at + 1) and after[0]["iterations_since_restore"] == 1, rows
     assert trials.loc[victim, "node"].endswith(on_head)
     # Every trial's node is the one its last epoch ran on.
     for trial, trial_rows in _reports(exp).items():
