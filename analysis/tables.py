@@ -294,10 +294,11 @@ def _cost_of(rows: list[dict[str, Any]]) -> dict[str, Any]:
 TUNE_STATE_GLOB = "experiment_state-*.json"
 
 
-def tune_statuses(fs: pafs.FileSystem, phase_dir: str) -> dict[str, str]:
-    """{trial folder name: Tune's status} from the run's newest experiment-state snapshot ('TERMINATED',
-    'ERROR', 'RUNNING', ...); empty when there is none or it cannot be read. A snapshot lags the run by
-    seconds, so a trial it does not name, or names as still running, is judged from its own files."""
+def tune_records(fs: pafs.FileSystem, phase_dir: str) -> dict[str, tuple[str, dict[str, Any]]]:
+    """{trial folder name: (Tune's status, the trial's config)} from the run's newest experiment-state
+    snapshot (status 'TERMINATED', 'ERROR', 'RUNNING', ...); empty when there is none or it cannot be
+    read. A snapshot lags the run by seconds, so a trial it does not name, or names as still running,
+    is judged from its own files."""
     if not storage.exists(fs, phase_dir):
         return {}
     infos = fs.get_file_info(pafs.FileSelector(phase_dir, recursive=False))
@@ -308,13 +309,27 @@ def tune_statuses(fs: pafs.FileSystem, phase_dir: str) -> dict[str, str]:
         state = storage.read_json(fs, names[-1])
         trials = [json.loads(trial_json) for trial_json, _ in state.get("trial_data", [])]
         # Tune's own trial folder (our trial_dirname_creator names it by trial id).
-        return {posixpath.basename(t.get("relative_logdir") or t["trial_id"]): t["status"] for t in trials}
+        return {
+            posixpath.basename(t.get("relative_logdir") or t["trial_id"]): (
+                t["status"],
+                t["config"] if isinstance(t.get("config"), dict) else {},
+            )
+            for t in trials
+        }
     except (OSError, ValueError, KeyError, TypeError):
         return {}  # a snapshot of another Tune version, or cut short: judge from the trial files alone
 
 
 def is_trial_dir(fs: pafs.FileSystem, path: str) -> bool:
-    return storage.exists(fs, storage.join(path, "params.json"))
+    """A trial's folder: its params.json, or only the error.txt of a trial Tune failed before it ran
+    (a worker that could not be reused), which must still be a row of the table, not lost."""
+    return storage.exists(fs, storage.join(path, "params.json")) or storage.exists(fs, storage.join(path, "error.txt"))
+
+
+def _knobs_only(config: dict[str, Any]) -> dict[str, Any]:
+    """The knobs of a config Tune recorded (it adds keys of its own, such as trial info)."""
+    known = set(knob_types())
+    return {k: v for k, v in config.items() if k in known}
 
 
 def build_tables(experiment: str | Path) -> tuple[pa.Table, pa.Table]:
@@ -328,12 +343,13 @@ def build_tables(experiment: str | Path) -> tuple[pa.Table, pa.Table]:
     trials: list[dict[str, Any]] = []
     epochs: list[dict[str, Any]] = []
     for phase in PHASES:
-        statuses = tune_statuses(fs, storage.join(root, phase))
+        records = tune_records(fs, storage.join(root, phase))
         for trial_dir in storage.list_dirs(fs, storage.join(root, phase)):
             if not is_trial_dir(fs, trial_dir):
                 continue
             params, reported, ray_error = read_trial_dir(fs, trial_dir)
-            status = statuses.get(posixpath.basename(trial_dir))
+            status, tune_config = records.get(posixpath.basename(trial_dir), (None, {}))
+            params = params or _knobs_only(tune_config)  # a trial failed before it wrote params.json
             record, rows = trial_record(meta, phase, trial_dir, params, reported, ray_error, status)
             trials.append(record)
             epochs.extend(rows)

@@ -166,3 +166,34 @@ def test_a_failure_tune_retried_is_not_the_trials_error(tmp_path: Path) -> None:
     assert rows.loc["retried", "status"] == "stopped" and pd.isna(rows.loc["retried", "error"])
     assert rows.loc["failed", "status"] == "error" and rows.loc["failed", "error"] == "worker of failed died"
     assert rows.loc["unknown", "status"] == "error"
+
+
+def test_a_trial_tune_failed_before_it_ran_is_a_row_with_its_knobs_from_tunes_snapshot(tmp_path: Path) -> None:
+    """A trial Tune aborted before its trainable ran (a reused worker it could not reset) leaves only
+    error.txt in its folder: it is an error row, with the knobs Tune's snapshot recorded, not lost."""
+    root = tmp_path / "exp"
+    root.mkdir()
+    (root / storage.EXPERIMENT_FILE).write_text(json.dumps({"experiment": "exp", "space": "basenet", "max_epochs": 1}))
+    write_trial(root, "ran", {"dataset": "digits", "max_epochs": 1, "seed": 5, "model": "basenet"}, epochs=1)
+    aborted = root / "search" / "aborted"
+    aborted.mkdir()
+    (aborted / "error.txt").write_text(
+        "Failure # 1 (occurred at ...)\nTrainable runner reuse requires reset_config() to be implemented"
+    )
+    config = {"dataset": "digits", "max_epochs": 1, "seed": 6, "model": "basenet", "__trial_info__": "tune's own"}
+    snapshot = {
+        "trial_data": [
+            [
+                json.dumps({"trial_id": "aborted", "relative_logdir": "aborted", "status": "ERROR", "config": config}),
+                "{}",
+            ]
+        ]
+    }
+    (root / "search" / "experiment_state-2026-01-01_00-00-00.json").write_text(json.dumps(snapshot))
+    trials, epochs = tables.build_tables(root)
+    rows = trials.to_pandas().set_index("trial_id")
+    assert set(rows.index) == {"ran", "aborted"}
+    assert rows.loc["aborted", "status"] == "error" and "reset_config" in rows.loc["aborted", "error"]
+    assert rows.loc["aborted", "seed"] == 6 and rows.loc["aborted", "model"] == "basenet"
+    assert rows.loc["aborted", "epochs_completed"] == 0
+    assert set(epochs.to_pandas()["trial_id"]) == {"ran"}
