@@ -29,6 +29,7 @@ import driver
 import run_search
 from analysis.tables import read_table
 from search_spaces import SPACES
+from tests.test_faults import reports
 
 PROJECT = Path(__file__).resolve().parents[1]
 RAY = str(Path(sys.executable).with_name("ray"))
@@ -316,20 +317,6 @@ def test_a_plugin_reaches_the_workers_on_both_nodes(two_node_cluster, tmp_path):
 LOST_TRIALS, LOST_EPOCHS = 3, 6
 
 
-def _reports(exp: Path) -> dict[str, list[dict]]:
-    """Every trial's reported rows (result.json), by trial folder."""
-    out = {}
-    for result in sorted((exp / "search").glob("*/result.json")):
-        rows = []
-        for line in result.read_text().splitlines():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                pass  # being written
-        out[result.parent.name] = rows
-    return out
-
-
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_a_lost_worker_node_its_trials_continue_on_the_head_from_their_checkpoints(ray_cluster, tmp_path):
@@ -355,7 +342,7 @@ def test_a_lost_worker_node_its_trials_continue_on_the_head_from_their_checkpoin
     try:
 
         def first_on_worker() -> tuple[str, int] | None:
-            for trial, rows in _reports(exp).items():
+            for trial, rows in reports(exp).items():
                 epochs = [r["epoch"] for r in rows if r.get("node", "").endswith(on_worker)]
                 if epochs and max(epochs) <= LOST_EPOCHS // 2:
                     return trial, max(epochs)
@@ -381,14 +368,14 @@ def test_a_lost_worker_node_its_trials_continue_on_the_head_from_their_checkpoin
     # reported there, or of the epoch before when the node died while Tune was registering the newest
     # (reported, not yet recorded): one epoch trained again, not the trial from scratch. The table says
     # where it ended.
-    rows = _reports(exp)[victim]
+    rows = reports(exp)[victim]
     lost_at = max(r["epoch"] for r in rows if r["node"].endswith(on_worker))
     after = [r for r in rows if r["node"].endswith(on_head)]
     assert after, f"the trial on the worker node finished before the node was killed: {hit}"
     assert after[0]["epoch"] in (lost_at, lost_at + 1) and after[0]["iterations_since_restore"] == 1, rows
     assert trials.loc[victim, "node"].endswith(on_head)
     # Every trial's node is the one its last epoch ran on.
-    for trial, trial_rows in _reports(exp).items():
+    for trial, trial_rows in reports(exp).items():
         assert trials.loc[trial, "node"] == [r for r in trial_rows if "epoch" in r][-1]["node"]
 
 

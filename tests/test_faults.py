@@ -32,6 +32,19 @@ def start(*args: str, log: Path) -> subprocess.Popen:
     )
 
 
+def resume_to_end(tmp_path: Path, timeout: int) -> subprocess.CompletedProcess:
+    """`run_search.py --resume` of experiment `x` in `tmp_path`, run to its end; asserts it succeeded."""
+    done = subprocess.run(
+        [sys.executable, str(PROJECT / "run_search.py"), "--resume", "--name", "x", "--storage-path", str(tmp_path)],
+        cwd=PROJECT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return done
+
+
 def reports(exp: Path) -> dict[str, list[dict]]:
     """Every trial's reported rows (result.json), by trial folder."""
     out = {}
@@ -176,14 +189,7 @@ def _interrupt_then_resume(tmp_path: Path, stop) -> tuple[subprocess.CompletedPr
     finally:
         reap(proc)
     before = reports(exp)
-    resume = subprocess.run(
-        [sys.executable, str(PROJECT / "run_search.py"), "--resume", "--name", "x", "--storage-path", str(tmp_path)],
-        cwd=PROJECT,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert resume.returncode == 0, resume.stdout[-3000:] + resume.stderr[-3000:]
+    resume = resume_to_end(tmp_path, timeout=900)
     return resume, before, reports(exp)
 
 
@@ -254,14 +260,7 @@ def test_sigterm_exits_130_and_resume_continues_the_trial_from_its_checkpoint(tm
     assert len(trials) == 1 and 1 <= trials.loc[0, "epochs_completed"] < 3
     stopped_at = int(trials.loc[0, "epochs_completed"])
 
-    resume = subprocess.run(
-        [sys.executable, str(PROJECT / "run_search.py"), "--resume", "--name", "x", "--storage-path", str(tmp_path)],
-        cwd=PROJECT,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert resume.returncode == 0, resume.stdout[-3000:] + resume.stderr[-3000:]
+    resume_to_end(tmp_path, timeout=900)
     trials, epochs = tables(exp)
     assert list(trials["status"]) == ["completed"] and list(epochs["epoch"]) == [1, 2, 3]
     (rows,) = reports(exp).values()
@@ -416,14 +415,7 @@ def test_a_driver_killed_again_and_again_resumes_without_loss_or_rerun(tmp_path)
         full = {t for t, rows in now.items() if any(r.get("epoch") == CHAOS_EPOCHS for r in rows)}
         for trial in (terminated_in_snapshot(exp) | full) - set(finished_at_kill):
             finished_at_kill[trial] = now.get(trial, [])
-    last = subprocess.run(
-        [sys.executable, str(PROJECT / "run_search.py"), *resume],
-        cwd=PROJECT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert last.returncode == 0, last.stdout[-3000:] + last.stderr[-3000:]
+    resume_to_end(tmp_path, timeout=600)
     trials, epochs = tables(exp)
     assert len(trials) == DRIVER_KILL_TRIALS, trials[["trial_id", "status", "epochs_completed"]]
     assert set(trials["status"]) <= {"completed", "stopped"}, trials[["trial_id", "status", "error"]]

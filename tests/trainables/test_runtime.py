@@ -25,6 +25,22 @@ from trainables.runtime import (
 )
 
 GIB = 1024  # MiB
+
+
+def run_fresh_python(code: str) -> subprocess.CompletedProcess:
+    """`code` in a fresh CPU-only Python (TensorFlow takes thread settings only before its runtime
+    starts, and gc state is per process); asserts it succeeded."""
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "CUDA_VISIBLE_DEVICES": "", "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc
+
+
 H100 = 80 * GIB  # an 80 GiB device, in MiB
 
 
@@ -137,14 +153,7 @@ except WorkerMismatch as e:
     out.append(str(e))
 print(json.dumps(out))
 """
-    proc = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "CUDA_VISIBLE_DEVICES": "", "TF_CPP_MIN_LOG_LEVEL": "3"},
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    proc = run_fresh_python(code)
     *results, mismatch = json.loads(proc.stdout.strip().splitlines()[-1])
     assert [(r["threads"], r["intra"], r["inter"], r["reused"]) for r in results] == [(3, 3, 3, False), (3, 3, 3, True)]
     # No GPU visible: nothing to limit, whatever the share.
@@ -177,14 +186,7 @@ alive_during = during() is not None
 reset_trial_state()
 print(json.dumps([before() is None, frozen, alive_during, during() is None]))
 """
-    proc = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "CUDA_VISIBLE_DEVICES": "", "TF_CPP_MIN_LOG_LEVEL": "3"},
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    proc = run_fresh_python(code)
     before_freed, frozen, alive_during, during_freed = json.loads(proc.stdout.strip().splitlines()[-1])
     assert before_freed and during_freed and alive_during
     assert frozen > 10_000  # the worker's modules and Keras' state: out of later collections' way
