@@ -1,5 +1,6 @@
 """Which augmentation helps the ConvNet (the study's network, BN after every ReLU): none (`simple`),
-flips and zoom (`complex`), or ZCA (`whitening`).
+flips and zoom (`complex`), or ZCA (`whitening`): the study's three. The `basenet` and `convnet`
+spaces add `crop_flip` (pad-and-crop plus horizontal flip) through `define_policy(trial, AUGMENTATIONS)`.
 
 Conditional: a policy's own knobs are sampled only when that policy is chosen, so
 TPE never learns from a zoom range that a `simple` trial ignored.
@@ -12,11 +13,11 @@ from typing import Any
 import optuna
 
 from search_spaces.base import SearchSpace
-from trainables.config import AUGMENTATIONS, FLIPS
+from trainables.config import FLIPS, STUDY_AUGMENTATIONS
 
 
-def define_policy(trial: optuna.Trial) -> None:
-    policy = trial.suggest_categorical("augmentation", AUGMENTATIONS)
+def define_policy(trial: optuna.Trial, policies: tuple[str, ...] = STUDY_AUGMENTATIONS) -> None:
+    policy = trial.suggest_categorical("augmentation", policies)
     if policy == "complex":
         trial.suggest_categorical("flip", FLIPS)
         trial.suggest_float("zoom_range", 0.0, 0.3)  # fraction of the image side; the reference used 0.2
@@ -38,5 +39,5 @@ SPACE = SearchSpace(
     num_samples=24,
     max_epochs=30,
     # The reference study's three policies at their reference settings (TrialConfig defaults).
-    grid={"model": ["convnet"], "bn_position": ["after_relu"], "augmentation": list(AUGMENTATIONS)},
+    grid={"model": ["convnet"], "bn_position": ["after_relu"], "augmentation": list(STUDY_AUGMENTATIONS)},
 )

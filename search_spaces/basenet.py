@@ -1,5 +1,7 @@
-"""The baseline: how well does the small BaseNet do with SGD or Adam, which learning rate, which batch
-size, and with BatchNorm before or after its ReLUs or none."""
+"""BaseNet trained the way current practice trains a small CNN: the training recipe of
+search_spaces.training (SGD with momentum and weight decay or Adam, learning rate, batch, schedule
+with warm-up, label smoothing), BN none / before / after ReLU, and the augmentation policy (the
+study's three or `crop_flip`, each with its own knobs). The network itself is the study's."""
 
 from __future__ import annotations
 
@@ -7,24 +9,25 @@ from typing import Any
 
 import optuna
 
+from search_spaces.augmentation import define_policy
 from search_spaces.base import SearchSpace
-from search_spaces.learning_rate import BATCH_SIZES
-from trainables.config import BN_POSITIONS
+from search_spaces.training import define_recipe
+from trainables.config import AUGMENTATIONS, BN_POSITIONS
 
 
 def define(trial: optuna.Trial) -> dict[str, Any]:
-    trial.suggest_categorical("optimizer", ["sgd", "adam"])
-    trial.suggest_float("learning_rate", 1e-4, 1e-1, log=True)
-    trial.suggest_categorical("batch_size", BATCH_SIZES)
+    define_recipe(trial)
     trial.suggest_categorical("bn_position", BN_POSITIONS)
+    define_policy(trial, AUGMENTATIONS)
     return {"model": "basenet"}
 
 
 SPACE = SearchSpace(
     name="basenet",
-    description="BaseNet: optimizer sgd | adam x learning rate x batch size x BN none | before | after ReLU",
+    description="BaseNet: sgd (momentum, nesterov, decay) | adam x lr x batch x lr schedule (warm-up) x label "
+    "smoothing x BN none | before | after ReLU x augmentation (incl. crop_flip)",
     define=define,
     dataset="cifar100_25",
-    num_samples=20,
+    num_samples=30,
     max_epochs=30,
 )

@@ -13,13 +13,16 @@ from typing import Any
 import optuna
 
 from search_spaces.base import SearchSpace
-from trainables.config import AUGMENTATIONS, BN_POSITIONS
+from trainables.config import BN_POSITIONS, STUDY_AUGMENTATIONS
 
 REFERENCE = {"optimizer": "sgd", "learning_rate": 0.01, "momentum": 0.0, "batch_size": 32}
 
 CELLS: list[dict[str, Any]] = [
     *({"model": "basenet", "bn_position": bn, "augmentation": "simple", **REFERENCE} for bn in BN_POSITIONS),
-    *({"model": "convnet", "bn_position": "after_relu", "augmentation": aug, **REFERENCE} for aug in AUGMENTATIONS),
+    *(
+        {"model": "convnet", "bn_position": "after_relu", "augmentation": aug, **REFERENCE}
+        for aug in STUDY_AUGMENTATIONS
+    ),
 ]
 
 
@@ -29,7 +32,7 @@ def define(trial: optuna.Trial) -> dict[str, Any]:
     if trial.suggest_categorical("model", ["basenet", "convnet"]) == "basenet":
         trial.suggest_categorical("bn_position", BN_POSITIONS)
         return {**REFERENCE, "augmentation": "simple"}
-    trial.suggest_categorical("augmentation", AUGMENTATIONS)
+    trial.suggest_categorical("augmentation", STUDY_AUGMENTATIONS)
     return {**REFERENCE, "bn_position": "after_relu"}
 
 

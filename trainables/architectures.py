@@ -21,10 +21,15 @@ def input_shape(config: TrialConfig, image_shape: tuple[int, ...]) -> tuple[int,
     return tuple(image_shape) if rule is None else rule(config, tuple(image_shape))
 
 
-def build_optimizer(config: TrialConfig) -> keras.optimizers.Optimizer:
+def build_optimizer(config: TrialConfig, steps_per_epoch: int = 1) -> keras.optimizers.Optimizer:
+    """The config's optimizer; its learning rate follows `lr_schedule` over max_epochs epochs of
+    `steps_per_epoch` optimizer steps (trainables.schedules; a constant rate ignores the count)."""
+    from trainables.schedules import learning_rate
+
+    lr = learning_rate(config, steps_per_epoch)
     decay = config.weight_decay or None  # keras treats 0.0 and None alike; None skips the op
     if config.optimizer == "sgd":
         return keras.optimizers.SGD(
-            learning_rate=config.learning_rate, momentum=config.momentum, nesterov=config.nesterov, weight_decay=decay
+            learning_rate=lr, momentum=config.momentum, nesterov=config.nesterov, weight_decay=decay
         )
-    return keras.optimizers.Adam(learning_rate=config.learning_rate, weight_decay=decay)
+    return keras.optimizers.Adam(learning_rate=lr, weight_decay=decay)

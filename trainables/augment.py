@@ -6,6 +6,10 @@ map, so its cost is one op per batch, never one per image.
 - `simple`: uint8 [0, 255] -> float32 [0, 1].
 - `complex`: random flips (`flip`) and random zoom up to `zoom_range`, then per-channel
   centring and std scaling with the mean and std of the trial's training split.
+- `crop_flip`: the standard CIFAR augmentation: each image shifted by up to an eighth of its side
+  (zero-padded by that many pixels, then a random crop back to its size: 4 px at 32x32) and flipped
+  left-right with probability 1/2, then the same per-channel normalisation as `complex`. Never an
+  upside-down image, never a resampled pixel.
 - `whitening`: the same normalisation, then ZCA whitening fitted on the training split
   (`zca_epsilon` added to the covariance eigenvalues); normalisation and ZCA are folded
   into one affine map. It has no random part, so a trial does not apply it per batch:
@@ -139,6 +143,40 @@ def random_zoom(zoom_range: float, seed: int | None = None) -> BatchFn | None:
 
     zoom.seeded = True  # type: ignore[attr-defined]
     return zoom
+
+
+def random_crop(padding: int, seed: int | None = None) -> BatchFn | None:
+    """Pad-and-random-crop of each image independently: zero-pad `padding` pixels on every side, crop
+    a window of the original size at a uniform offset. Done as an integer translation by (dx, dy) in
+    [-padding, padding]^2 with zero fill (the same pixels, without materialising the padded batch);
+    None for 0."""
+    if padding == 0:
+        return None
+    base = 0 if seed is None else int(seed)
+
+    def crop(images: tf.Tensor, batch_seed: tf.Tensor | None = None) -> tf.Tensor:
+        shape = tf.shape(images)
+        shifts = tf.random.stateless_uniform([shape[0], 2], _seed_of(base, batch_seed), -padding, padding + 1, tf.int32)
+        shifts = tf.cast(shifts, tf.float32)
+        ones, zeros = tf.ones_like(shifts[:, 0]), tf.zeros_like(shifts[:, 0])
+        # Output pixel (x, y) takes the input's (x + dx, y + dy); outside the image it is 0, the padding.
+        transforms = tf.stack([ones, zeros, shifts[:, 0], zeros, ones, shifts[:, 1], zeros, zeros], axis=1)
+        return tf.raw_ops.ImageProjectiveTransformV3(
+            images=tf.cast(images, tf.float32),
+            transforms=transforms,
+            output_shape=shape[1:3],
+            fill_value=0.0,
+            interpolation="NEAREST",
+            fill_mode="CONSTANT",
+        )
+
+    crop.seeded = True  # type: ignore[attr-defined]
+    return crop
+
+
+def crop_padding(image_side: int) -> int:
+    """The pad of `crop_flip`: an eighth of the image side, in pixels (4 at CIFAR's 32)."""
+    return max(1, image_side // 8)
 
 
 def normalize(mean: np.ndarray, std: np.ndarray) -> BatchFn:
@@ -325,6 +363,19 @@ def complex_policy(
     return compose(to_float, *_random_ops(config), norm), compose(to_float, norm)
 
 
+def crop_flip(
+    config: TrialConfig, data: ImageDataset, train_idx: np.ndarray, cache_dir: Path | None = None
+) -> tuple[BatchFn, BatchFn]:
+    stats = channel_stats(data, train_idx, cache_dir).arrays
+    norm = normalize(stats["mean"], stats["std"])
+    return compose(to_float, *_crop_flip_ops(config, data.image_shape[0]), norm), compose(to_float, norm)
+
+
+def _crop_flip_ops(config: TrialConfig, image_side: int) -> list[BatchFn]:
+    ops = [random_crop(crop_padding(image_side), config.seed + 2), random_flip("horizontal", config.seed)]
+    return [op for op in ops if op is not None]
+
+
 def whitening(
     config: TrialConfig, data: ImageDataset, train_idx: np.ndarray, cache_dir: Path | None = None
 ) -> tuple[BatchFn, BatchFn]:
@@ -333,7 +384,7 @@ def whitening(
     return whiten, whiten
 
 
-POLICIES = {"simple": simple, "complex": complex_policy, "whitening": whitening}
+POLICIES = {"simple": simple, "complex": complex_policy, "whitening": whitening, "crop_flip": crop_flip}
 
 
 def as_is(images: tf.Tensor) -> tf.Tensor:
@@ -430,5 +481,7 @@ def _transfer_transforms(config: TrialConfig) -> tuple[BatchFn, BatchFn]:
     prepare = registry.model(config.model).preprocess(config)  # type: ignore[misc]
     if config.augmentation == "simple":
         return prepare, prepare
+    if config.augmentation == "crop_flip":  # on the backbone's input: the shifted-in border is 0 there
+        return compose(prepare, *_crop_flip_ops(config, config.input_size)), prepare
     # Flips and zoom commute with preprocess_input (a per-channel affine map), so they can follow it.
     return compose(prepare, *_random_ops(config)), prepare

@@ -21,7 +21,10 @@ from trainables.registry import is_null as _is_null
 
 OPTIMIZERS = ("sgd", "adam")
 BN_POSITIONS = ("none", "before_relu", "after_relu")
-AUGMENTATIONS = ("simple", "complex", "whitening")
+# The reference study's three policies (its grids cross exactly these), then the ones beyond it.
+STUDY_AUGMENTATIONS = ("simple", "complex", "whitening")
+AUGMENTATIONS = (*STUDY_AUGMENTATIONS, "crop_flip")
+LR_SCHEDULES = ("constant", "cosine", "step")
 FLIPS = ("none", "horizontal", "vertical", "horizontal_and_vertical")
 TRANSFER_MODES = ("extract", "finetune")
 
@@ -41,6 +44,12 @@ class TrialConfig:
     weight_decay: float = 0.0  # decoupled, as keras.optimizers' weight_decay
     batch_size: int = 32
     patience: int = 0  # epochs without val_loss improvement before stopping; 0 = off
+    # Learning rate over the budget (trainables.schedules): `constant` is the reference study's.
+    lr_schedule: str = "constant"
+    # cosine and step only: linear ramp from ~0 to learning_rate, in epochs; cut to max_epochs - 1 when
+    # longer (a short test search), so every schedule keeps at least one epoch of decay.
+    warmup_epochs: int = 0
+    label_smoothing: float = 0.0  # weight moved from the true class to the uniform distribution
     # BatchNorm after each conv, before or after its ReLU (BaseNet and ConvNet). None: the model's
     # own default (its registry entry's `defaults`), which is the reference study's network of that name.
     bn_position: str | None = None
@@ -85,6 +94,7 @@ class TrialConfig:
         _one_of("optimizer", self.optimizer, OPTIMIZERS)
         _one_of("bn_position", self.bn_position, BN_POSITIONS)
         _one_of("augmentation", self.augmentation, AUGMENTATIONS)
+        _one_of("lr_schedule", self.lr_schedule, LR_SCHEDULES)
         _one_of("flip", self.flip, FLIPS)
         _one_of("transfer_mode", self.transfer_mode, TRANSFER_MODES)
         for name in (
@@ -103,6 +113,12 @@ class TrialConfig:
             raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
         if self.patience < 0:
             raise ValueError(f"patience must be >= 0, got {self.patience}")
+        if self.warmup_epochs < 0:
+            raise ValueError(f"warmup_epochs must be >= 0, got {self.warmup_epochs}")
+        if self.warmup_epochs and self.lr_schedule == "constant":
+            raise ValueError("warmup_epochs needs lr_schedule cosine or step; constant has no warm-up")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
         if not 0.0 <= self.zoom_range < 1.0:
@@ -162,6 +178,7 @@ class TrialConfig:
             + declared
             + OPTIMIZER_KNOBS[self.optimizer]
             + AUGMENTATION_KNOBS[self.augmentation]
+            + SCHEDULE_KNOBS[self.lr_schedule]
         )
 
     def to_row(self) -> dict[str, Any]:
@@ -185,13 +202,17 @@ ALWAYS_READ: tuple[str, ...] = (
     "batch_size",
     "patience",
     "augmentation",
+    "lr_schedule",
+    "label_smoothing",
 )
 OPTIMIZER_KNOBS: dict[str, tuple[str, ...]] = {"sgd": ("momentum", "nesterov"), "adam": ()}
 AUGMENTATION_KNOBS: dict[str, tuple[str, ...]] = {
     "simple": (),
     "complex": ("flip", "zoom_range"),
     "whitening": ("zca_epsilon",),
+    "crop_flip": (),  # its padding is fixed, an eighth of the image side (4 px at 32x32)
 }
+SCHEDULE_KNOBS: dict[str, tuple[str, ...]] = {"constant": (), "cosine": ("warmup_epochs",), "step": ("warmup_epochs",)}
 
 
 def knob_types(declared: bool = True) -> dict[str, type]:

@@ -104,10 +104,19 @@ def epoch_seed(seed: int, epoch: int) -> int:
 
 def _compile(config: TrialConfig, data: ImageDataset):  # noqa: ANN202 - keras.Model
     from trainables.architectures import build_model, build_optimizer, input_shape
+    from trainables.losses import build_loss
 
     model = build_model(config, input_shape(config, data.image_shape), data.num_classes)
-    model.compile(optimizer=build_optimizer(config), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    optimizer = build_optimizer(config, steps_per_epoch(config, data))
+    model.compile(optimizer=optimizer, loss=build_loss(config), metrics=["accuracy"])
     return model
+
+
+def steps_per_epoch(config: TrialConfig, data: ImageDataset) -> int:
+    """Optimizer steps per epoch: batches of the training part of the trial's validation split
+    (the last one may be partial), what a learning-rate schedule counts its budget in."""
+    train_idx, _ = validation_split(data.y_train, config.seed)
+    return -(-len(train_idx) // config.batch_size)
 
 
 def _datasets(config: TrialConfig, data: ImageDataset, shuffle_seed: int):  # noqa: ANN202
