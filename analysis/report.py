@@ -17,6 +17,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from analysis import against as against_reference
 from analysis import pareto, questions, rungs, storage, summary, tables
 from trainables import registry
 
@@ -34,6 +35,7 @@ FIGURES = {  # file -> what it shows (the report's captions)
     "pareto_front.png": "Accuracy against each cost objective; the Pareto front highlighted",
 }
 PARETO_TABLE = "pareto.parquet"
+AGAINST_TABLE = "against.parquet"
 
 
 class BadInput(Exception):
@@ -79,8 +81,11 @@ def read_tables(experiment: str) -> tuple[pd.DataFrame, pd.DataFrame]:
     return out[0], out[1]
 
 
-def build_report(experiment: str, rebuild_tables: bool = False) -> dict[str, Any]:
-    """Write the report of an experiment; return {'summary': DataFrame, 'files': [paths written]}."""
+def build_report(experiment: str, rebuild_tables: bool = False, against: Sequence[str] = ()) -> dict[str, Any]:
+    """Write the report of an experiment; return {'summary': DataFrame, 'files': [paths written],
+    'against': analysis.against.Comparison or None}. `against`: reference experiment folders; the
+    best confirmed configuration is compared with the best of their cells of its model, paired by seed,
+    in the report's first lines and report/against.parquet."""
     from analysis import plots  # matplotlib only when figures are drawn
 
     if rebuild_tables:
@@ -89,6 +94,8 @@ def build_report(experiment: str, rebuild_tables: bool = False) -> dict[str, Any
         except FileNotFoundError as e:
             raise BadInput(_one_line(e)) from None
     trials, epochs = read_tables(experiment)
+    references = [read_tables(ref)[0] for ref in against]
+    comparison = against_reference.compare(trials, pd.concat(references, ignore_index=True) if references else None)
     meta = _meta(experiment)
     # A plugin's knobs are columns too: declare them from the record, so the answers treat them as
     # knobs without importing the plugin (or TensorFlow) here.
@@ -107,6 +114,7 @@ def build_report(experiment: str, rebuild_tables: bool = False) -> dict[str, Any
     front = pareto.pareto_front(trials, goals) if len(goals) > 1 else None
     pool = pareto.candidates(trials, goals)
     written += write_pareto_table(front, fs, storage.join(folder, PARETO_TABLE))
+    written += write_against_table(comparison if against else None, fs, storage.join(folder, AGAINST_TABLE))
     figures = {
         "study_questions.png": lambda: plots.study_questions(summary_df),
         "learning_curves.png": lambda: plots.learning_curves(ranked, epochs),
@@ -135,10 +143,33 @@ def build_report(experiment: str, rebuild_tables: bool = False) -> dict[str, Any
         drawn,
         rungs.rung_markdown(trials, epochs, scheduler),
         pareto_markdown(front, goals, len(pool)) if front is not None else "",
+        [] if comparison is None else comparison.lines(),
     )
     storage.write_text(fs, storage.join(folder, "report.md"), md)
     written.append(storage.join(folder, "report.md"))
-    return {"summary": summary_df, "files": written, "folder": folder}
+    return {"summary": summary_df, "files": written, "folder": folder, "against": comparison}
+
+
+def write_against_table(comparison: against_reference.Comparison | None, fs: Any, path: str) -> list[str]:
+    """report/against.parquet: one row, the tuned-vs-reference comparison; removed when the report is
+    written without --against, so a stale comparison never outlives its inputs."""
+    if comparison is None:
+        if storage.exists(fs, path):
+            fs.delete_file(path)
+        return []
+    tables.write_table(pa.Table.from_pylist([comparison.row()], schema=AGAINST_SCHEMA), fs, path)
+    return [path]
+
+
+_TEXT, _REAL = pa.string(), pa.float64()
+AGAINST_SCHEMA = pa.schema(
+    [(k, _TEXT) for k in ("model", "tuned_config", "tuned_seeds")]
+    + [(k, _REAL) for k in ("tuned_test_accuracy", "tuned_ci_low", "tuned_ci_high")]
+    + [(k, _TEXT) for k in ("reference_cell", "reference_seeds")]
+    + [(k, _REAL) for k in ("reference_test_accuracy", "reference_ci_low", "reference_ci_high")]
+    + [("paired_seeds", _TEXT)]
+    + [(k, _REAL) for k in ("difference", "diff_ci_low", "diff_ci_high", "p_value")]
+)
 
 
 def write_pareto_table(front: pd.DataFrame | None, fs: Any, path: str) -> list[str]:
@@ -237,6 +268,7 @@ def markdown(
     drawn: Sequence[str],
     rung_section: str = "",
     pareto_section: str = "",
+    headline: Sequence[str] = (),
 ) -> str:
     name = trials["experiment"].iloc[0] if len(trials) and "experiment" in trials else experiment
     counts = ", ".join(f"{n} {st}" for st, n in trials["status"].value_counts().items())
@@ -248,6 +280,7 @@ def markdown(
         f"Written {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC from `tables/*.parquet`; every number "
         "below is a row of `summary.parquet` (column docs in its Parquet field metadata).\n",
     ]
+    out.extend(f"{line}\n" for line in headline)
 
     out.extend(question_section(s))
     out.append("## Answer: paired-by-seed comparisons\n")
@@ -364,6 +397,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="experiment folder (<storage-path>/<name>), local path or s3:// / gs:// URI",
     )
     p.add_argument(
+        "--against",
+        action="append",
+        default=[],
+        metavar="REFERENCE_EXP",
+        help="a reference experiment folder (repeatable): the report's first lines compare the best "
+        "confirmed configuration with its best cell of the same model, paired by seed",
+    )
+    p.add_argument(
         "--rebuild-tables",
         action="store_true",
         help="first rebuild tables/*.parquet from the trial folders (after a crash or a resume)",
@@ -374,7 +415,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        result = build_report(args.experiment, rebuild_tables=args.rebuild_tables)
+        result = build_report(args.experiment, rebuild_tables=args.rebuild_tables, against=args.against)
     except BadInput as e:
         print(f"python -m analysis: error: {e}", file=sys.stderr)
         return EXIT_USAGE
@@ -382,6 +423,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"python -m analysis: error: {args.experiment}: {_one_line(e)}", file=sys.stderr)
         return EXIT_USAGE
     print(f"report: {result['folder']}/report.md ({len(result['files'])} files)")
+    if result["against"] is not None:
+        for line in result["against"].lines():
+            print(f"  {line}".replace("**", ""))
     for text in dict.fromkeys(result["summary"].query("kind == 'question'")["question"]):
         print(f"  {text} {questions.answer(result['summary'], text)}".replace("**", ""))
     for v in result["summary"].query("kind == 'paired' and metric == 'test_accuracy'")["verdict"]:

@@ -81,6 +81,49 @@ def test_space_runs_end_to_end_on_digits(search, tmp_path, space):
 
 
 @pytest.mark.slow
+def test_basenet_space_writes_the_recipe_knobs_as_typed_columns(search, tmp_path):
+    """The knobs beyond the study (schedule, warm-up, smoothing, crop_flip) through a real search:
+    typed columns of trials.parquet, null where the trial does not read them, and the learning rate
+    the epochs table records follows each trial's schedule."""
+    import pyarrow.parquet as pq
+
+    flags = ("--dataset", "digits", "--num-samples", "4", "--max-epochs", "2", "--scheduler", "fifo")
+    ok(
+        search(
+            "--space",
+            "basenet",
+            *flags,
+            "--search",
+            "random",
+            "--seed",
+            "3",
+            "--storage-path",
+            str(tmp_path),
+            "--name",
+            "b",
+        )
+    )
+    schema = pq.read_schema(tmp_path / "b" / "tables" / "trials.parquet")
+    assert str(schema.field("lr_schedule").type) in ("string", "large_string")
+    assert str(schema.field("warmup_epochs").type) == "int64"
+    assert str(schema.field("label_smoothing").type) == "double"
+    trials = trials_of(tmp_path, "b")
+    assert len(trials) == 4 and (trials["status"] == "completed").all(), trials[["status", "error"]]
+    assert trials["lr_schedule"].notna().all() and trials["label_smoothing"].between(0, 0.2).all()
+    assert (trials["warmup_epochs"].isna() == (trials["lr_schedule"] == "constant")).all()
+    assert (trials["momentum"].isna() == (trials["optimizer"] == "adam")).all()
+    epochs = pd.read_parquet(tmp_path / "b" / "tables" / "epochs.parquet")
+    for _, t in trials.iterrows():
+        lrs = epochs[epochs["trial_id"] == t["trial_id"]].sort_values("epoch")["learning_rate"].to_numpy()
+        if t["lr_schedule"] == "constant":
+            assert lrs == pytest.approx([t["learning_rate"]] * 2, rel=1e-6)
+        elif t["lr_schedule"] == "cosine":
+            assert lrs[-1] == pytest.approx(0.0, abs=1e-9)  # the end of the budget: the end of the cosine
+        else:
+            assert lrs[-1] == pytest.approx(t["learning_rate"] * 0.01, rel=1e-5)  # both milestones passed
+
+
+@pytest.mark.slow
 def test_transfer_space_runs_end_to_end_on_a_tiny_cub_folder(search, tmp_path):
     make_cub_folder(tmp_path / "data", n_classes=3, per_class=15, size=40)
     ok(

@@ -25,7 +25,7 @@ SPACE_NAMES = [
     "reference",
     "reference_cub",
 ]
-MODULES = [*SPACE_NAMES, "base", "optuna_search"]
+MODULES = [*SPACE_NAMES, "base", "optuna_search", "training"]
 N = 50
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -126,6 +126,28 @@ def test_reference_grid_is_exactly_the_studys_six_cifar_cells():
     # The policies run at the study's settings: flips both ways, 20 % zoom.
     complex_cell = next(c for c in configs if c.augmentation == "complex")
     assert complex_cell.flip == "horizontal_and_vertical" and complex_cell.zoom_range == 0.2
+    # The knobs beyond the study stay at the study's settings: a constant rate, no smoothing.
+    assert all(c.lr_schedule == "constant" and c.label_smoothing == 0.0 and c.weight_decay == 0.0 for c in configs)
+    assert all(set(cell) == {"model", "bn_position", "augmentation", *REFERENCE_SETTINGS} for cell in cells)
+
+
+REFERENCE_SETTINGS = ("optimizer", "learning_rate", "momentum", "batch_size")
+
+
+@pytest.mark.parametrize("name", ["basenet", "convnet"])
+def test_modern_spaces_sample_the_recipe_knobs_each_under_what_reads_it(name):
+    space = SPACES[name]
+    seen = sampled_configs(space, optuna.samplers.RandomSampler(seed=1), n=120)
+    configs = [TrialConfig.from_params({**knobs, "dataset": space.dataset}) for _, knobs in seen]
+    assert {c.lr_schedule for c in configs} == {"constant", "cosine", "step"}
+    assert {c.augmentation for c in configs} == {"simple", "complex", "whitening", "crop_flip"}
+    assert {c.optimizer for c in configs} == {"sgd", "adam"}
+    assert any(c.label_smoothing > 0.1 for c in configs) and all(0 <= c.label_smoothing <= 0.2 for c in configs)
+    for params, _ in seen:
+        # Conditional: warm-up only under a decaying schedule; momentum, nesterov, decay only under SGD.
+        assert ("warmup_epochs" in params) == (params["lr_schedule"] != "constant"), params
+        assert ({"momentum", "nesterov", "weight_decay"} <= set(params)) == (params["optimizer"] == "sgd"), params
+        assert params.get("momentum", 0.9) >= 0.8
 
 
 def test_reference_cub_grid_is_the_studys_three_cub_cells():

@@ -126,6 +126,85 @@ def test_augmented_pipeline_is_reproducible_under_parallel_maps():
     assert not np.allclose(first[0], other[0])
 
 
+# --- pad-and-crop (crop_flip) ---
+
+
+def pad_and_crop(image: np.ndarray, pad: int, dx: int, dy: int) -> np.ndarray:
+    """The textbook op: zero-pad `pad` pixels, crop the original size at offset (pad + dy, pad + dx)."""
+    h, w = image.shape[:2]
+    padded = np.pad(image, ((pad, pad), (pad, pad), (0, 0)))
+    return padded[pad + dy : pad + dy + h, pad + dx : pad + dx + w]
+
+
+def crop_candidates(image: np.ndarray, pad: int, flips: bool) -> list[np.ndarray]:
+    shifted = [pad_and_crop(image, pad, dx, dy) for dx in range(-pad, pad + 1) for dy in range(-pad, pad + 1)]
+    return shifted + ([np.flip(c, axis=1) for c in shifted] if flips else [])
+
+
+def test_random_crop_is_pad_and_crop_with_zeros_at_an_offset_per_image():
+    images = np.random.default_rng(5).integers(1, 256, (24, 8, 8, 3)).astype(np.float32)  # no zero pixel
+    crop = augment.random_crop(2, seed=7)
+    seed = tf.constant([3, 4], tf.int64)
+    eager = crop(tf.constant(images), seed).numpy()
+    piped = next(iter(tf.data.Dataset.from_tensors(images).map(lambda b: crop(b, seed)))).numpy()
+    np.testing.assert_array_equal(eager, piped)  # the same op eagerly and in a pipeline
+    offsets = set()
+    for i in range(len(images)):
+        matches = [
+            (dx, dy)
+            for dx in range(-2, 3)
+            for dy in range(-2, 3)
+            if np.array_equal(eager[i], pad_and_crop(images[i], 2, dx, dy))
+        ]
+        assert matches, f"image {i} is no pad-and-crop of its input"
+        offsets.add(matches[0])
+    assert len(offsets) > 8  # each image draws its own offset
+    assert augment.random_crop(0) is None
+
+
+def test_crop_flip_policy_shifts_and_mirrors_only_horizontally_then_normalises(digits, digits_cache):
+    config, train_idx, val_idx, train_fn, eval_fn = policy(digits, digits_cache, augmentation="crop_flip")
+    assert augment.crop_padding(digits.image_shape[0]) == 4 == augment.crop_padding(32)
+    stats = augment.channel_stats(digits, train_idx, digits_cache).arrays
+    batch = digits.x_train[train_idx[:48]]
+    seed = tf.constant([11, 12], tf.int64)
+    eager = train_fn(tf.constant(batch), seed).numpy()
+    piped = next(iter(tf.data.Dataset.from_tensors(batch).map(lambda b: train_fn(b, seed)))).numpy()
+    np.testing.assert_allclose(eager, piped, atol=1e-6)
+    assert eager.dtype == np.float32 and eager.shape == batch.shape
+    # Undo the normalisation: every image is a shift of its input, or the mirror of one, never upside down.
+    raw = np.round(eager * stats["std"] + stats["mean"]).astype(np.int64)
+    assert raw.min() >= 0 and raw.max() <= 255
+    mirrored = 0
+    for i in range(len(batch)):
+        image = batch[i].astype(np.int64)
+        shifts = crop_candidates(image, 4, flips=False)
+        if any(np.array_equal(raw[i], c) for c in shifts):
+            continue
+        assert any(np.array_equal(raw[i], c) for c in crop_candidates(image, 4, flips=True)), i
+        mirrored += 1
+    assert 8 < mirrored < 40  # flipped with probability 1/2
+    # Evaluation batches: the normalisation alone.
+    val = digits.x_train[val_idx[:16]]
+    np.testing.assert_allclose(
+        eval_fn(tf.constant(val)).numpy(), (val - stats["mean"]) / stats["std"], rtol=1e-5, atol=1e-5
+    )
+
+
+def test_crop_flip_pipeline_is_seeded_and_redraws_each_epoch(digits, digits_cache):
+    config, train_idx, _, train_fn, _ = policy(digits, digits_cache, augmentation="crop_flip")
+    assert train_fn.seeded
+
+    def epochs(seed: int) -> list[np.ndarray]:
+        ds = make_dataset(digits.x_train, digits.y_train, train_idx[:256], 64, train_fn, shuffle_seed=seed)
+        return [np.concatenate([b.numpy() for b, _ in ds]) for _ in range(2)]
+
+    first, again, other = epochs(1), epochs(1), epochs(2)
+    for a, b in zip(first, again, strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert not np.allclose(first[0], first[1]) and not np.allclose(first[0], other[0])
+
+
 # --- normalisation ---
 
 

@@ -43,6 +43,11 @@ def test_from_params_coerces_search_types():
         ({"depth": 2, "pool_after": "2,5"}, "outside 1..depth=2"),
         ({"depth": 2.5}, "depth must be an integer"),
         ({"model": "inception_resnet_v2", "input_size": 64}, "needs input_size >= 75"),
+        ({"lr_schedule": "linear"}, "lr_schedule must be one of"),
+        ({"lr_schedule": "cosine", "warmup_epochs": -1}, "warmup_epochs must be >= 0"),
+        ({"warmup_epochs": 2}, "warmup_epochs needs lr_schedule cosine or step"),
+        ({"label_smoothing": 1.0}, r"label_smoothing must be in \[0, 1\)"),
+        ({"augmentation": "crop"}, "augmentation must be one of"),
     ],
 )
 def test_invalid_values_fail_loudly(params, message):
@@ -65,3 +70,19 @@ def test_conv_feature_sizes_of_the_reference_convnet():
     # 32 -> 30 -> 28 -> pool 14 -> 12 -> 10 -> 8 -> pool 4
     assert conv_feature_sizes(TrialConfig(), 32) == [30, 14, 12, 10, 4]
     assert min(conv_feature_sizes(TrialConfig(depth=6, kernel_size=5, pool_after="1,2"), 32)) < 1
+
+
+def test_new_knobs_are_null_where_nothing_reads_them():
+    constant = TrialConfig(model="basenet").to_row()
+    assert constant["lr_schedule"] == "constant" and constant["warmup_epochs"] is None  # no warm-up to read
+    assert constant["label_smoothing"] == 0.0  # always read: 0 is the loss it trained with
+    cosine = TrialConfig(model="basenet", lr_schedule="cosine", warmup_epochs=2, label_smoothing=0.1).to_row()
+    assert (cosine["warmup_epochs"], cosine["label_smoothing"]) == (2, 0.1)
+    assert TrialConfig(model="basenet", lr_schedule="step").to_row()["warmup_epochs"] == 0
+    crop = TrialConfig(model="basenet", augmentation="crop_flip").to_row()
+    assert crop["flip"] is None and crop["zoom_range"] is None and crop["zca_epsilon"] is None
+
+
+def test_a_null_warmup_from_a_table_row_rebuilds_the_constant_config():
+    row = TrialConfig(model="basenet").to_row()
+    assert TrialConfig.from_params({k: v for k, v in row.items()}) == TrialConfig(model="basenet")
