@@ -12,119 +12,121 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Any
 
 import driver
+from driver.request import DEFAULTS, Request
 from search_spaces import SPACES
 from trainables.plugins import PluginError
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The flags typed, and only those: defaults live in driver.request.Request (one place), so the
+    namespace also says which flags were given (what --resume may not contradict)."""
     # One flag per line, as the table of flags it is: not reformatted.
     # fmt: off
-    p = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--plugin", action="append", default=None, metavar="FILE_OR_MODULE",
+    d = DEFAULTS
+    p = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0], argument_default=argparse.SUPPRESS)
+    p.add_argument("--plugin", action="append", metavar="FILE_OR_MODULE",
                    help="import user code that registers models, datasets and spaces (repeatable); "
                         "a .py file or an importable module; shipped to every trial, on a cluster too")
     p.add_argument("--space", help=f"search space, one of: {', '.join(sorted(SPACES))}, or a plugin's "
                                    "(required unless --resume)")
-    p.add_argument("--dataset", help="registered dataset: digits (bundled, offline), cifar100_25, cifar100, "
-                                     "cub200, or a plugin's (default: the space's own)")
-    p.add_argument("--data-dir", help="folder holding the dataset in its standard format "
-                                      "(default: Keras' cache, downloading if needed)")
+    p.add_argument("--dataset", help="registered dataset: digits (bundled, offline), cifar100_25 (CIFAR-100's "
+                                     "first 25 fine classes, the reference study's), cifar100, cub200, or a "
+                                     "plugin's (default: the space's own)")
+    p.add_argument("--data-dir", help="folder holding the dataset in its standard format, e.g. the folder with "
+                                      "cifar-100-python/ in it (default: Keras' cache, downloading if needed)")
     p.add_argument("--num-samples", type=int, help="trials to sample (default: the space's own)")
-    p.add_argument("--max-epochs", type=int, help="full budget of a trial, ASHA's max_t (default: the space's)")
-    p.add_argument("--scheduler", choices=("asha", "fifo"), default="asha")
-    p.add_argument("--grace-period", type=int, default=None, metavar="EPOCHS",
+    p.add_argument("--max-epochs", type=int, help="full budget of a trial, ASHA's max_t (default: the space's own)")
+    p.add_argument("--scheduler", choices=("asha", "fifo"),
+                   help=f"asha stops hopeless trials early at its rungs; fifo runs every trial to its budget "
+                        f"(default: {d.scheduler})")
+    p.add_argument("--grace-period", type=int, metavar="EPOCHS",
                    help="ASHA: epochs before a trial's first judgement (default: the space's own)")
-    p.add_argument("--reduction-factor", type=int, default=None, metavar="RF",
+    p.add_argument("--reduction-factor", type=int, metavar="RF",
                    help="ASHA: each rung keeps the best 1/RF of the trials; rungs at grace*RF^k epochs "
                         "(default: the space's own)")
-    p.add_argument("--brackets", type=int, default=None,
+    p.add_argument("--brackets", type=int,
                    help="ASHA brackets; bracket s first judges at grace*RF^s, hedging against a misleading "
                         "first rung (default: the space's own)")
-    p.add_argument("--stop-on", choices=("last", "best", "ema"), default=None,
+    p.add_argument("--stop-on", choices=("last", "best", "ema"),
                    help="ASHA compares at a rung: the epoch's val_accuracy, the best so far, or an "
                         "exponential mean (weight 1/2 on the newest epoch) (default: the space's own)")
-    p.add_argument("--search", choices=("optuna", "random", "grid"), default="optuna",
-                   help="Optuna TPE, random, or every cell of the space's grid")
-    p.add_argument("--objective", default="val_accuracy:max", metavar="METRIC[:min|max],...",
+    p.add_argument("--search", choices=("optuna", "random", "grid"),
+                   help=f"Optuna TPE, random, or every cell of the space's grid (default: {d.search})")
+    p.add_argument("--objective", metavar="METRIC[:min|max],...",
                    help="what Optuna optimises: val_accuracy, then optionally costs (param_count, "
                         "macs_per_image, inference_s_per_image_b1, inference_s_per_image_large; minimised), "
                         "e.g. val_accuracy,param_count; ASHA stops on val_accuracy alone; the report draws "
-                        "the Pareto front")
-    p.add_argument("--optuna-storage", default=None, metavar="URL",
+                        f"the Pareto front (default: {d.objective})")
+    p.add_argument("--optuna-storage", metavar="URL",
                    help="RDB URL of the Optuna study (sqlite:///x.db, postgresql://...), studied under the "
-                        "experiment's name; default: the journal file optuna.journal in the experiment folder")
-    p.add_argument("--seed", type=int, default=0, help="seeds the searcher and every trial")
-    p.add_argument("--repeats", type=int, default=0, metavar="R",
+                        "experiment's name (default: the journal file optuna.journal in the experiment folder)")
+    p.add_argument("--seed", type=int, help=f"seeds the searcher and every trial (default: {d.seed})")
+    p.add_argument("--repeats", type=int, metavar="R",
                    help="with --search grid: run every cell R times (seeds S, S+1, ...); with --confirm-top: "
                         "retrain each of the best configs R times")
-    p.add_argument("--cells", action="append", default=None, metavar="KNOB=VALUE",
+    p.add_argument("--cells", action="append", metavar="KNOB=VALUE",
                    help="with --search grid: run only the cells whose KNOB is VALUE (repeatable; all must "
                         "match), e.g. --cells model=basenet")
-    p.add_argument("--confirm-top", type=int, default=0, metavar="K",
+    p.add_argument("--confirm-top", type=int, metavar="K",
                    help="after the search, retrain the best K configs --repeats times with new seeds, "
                         "full budget, no early stopping (phase 'confirm')")
-    p.add_argument("--patience", type=int, default=0, metavar="EPOCHS",
-                   help="within-trial early stopping: epochs without val_loss improvement; 0 = off")
-    p.add_argument("--weights", default=None, metavar="imagenet|none|PATH",
-                   help="transfer spaces: backbone weights; unset: imagenet")
-    p.add_argument("--input-size", type=int, default=None, metavar="PIXELS",
-                   help="transfer spaces: image side fed to the backbone; unset: 224")
-    p.add_argument("--cpus-per-trial", type=float, default=1.0)
-    p.add_argument("--gpus-per-trial", type=float, default=None,
+    p.add_argument("--patience", type=int, metavar="EPOCHS",
+                   help="within-trial early stopping: epochs without val_loss improvement (default: 0, off)")
+    p.add_argument("--weights", metavar="imagenet|none|PATH",
+                   help="transfer spaces: backbone weights (default: imagenet)")
+    p.add_argument("--input-size", type=int, metavar="PIXELS",
+                   help="transfer spaces: image side fed to the backbone (default: 224)")
+    p.add_argument("--cpus-per-trial", type=float,
+                   help=f"CPU cores Ray reserves for each trial; TensorFlow uses that many threads "
+                        f"(default: {d.cpus_per_trial:g})")
+    p.add_argument("--gpus-per-trial", type=float,
                    help="GPUs per trial, fractional allowed (default: the space's own on a GPU cluster, else 0)")
-    p.add_argument("--max-concurrent", type=int, default=None, help="trials at once (default: as resources allow)")
-    p.add_argument("--address", default=None, help="join a Ray cluster ('auto', 'ray://host:10001'); "
-                                                    "default: start an embedded Ray")
-    p.add_argument("--storage-path", default="./results", help="local folder, NFS, or s3:// / gs:// URI")
-    p.add_argument("--s3-endpoint", default=None, metavar="URL",
+    p.add_argument("--max-concurrent", type=int, help="trials at once (default: as resources allow)")
+    p.add_argument("--address", help="join a Ray cluster ('auto', 'ray://host:10001') (default: start an "
+                                     "embedded Ray)")
+    p.add_argument("--storage-path", help=f"local folder, NFS, or s3:// / gs:// URI (default: {d.storage_path})")
+    p.add_argument("--s3-endpoint", metavar="URL",
                    help="endpoint of an S3-compatible store (MinIO, Ceph, ...) for an s3:// --storage-path, "
                         "e.g. http://minio:9000; sets AWS_ENDPOINT_URL for the driver and every trial")
-    p.add_argument("--name", default=None, help="experiment name: one folder inside --storage-path, of letters, "
-                                                "digits, ., _, - (default: <space>-<UTC timestamp>)")
+    p.add_argument("--name", help="experiment name: one folder inside --storage-path, of letters, "
+                                  "digits, ., _, - (default: <space>-<UTC timestamp>)")
     p.add_argument("--resume", action="store_true",
                    help="continue the experiment --name after a crash or Ctrl-C, with its stored settings "
                         "(its plugins included)")
-    p.add_argument("--max-failures", type=int, default=2,
-                   help="retries of a failed trial, each from its last checkpoint")
-    p.add_argument("--checkpoint-every", type=int, default=1, metavar="EPOCHS",
+    p.add_argument("--max-failures", type=int,
+                   help=f"retries of a failed trial, each from its last checkpoint (default: {d.max_failures})")
+    p.add_argument("--checkpoint-every", type=int, metavar="EPOCHS",
                    help="a trial checkpoints every EPOCHS epochs and at its full budget; a killed worker "
-                        "loses at most the EPOCHS - 1 epochs since its last checkpoint")
-    p.add_argument("--keep-checkpoints", type=int, default=2, metavar="N",
+                        "loses at most the EPOCHS - 1 epochs since its last checkpoint "
+                        f"(default: {d.checkpoint_every})")
+    p.add_argument("--keep-checkpoints", type=int, metavar="N",
                    help="checkpoints kept per trial (Tune deletes older ones); 0 keeps every one, which "
                         "spares Tune a snapshot of the whole experiment each time a trial has made N "
-                        "(5x less driver time per trial at 1,000 small trials; costs disk)")
+                        "(5x less driver time per trial at 1,000 small trials; costs disk) "
+                        f"(default: {d.keep_checkpoints})")
     p.add_argument("--fresh-workers", action="store_true",
                    help="one fresh worker process per trial (returns all its memory, GPU too, when it "
-                        "ends); default: reuse a worker for the next trial that asks the same resources")
-    p.add_argument("-v", "--verbose", action="count", default=0, help="more progress output")
-    p.add_argument("-q", "--quiet", action="count", default=0, help="less progress output")
+                        "ends) (default: reuse a worker for the next trial that asks the same resources)")
+    p.add_argument("-v", "--verbose", action="count", help="more progress output")
+    p.add_argument("-q", "--quiet", action="count", help="less progress output")
     # fmt: on
     return p.parse_args(argv)
 
 
-def explicit_flags(argv: list[str], known: dict[str, Any]) -> frozenset[str]:
-    """Destinations of the flags the user typed (argparse accepts unique prefixes, so do we)."""
-    given = set()
-    for token in argv:
-        if not token.startswith("--") or token == "--":
-            continue
-        dest = token[2:].split("=", 1)[0].replace("-", "_")
-        matches = [k for k in known if k == dest] or [k for k in known if k.startswith(dest)]
-        if len(matches) == 1:
-            given.add(matches[0])
-    return frozenset(given)
+def request_of(argv: list[str]) -> tuple[Request, frozenset[str]]:
+    """The request of a command line, and which settings it typed."""
+    given = vars(parse_args(argv))
+    return Request.from_flags(given), frozenset(given)
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    args = parse_args(argv)
+    request, given = request_of(argv)
     with driver.sigterm_as_sigint() as stop:
         try:
-            return driver.run(args, explicit_flags(argv, vars(args)), argv, stop)
+            return driver.run(request, given, argv, stop)
         except (driver.UsageError, PluginError) as e:
             print(f"run_search.py: error: {e}", file=sys.stderr)
             return driver.EXIT_USAGE

@@ -33,7 +33,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from analysis import stats, storage, tables
+from analysis import stats, tables
+from experiment import storage
 
 EXIT_OK, EXIT_USAGE = 0, 2
 HELD, FLIPPED, DIFFERS, ONLY_ONE = "held", "flipped", "differs", "only one"

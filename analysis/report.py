@@ -18,7 +18,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from analysis import against as against_reference
-from analysis import pareto, questions, rungs, storage, summary, tables
+from analysis import pareto, questions, rungs, summary, tables
+from experiment import storage
 from trainables import registry
 
 REPORT_DIR = "report"

@@ -38,7 +38,7 @@ METRIC = "val_accuracy"
 MIN_PAIRS = 5  # fewer trials that reached both epochs: figures are shown, no verdict is drawn
 RHO_WARN = 0.5  # Spearman below this: the rung's ranking says little about the final one
 TOP_K = 3  # the final top-k whose fate at the rung is counted
-EMA_WEIGHT = 0.5  # must match search_spaces.schedulers.EMA_WEIGHT (--stop-on ema)
+EMA_WEIGHT = 0.5  # must match tuning.schedulers.EMA_WEIGHT (--stop-on ema)
 # What experiments ran before run_search.py recorded scheduler_settings (grace 1, rf 3, 'epoch').
 LEGACY_SETTINGS = {"grace_period": 1, "reduction_factor": 3, "brackets": 1, "stop_on": "last"}
 ROW_METRICS = ("rung_spearman", "rung_kendall", "rung_top_k_behind")

@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from analysis import storage
+from experiment import storage
 from trainables import registry
 from trainables.config import TrialConfig, knob_types
 

@@ -16,7 +16,7 @@ Workers are reused across trials as run_search reuses them (`--fresh-workers`, a
 starts a fresh Ray actor process per trial, and that process start-up then dominates); what remains is
 Tune's, Optuna's and ASHA's own bookkeeping. The trainable checkpoints every `--checkpoint-every`
 epochs and at its last, as trainables.callbacks does, and the Tuner's checkpoint settings are
-run_search's (trainables.tune_settings); `--before` runs with the settings before issue 11
+run_search's (tuning.tune_settings); `--before` runs with the settings before issue 11
 (one checkpoint kept per trial, which forces an experiment snapshot per checkpoint; Tune's CSV and
 TensorBoard loggers on) for the side-by-side figure. Harness time per trial = Tuner.fit wall / trials;
 the growth is the time per trial over the last 100 trials (by completion) against the first 100.
@@ -88,59 +88,47 @@ def build_tuner(
     before: bool = False,
     keep_all: bool = False,
 ):
-    """A Tuner as driver.run builds one, with the trivial trainable in place of train_trial."""
+    """A Tuner as the driver builds one (tuning.tune_settings.build_tuner), with the trivial trainable in
+    place of train_trial."""
     from ray import tune
 
-    import driver
     import run_search
+    from driver.request import scheduler_settings
     from search_spaces import SPACES
-    from trainables import tune_settings
+    from tuning import tune_settings
+    from tuning.optuna_search import build_search
+    from tuning.schedulers import build_scheduler
 
     if before:  # the settings before issue 11: one checkpoint kept, Tune's three loggers
         os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "0"
-        checkpoints, callbacks = tune.CheckpointConfig(num_to_keep=1), None
+        keep, callbacks = 1, []
     else:
-        checkpoints, callbacks = tune_settings.checkpoint_config(), tune_settings.result_loggers()
+        keep, callbacks = tune_settings.CHECKPOINTS_KEPT, tune_settings.result_loggers()
     if keep_all:  # what-if: no num_to_keep, so Tune never forces a snapshot (every checkpoint stays)
-        checkpoints = tune.CheckpointConfig(num_to_keep=None)
+        keep = 0
 
-    args = run_search.parse_args(
-        [
-            "--space",
-            "batchnorm",
-            "--num-samples",
-            str(trials),
-            "--max-epochs",
-            str(epochs),
-            "--seed",
-            str(seed),
-            "--dataset",
-            "digits",
-        ]
+    request, _ = run_search.request_of(
+        ["--space", "batchnorm", "--num-samples", str(trials), "--max-epochs", str(epochs), "--seed", str(seed)]
     )
     space = SPACES["batchnorm"]
     fixed = {"dataset": "digits", "seed": seed, "max_epochs": epochs}
     # The driver's own searcher (Optuna TPE on the space's define-by-run, learning at step = epoch),
-    # and its scheduler at the space's ASHA settings.
-    searcher, _param_space = driver.build_search(args, space, fixed)
-    scheduler = driver.build_scheduler(args.scheduler, driver.scheduler_settings(args, space, epochs), epochs)
-    return tune.Tuner(
+    # and its scheduler at the space's ASHA settings, in the one Tuner builder the driver uses.
+    searcher, _param_space = build_search(request.search, space, fixed, seed=seed)
+    scheduler = build_scheduler(request.scheduler, scheduler_settings(request, space, epochs), epochs)
+    return tune_settings.build_tuner(
         tune.with_resources(
-            tune.with_parameters(trivial_trainable, checkpoint_every=checkpoint_every), {"cpu": args.cpus_per_trial}
+            tune.with_parameters(trivial_trainable, checkpoint_every=checkpoint_every), {"cpu": request.cpus_per_trial}
         ),
-        tune_config=tune.TuneConfig(
-            metric=driver.METRIC,
-            mode=driver.MODE,
-            num_samples=trials,
-            search_alg=searcher,
-            scheduler=scheduler,
-            trial_dirname_creator=driver.trial_dirname,
-            reuse_actors=reuse,
-        ),
-        run_config=tune.RunConfig(
-            name="search", storage_path=str(exp), checkpoint_config=checkpoints, callbacks=callbacks, verbose=0
-        ),
-    ), args
+        name="search",
+        storage_path=str(exp),
+        num_samples=trials,
+        search_alg=searcher,
+        scheduler=scheduler,
+        reuse_actors=reuse,
+        keep_checkpoints=keep,
+        callbacks=callbacks,
+    ), request
 
 
 def growth(grid, k: int) -> tuple[float, float]:  # noqa: ANN001 - tune.ResultGrid
@@ -153,10 +141,9 @@ def growth(grid, k: int) -> tuple[float, float]:  # noqa: ANN001 - tune.ResultGr
 
 
 def write_meta(exp: Path, trials: int, epochs: int, seed: int) -> None:
-    import driver
+    from experiment import folder
 
     meta = {
-        "experiment": exp.name,
         "space": "batchnorm",
         "dataset": "digits",
         "max_epochs": epochs,
@@ -167,9 +154,8 @@ def write_meta(exp: Path, trials: int, epochs: int, seed: int) -> None:
         "cpus_per_trial": 1.0,
         "gpus_per_trial": 0.0,
         "argv": ["benchmarks/bookkeeping.py"],
-        **driver.provenance(),
     }
-    (exp / "experiment.json").write_text(json.dumps(meta, indent=2, default=str))
+    folder.write_record(folder.locate(str(exp.parent), exp.name), meta)
 
 
 def subset_experiment(exp: Path, k: int, dest: Path) -> Path:

@@ -122,7 +122,7 @@ def run(
 ) -> list[dict]:  # noqa: ANN001
     from ray import tune
 
-    from search_spaces.optuna_search import fixed_configs_search
+    from tuning.optuna_search import fixed_configs_search
 
     log = work / f"{label}.jsonl"
     configs = [{**CELL, "dataset": dataset, "max_epochs": epochs, "seed": s} for s in range(trials)]

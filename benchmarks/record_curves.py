@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Write a curve set (trainables.replay) from finished experiments: every trial that ran its full budget.
+"""Write a curve set (tuning.replay) from finished experiments: every trial that ran its full budget.
 
     .venv/bin/python benchmarks/record_curves.py benchmarks/results/curves_digits_basenet.parquet results/EXP ...
 
@@ -23,9 +23,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("experiments", nargs="+", type=Path, help="experiment folders (<storage-path>/<name>)")
     p.add_argument("--phase", choices=("search", "confirm"), default=None, help="only this phase's trials")
     args = p.parse_args(argv)
-    from analysis import storage
+    from experiment import storage
     from analysis.tables import build_tables, write_table
-    from trainables.replay import configs_of, record_curves
+    from tuning.replay import configs_of, record_curves
 
     for exp in args.experiments:
         if not (exp / "experiment.json").is_file():

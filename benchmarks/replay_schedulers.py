@@ -5,14 +5,14 @@
     .venv/bin/python benchmarks/replay_schedulers.py --curves benchmarks/results/curves_X.parquet --space S
     .venv/bin/python benchmarks/replay_schedulers.py --quick         # 2 seeds, 3 settings, small budget
 
-Each run is a real Ray Tune experiment (trainables.replay.run_replay): the production searcher
-(`fidelity`: search_spaces.optuna_search.FidelityOptunaSearch with TPE, as run_search.py builds it;
+Each run is a real Ray Tune experiment (tuning.replay.run_replay): the production searcher
+(`fidelity`: tuning.optuna_search.FidelityOptunaSearch with TPE, as run_search.py builds it;
 `stock`: Ray's own OptunaSearch with the same TPE sampler and seed; `random`: run_search's
 --search random) proposes configs of the space; the replay trainable reports the recorded epochs of
-the nearest recorded configuration; the scheduler is FIFO or search_spaces.schedulers' ASHA at each
+the nearest recorded configuration; the scheduler is FIFO or tuning.schedulers' ASHA at each
 candidate setting. A run ends once --budget x max_epochs epochs were reported in all (FIFO: --budget
 full trainings). 4 trials run at once, as on a small cluster; ASHA is asynchronous, so arrival order
-matters. The default engine, trainables.replay.simulate, makes the calls Tune's controller makes on
+matters. The default engine, tuning.replay.simulate, makes the calls Tune's controller makes on
 the same searcher and scheduler objects, without Tune's actors (tests/trainables/test_replay.py
 checks it takes Tune's decisions), with every epoch one unit of simulated time; --engine tune runs
 each seed as a real Tune experiment (seconds per run instead of milliseconds).
@@ -174,7 +174,7 @@ def t_interval(diffs: np.ndarray) -> tuple[float, float, float]:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--curves", type=Path, default=DEFAULT_CURVES, help="a curve set (trainables.replay)")
+    p.add_argument("--curves", type=Path, default=DEFAULT_CURVES, help="a curve set (tuning.replay)")
     p.add_argument("--space", default="basenet", help="the search space the curves were recorded from")
     p.add_argument("--seeds", type=int, default=20)
     p.add_argument("--budget", type=int, default=10, help="epoch budget, in full trainings (x max_epochs)")
@@ -185,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
         "--engine",
         choices=("sim", "tune"),
         default="sim",
-        help="sim: trainables.replay.simulate (the production searcher and scheduler, Tune's call "
+        help="sim: tuning.replay.simulate (the production searcher and scheduler, Tune's call "
         "order, no Tune engine; ms per run); tune: a real Tune experiment per run (seconds)",
     )
     p.add_argument("--quick", action="store_true", help="2 seeds, 3 settings, budget 4: a smoke run")
@@ -222,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from search_spaces import SPACES
     from search_spaces.base import SchedulerSettings
-    from trainables import replay
+    from tuning import replay
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     curves = synthetic_curves() if args.synthetic else replay.load_curves(args.curves)

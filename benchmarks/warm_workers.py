@@ -115,8 +115,8 @@ def instrumented(params: dict, data, log: str, cpus: float = 1, gpus: float = 0)
 def run(trials: int, epochs: int, reuse: bool, data, work: Path) -> list[dict]:  # noqa: ANN001
     from ray import tune
 
-    from search_spaces.optuna_search import fixed_configs_search
-    from trainables import tune_settings
+    from tuning.optuna_search import fixed_configs_search
+    from tuning import tune_settings
 
     log = work / f"log-{'reused' if reuse else 'fresh'}.jsonl"
     configs = [

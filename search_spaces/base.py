@@ -21,7 +21,7 @@ STOP_ON = ("last", "best", "ema")  # what ASHA compares at a rung; see Scheduler
 
 @dataclasses.dataclass(frozen=True)
 class SchedulerSettings:
-    """ASHA's settings for a space (run_search.py flags override them; search_spaces.schedulers builds
+    """ASHA's settings for a space (run_search.py flags override them; tuning.schedulers builds
     the Ray scheduler). Rungs fall at grace_period * reduction_factor**k epochs below the full budget.
 
     grace_period: epochs every trial trains before its first judgement (ASHA's first rung).

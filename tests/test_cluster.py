@@ -30,6 +30,7 @@ import run_search
 from analysis.tables import read_table
 from search_spaces import SPACES
 from tests.test_faults import reports
+from tuning import cluster
 
 PROJECT = Path(__file__).resolve().parents[1]
 RAY = str(Path(sys.executable).with_name("ray"))
@@ -380,7 +381,7 @@ def test_a_lost_worker_node_its_trials_continue_on_the_head_from_their_checkpoin
 
 
 def test_runtime_env_ships_plugin_files_as_py_modules(tmp_path):
-    env = driver.cluster_runtime_env({}, [str(tmp_path / "mine.py"), "installed_plugin_module"])
+    env = cluster.cluster_runtime_env({}, [str(tmp_path / "mine.py"), "installed_plugin_module"])
     assert env["py_modules"] == [str(tmp_path / "mine.py")]  # a module name must be importable on the nodes
 
 
@@ -395,7 +396,7 @@ def test_runtime_env_ships_plugin_files_as_py_modules(tmp_path):
     ],
 )
 def test_gpus_per_trial_default_follows_the_cluster(space, flag, cluster_gpus, expected):
-    assert driver.trial_gpus(flag, SPACES[space].gpus_per_trial, cluster_gpus) == expected
+    assert cluster.trial_gpus(flag, SPACES[space].gpus_per_trial, cluster_gpus) == expected
 
 
 @pytest.mark.parametrize(
@@ -428,10 +429,10 @@ def test_bad_s3_endpoint_is_a_usage_error(storage, endpoint, message, tmp_path, 
 
 
 def test_runtime_env_ships_code_and_endpoint_but_no_credentials():
-    env = driver.cluster_runtime_env({"AWS_ENDPOINT_URL": "http://minio:9000", "AWS_SECRET_ACCESS_KEY": "s"})
+    env = cluster.cluster_runtime_env({"AWS_ENDPOINT_URL": "http://minio:9000", "AWS_SECRET_ACCESS_KEY": "s"})
     assert env["working_dir"] == str(PROJECT) and ".venv" in env["excludes"]
     assert env["env_vars"] == {"AWS_ENDPOINT_URL": "http://minio:9000"}
-    assert driver.cluster_runtime_env({}).keys() == {"working_dir", "excludes"}
+    assert cluster.cluster_runtime_env({}).keys() == {"working_dir", "excludes"}
 
 
 def test_runtime_env_defers_to_a_ray_jobs_own():
@@ -445,5 +446,5 @@ def test_runtime_env_defers_to_a_ray_jobs_own():
             }
         }
     )
-    env = driver.cluster_runtime_env({"RAY_JOB_CONFIG_JSON_ENV_VAR": job, "AWS_ENDPOINT_URL": "http://minio:9000"})
+    env = cluster.cluster_runtime_env({"RAY_JOB_CONFIG_JSON_ENV_VAR": job, "AWS_ENDPOINT_URL": "http://minio:9000"})
     assert env == {}

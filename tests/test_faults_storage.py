@@ -14,8 +14,8 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from analysis import lock, storage
 from analysis.tables import export_tables
+from experiment import lock, storage
 from tests.test_faults import SEARCH, assert_one_row_per_trial_and_epoch, finished, reap, reports, start, wait_for
 
 PROJECT = Path(__file__).resolve().parents[1]

@@ -22,7 +22,7 @@ import pandas as pd
 import pytest
 from optuna.trial import TrialState
 
-from search_spaces.optuna_search import FidelityOptunaSearch
+from tuning.optuna_search import FidelityOptunaSearch
 
 PROJECT = Path(__file__).resolve().parents[1]
 MAX_EPOCHS = 3

@@ -1,13 +1,18 @@
-"""No import cycle among the production modules, counting the imports inside functions (where cycles
-hide) and leaving out `if TYPE_CHECKING:` blocks (never run). Modules the registries import by name
-at run time (importlib) are entries that import the registry, not the other way round."""
+"""The layers hold and no import cycle exists among the production modules, counting the imports inside
+functions (where cycles hide) and leaving out `if TYPE_CHECKING:` blocks (never run). Modules the
+registries import by name at run time (importlib) are entries that import the registry, not the other
+way round. The layer order is docs/design.md's ("Layers")."""
 
 import ast
 from pathlib import Path
 
 PROJECT = Path(__file__).resolve().parents[1]
-PACKAGES = ("analysis", "search_spaces", "trainables")
-SCRIPTS = ("driver", "run_search")
+PACKAGES = ("driver", "tuning", "search_spaces", "analysis", "trainables", "experiment")
+SCRIPTS = ("run_search",)
+# Top to bottom: a module imports its own layer and those below it, never one above.
+LAYERS = ("run_search", "driver", "tuning", "search_spaces", "analysis", "trainables", "experiment")
+# Upward imports being removed elsewhere, as (importer, imported) modules; must stay empty.
+ALLOWED_UPWARD: list[tuple[str, str]] = []
 # Cycles being removed elsewhere; each entry must still be a cycle, so the list empties as they go.
 KNOWN_CYCLES: list[set[str]] = []  # none: keep it that way
 
@@ -108,3 +113,37 @@ def test_the_check_sees_imports_inside_functions(tmp_path, monkeypatch):
     }
     assert imports_of("pkg.a", modules["pkg.a"], modules) == {"pkg.b"}
     assert imports_of("pkg.b", modules["pkg.b"], modules) == {"pkg.a"}
+
+
+def layer_of(module: str) -> int:
+    return LAYERS.index(module.split(".")[0])
+
+
+def upward_imports() -> list[tuple[str, str]]:
+    modules = project_modules()
+    return sorted(
+        (name, target)
+        for name, path in modules.items()
+        for target in imports_of(name, path, modules)
+        if layer_of(target) < layer_of(name)
+    )
+
+
+def test_no_layer_imports_a_higher_one():
+    found = upward_imports()
+    unexpected = [pair for pair in found if pair not in ALLOWED_UPWARD]
+    assert not unexpected, f"imports of a higher layer ({' > '.join(LAYERS)}): {unexpected}"
+    assert not ALLOWED_UPWARD, "the allow-list is for a move in progress; empty it"
+
+
+def test_every_production_module_is_in_a_layer():
+    assert {m.split(".")[0] for m in project_modules()} == set(LAYERS)
+
+
+def test_the_layer_check_sees_an_upward_import_inside_a_function(tmp_path):
+    (tmp_path / "trainables").mkdir()
+    (tmp_path / "trainables" / "x.py").write_text("def f():\n    from driver import run\n")
+    modules = {"trainables.x": tmp_path / "trainables" / "x.py", "driver": tmp_path / "driver.py"}
+    (tmp_path / "driver.py").write_text("")
+    targets = imports_of("trainables.x", modules["trainables.x"], modules)
+    assert targets == {"driver"} and layer_of("driver") < layer_of("trainables.x")

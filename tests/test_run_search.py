@@ -109,26 +109,24 @@ def test_unavailable_dataset_exits_2_naming_the_fix(search, tmp_path):
     ],
 )
 def test_bad_objectives_and_optuna_storages_are_usage_errors(tmp_path, flags, message):
-    import argparse
-
     import driver
+    from driver.request import Request, check_study_flags, objectives
+    from experiment import folder
+    from tuning.study import open_study
 
-    args = argparse.Namespace(
-        **{"objective": "val_accuracy", "optuna_storage": None, "search": "optuna", "resume": False, **flags}
-    )
-    exp = driver.locate(argparse.Namespace(storage_path=str(tmp_path)), "x")
+    args = Request(**{"objective": "val_accuracy", **flags})
+    exp = folder.locate(str(tmp_path), "x")
     with pytest.raises(driver.UsageError, match=re.escape(message)):
-        driver.objectives(args)
-        driver.optuna_study(args, exp)
+        objectives(args.objective)
+        check_study_flags(args)
+        open_study(exp, args.optuna_storage, args.resume)
     assert list(tmp_path.iterdir()) == []
 
 
 def test_objectives_default_to_each_metrics_direction():
-    import argparse
+    from driver.request import objectives
 
-    import driver
-
-    goals = driver.objectives(argparse.Namespace(objective="val_accuracy, param_count,inference_s_per_image_b1:max"))
+    goals = objectives("val_accuracy, param_count,inference_s_per_image_b1:max")
     assert goals == [("val_accuracy", "max"), ("param_count", "min"), ("inference_s_per_image_b1", "max")]
 
 

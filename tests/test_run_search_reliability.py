@@ -248,11 +248,12 @@ def test_more_resources_per_trial_than_the_cluster_has(search, store, flag, valu
 
 
 def test_resume_takes_the_stored_settings_and_refuses_contradictions():
-    from driver import UsageError, resumed_args
-    from run_search import explicit_flags, parse_args
+    from driver import UsageError
+    from driver.request import resumed
+    from run_search import request_of
 
-    stored = vars(
-        parse_args(
+    stored = (
+        request_of(
             [
                 "--space",
                 "batchnorm",
@@ -267,15 +268,12 @@ def test_resume_takes_the_stored_settings_and_refuses_contradictions():
                 "--name",
                 "x",
             ]
-        )
-    )
-    meta = {"args": stored}
+        )[0]
+    ).stored()
 
     def resume(*argv: str):
-        args = parse_args(["--resume", "--name", "x", *argv])
-        return resumed_args(
-            args, explicit_flags(list(argv) + ["--resume", "--name", "x"], vars(args)), meta, "results/x"
-        )
+        args, given = request_of(["--resume", "--name", "x", *argv])
+        return resumed(args, given, stored, "results/x")
 
     args = resume("-v")
     assert (args.space, args.num_samples, args.max_epochs, args.seed, args.resume) == ("batchnorm", 3, 2, 7, True)
@@ -287,7 +285,7 @@ def test_resume_takes_the_stored_settings_and_refuses_contradictions():
     with pytest.raises(UsageError, match="--seed"):
         resume("--seed=8")
     with pytest.raises(UsageError, match="no stored arguments"):
-        resumed_args(parse_args(["--resume", "--name", "x"]), frozenset(), {}, "results/x")
+        resumed(request_of(["--resume", "--name", "x"])[0], frozenset(), None, "results/x")
 
 
 def test_resume_with_a_contradicting_flag_exits_2(search, store):
@@ -314,7 +312,8 @@ WRITER = """
 import sys
 import numpy as np
 import pyarrow as pa
-from analysis import storage, tables
+from analysis import tables
+from experiment import storage
 fs, path = storage.resolve(sys.argv[1])
 version = 0
 while True:  # rewrite the table, larger each time, until killed
@@ -388,13 +387,13 @@ def test_replayed_epochs_after_a_restore_are_deduplicated_last_report_wins(tmp_p
 
 def test_a_full_storage_is_recognised_through_tunes_wrapper():
     """Tune wraps an exception a callback raises in a TuneError of its text; the driver still tells a full
-    storage (trainables.tune_settings.StorageFull, or any ENOSPC) from another failure."""
+    storage (tuning.tune_settings.StorageFull, or any ENOSPC) from another failure."""
     import errno
 
     from ray.tune.error import TuneError
 
-    from driver import is_storage_full
-    from trainables.tune_settings import StorageFull
+    from driver.guards import is_storage_full
+    from tuning.tune_settings import StorageFull
 
     def wrapped(inner: BaseException) -> TuneError:
         try:

@@ -1,4 +1,5 @@
-"""The ASHA flags --grace-period, --reduction-factor, --brackets, --stop-on (driver.scheduler_settings; no Ray run)."""
+"""The ASHA flags --grace-period, --reduction-factor, --brackets, --stop-on (driver.request.scheduler_settings;
+no Ray run)."""
 
 from __future__ import annotations
 
@@ -6,13 +7,14 @@ import pytest
 
 import driver
 import run_search
+from driver.request import scheduler_settings
 from search_spaces import SPACES
 from search_spaces.base import SchedulerSettings
 
 
 def settings(*flags: str, max_epochs: int = 27):
-    args = run_search.parse_args(["--space", "basenet", *flags])
-    return driver.scheduler_settings(args, SPACES["basenet"], max_epochs)
+    request, _ = run_search.request_of(["--space", "basenet", *flags])
+    return scheduler_settings(request, SPACES["basenet"], max_epochs)
 
 
 def test_flags_reach_the_settings_and_defaults_are_the_spaces():

@@ -196,28 +196,30 @@ def test_reference_grid_runs_every_cell_twice_with_distinct_seeds(search, tmp_pa
 
 
 def test_patience_weights_and_input_size_reach_every_trial_config():
-    import driver
-    import run_search
+    from driver.request import fixed_knobs
+    from run_search import request_of
     from trainables.config import TrialConfig
+    from tuning.optuna_search import build_search
 
-    args = run_search.parse_args(["--space", "transfer", "--patience", "3", "--weights", "none", "--input-size", "96"])
-    fixed = {"dataset": "cub200", "seed": 0, "max_epochs": 4, **driver.fixed_knobs(args)}
-    search_alg, param_space = driver.build_search(args, SPACES["transfer"], fixed)
+    args, _ = request_of(["--space", "transfer", "--patience", "3", "--weights", "none", "--input-size", "96"])
+    fixed = {"dataset": "cub200", "seed": 0, "max_epochs": 4, **fixed_knobs(args)}
+    search_alg, param_space = build_search(args.search, SPACES["transfer"], fixed, seed=args.seed)
     assert param_space is None
     for i in range(5):
         config = TrialConfig.from_params(search_alg.suggest(str(i)))
         assert (config.patience, config.weights, config.input_size) == (3, "none", 96)
     # Off by default: no patience knob fixed, so trials keep TrialConfig's 0 (no early stopping).
-    assert driver.fixed_knobs(run_search.parse_args(["--space", "basenet"])) == {}
+    assert fixed_knobs(request_of(["--space", "basenet"])[0]) == {}
 
 
 def test_grid_search_runs_fixed_points_one_per_cell_and_seed():
-    import driver
-    import run_search
+    from driver.request import fixed_knobs
+    from run_search import request_of
+    from tuning.optuna_search import build_search
 
-    args = run_search.parse_args(["--space", "augmentation", "--search", "grid", "--repeats", "3", "--seed", "7"])
-    fixed = {"dataset": "digits", "seed": 7, "max_epochs": 2, **driver.fixed_knobs(args)}
-    search_alg, param_space = driver.build_search(args, SPACES["augmentation"], fixed)
+    args, _ = request_of(["--space", "augmentation", "--search", "grid", "--repeats", "3", "--seed", "7"])
+    fixed = {"dataset": "digits", "seed": 7, "max_epochs": 2, **fixed_knobs(args)}
+    search_alg, param_space = build_search(args.search, SPACES["augmentation"], fixed, seed=7, repeats=args.repeats)
     points = search_alg._points_to_evaluate
     assert len(points) == 9 and set(param_space) == set(points[0])
     assert sorted((p["augmentation"], p["seed"]) for p in points) == sorted(

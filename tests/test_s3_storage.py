@@ -20,8 +20,8 @@ from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
-from analysis import lock
 from analysis.tables import read_table
+from experiment import lock
 from tests.conftest import BUCKET, free_port
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -180,7 +180,7 @@ def test_missing_bucket_is_a_usage_error(s3_server, tmp_path):
 
 
 def test_an_experiment_another_driver_holds_is_refused(s3_server, tmp_path, monkeypatch):
-    """The bucket lock (analysis.lock) as run_search.py meets it: held by another process (this test's),
+    """The bucket lock (experiment.lock) as run_search.py meets it: held by another process (this test's),
     a second driver of the experiment, with or without --resume, exits 2 naming the holder."""
     endpoint, env, fs = s3_server
     for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION", "AWS_EC2_METADATA_DISABLED"):

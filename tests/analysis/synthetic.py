@@ -12,7 +12,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from analysis import storage, tables
+from analysis import tables
+from experiment import storage
 from trainables.config import TrialConfig
 
 

@@ -14,7 +14,8 @@ import pyarrow.parquet as pq
 import pytest
 from synthetic import trial_row, write_experiment
 
-from analysis import compare, knobs, questions, storage, summary, tables
+from analysis import compare, knobs, questions, summary, tables
+from experiment import storage
 
 PROJECT = Path(__file__).resolve().parents[2]
 REFERENCE = {"optimizer": "sgd", "learning_rate": 0.01, "batch_size": 32}

@@ -10,7 +10,8 @@ from pathlib import Path
 import pandas as pd
 import pyarrow.parquet as pq
 
-from analysis import report, storage, tables
+from analysis import report, tables
+from experiment import storage
 
 LEGACY = Path(__file__).resolve().parents[1] / "data" / "legacy_v1"  # written by the code before v2
 

@@ -91,9 +91,9 @@ def test_a_reused_worker_leaks_nothing_between_trials(tmp_path):
     import ray
     from ray import tune
 
-    from search_spaces.optuna_search import fixed_configs_search
     from trainables.data import load_digits
     from trainables.trainable import train_trial
+    from tuning.optuna_search import fixed_configs_search
 
     exp = tmp_path / "exp"
     exp.mkdir()

@@ -3,7 +3,7 @@
 import pytest
 from ray.tune.logger import JsonLoggerCallback, TBXLoggerCallback
 
-from trainables import tune_settings
+from tuning import tune_settings
 
 
 @pytest.mark.parametrize(("kept", "num_to_keep"), [(2, 2), (5, 5), (0, None)])

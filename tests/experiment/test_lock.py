@@ -1,4 +1,4 @@
-"""The experiment lock (analysis.lock): held by a real second process, on a local folder and in a real
+"""The experiment lock (experiment.lock): held by a real second process, on a local folder and in a real
 S3-compatible bucket (moto on loopback); a holder killed outright never blocks the next driver."""
 
 import hashlib
@@ -15,13 +15,13 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 
-from analysis import lock, storage
+from experiment import lock, storage
 from tests.conftest import BUCKET
 
 PROJECT = Path(__file__).resolve().parents[2]
 HOLDER = """
 import sys, time
-from analysis import lock, storage
+from experiment import lock, storage
 fs, path = storage.resolve(sys.argv[1])
 held = lock.acquire(fs, path, sys.argv[1])
 print("held", flush=True)
@@ -177,7 +177,7 @@ def test_s3_lock_heartbeat_keeps_it_fresh(bucket, monkeypatch):
 
 RACER = """
 import sys, time
-from analysis import lock, storage
+from experiment import lock, storage
 fs, path = storage.resolve(sys.argv[1])
 start = float(sys.argv[2])
 time.sleep(max(0.0, start - time.time()))  # all racers try at the same moment

@@ -1,4 +1,7 @@
-"""Ray Tune run settings that decide what the bookkeeping costs per trial (benchmarks/bookkeeping.py).
+"""The Tuner and the Ray Tune run settings that decide what the bookkeeping costs per trial.
+
+`build_tuner` is the one place a Tuner is built: the driver's phases, the replay engine and the
+bookkeeping benchmark (benchmarks/bookkeeping.py) all call it, so what they measure is what runs.
 
 Profiled (cProfile of the driver, 300 trivial trials, ASHA + Optuna TPE, one checkpoint per epoch,
 benchmarks/README.md): the cost that grew with the number of trials was Tune's experiment-state
@@ -20,7 +23,10 @@ from __future__ import annotations
 
 import errno
 import os
+from collections.abc import Sequence
 from typing import Any
+
+from tuning import METRIC, MODE
 
 # Checkpoints kept per trial (Tune deletes older ones): the latest, plus the one before, which an
 # experiment-state snapshot taken since the previous forced one may still name.
@@ -79,3 +85,65 @@ def stop_when_storage_full():  # noqa: ANN201 - a ray.tune.Callback
                 raise StorageFull(errno.ENOSPC, f"trial {trial.trial_id} could not write to the storage")
 
     return StopWhenStorageFull()
+
+
+def trial_dirname(trial: Any) -> str:
+    """Trial folders named by trial id alone: short, unique, and what the tables call them."""
+    return str(trial.trial_id)
+
+
+def build_tuner(
+    trainable: Any,
+    *,
+    name: str,
+    storage_path: str,
+    num_samples: int,
+    search_alg: Any,
+    scheduler: Any,
+    param_space: dict[str, Any] | None = None,
+    max_concurrent: int | None = None,
+    reuse_actors: bool = True,
+    keep_checkpoints: int = CHECKPOINTS_KEPT,
+    max_failures: int = 0,
+    verbose: int = 0,
+    callbacks: Sequence[Any] | None = None,
+    stop: Any = None,
+    metric: str = METRIC,
+    mode: str = MODE,
+) -> Any:
+    """A Tuner for one phase `name` (a folder under `storage_path`): trials named by id, `keep_checkpoints`
+    per trial (0: all), `callbacks` (default: result_loggers(), the per-result loggers the tables read)."""
+    from ray import tune
+
+    return tune.Tuner(
+        trainable,
+        param_space=param_space,
+        tune_config=tune.TuneConfig(
+            metric=metric,
+            mode=mode,
+            num_samples=num_samples,
+            search_alg=search_alg,
+            scheduler=scheduler,
+            max_concurrent_trials=max_concurrent,
+            trial_dirname_creator=trial_dirname,
+            reuse_actors=reuse_actors,
+        ),
+        run_config=tune.RunConfig(
+            name=name,
+            storage_path=storage_path,
+            stop=stop,
+            checkpoint_config=checkpoint_config(keep_checkpoints),
+            callbacks=result_loggers() if callbacks is None else list(callbacks),
+            failure_config=tune.FailureConfig(max_failures=max_failures),
+            verbose=verbose,
+        ),
+    )
+
+
+def restore_tuner(path: str, trainable: Any) -> Any:
+    """The Tuner stored at `path` (a phase folder), for --resume: the searcher's and scheduler's state
+    and the trials come back; finished trials are not re-run, errored ones continue from their last
+    checkpoint."""
+    from ray import tune
+
+    return tune.Tuner.restore(path, trainable=trainable, resume_errored=True)

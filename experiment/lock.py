@@ -30,7 +30,7 @@ from typing import Any
 
 import pyarrow.fs as pafs
 
-from analysis import storage
+from experiment import storage
 
 LOCK_FILE = "driver.lock"
 HEARTBEAT_S = 30.0  # seconds between the holder's rewrites of a bucket lock

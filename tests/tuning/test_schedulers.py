@@ -10,7 +10,7 @@ from ray.tune.schedulers.async_hyperband import _Bracket
 
 from search_spaces import SPACES
 from search_spaces.base import SchedulerSettings
-from search_spaces.schedulers import SmoothedASHA, bracket_rungs, build_scheduler, record, resolve_settings, smooth
+from tuning.schedulers import SmoothedASHA, bracket_rungs, build_scheduler, record, resolve_settings, smooth
 
 
 @pytest.mark.parametrize(

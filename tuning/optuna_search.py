@@ -264,3 +264,34 @@ def grid_configs(
     """
     cells = space.cells(where)
     return [{**cell, **fixed, "seed": seed + r} for r in range(max(1, repeats)) for cell in cells]
+
+
+def build_search(
+    kind: str,
+    space: SearchSpace,
+    fixed: Mapping[str, Any],
+    *,
+    seed: int,
+    repeats: int = 0,
+    cells: Mapping[str, str] | None = None,
+    objectives: Sequence[tuple[str, str]] = (("val_accuracy", "max"),),
+    study: Any = None,
+) -> tuple[Any, dict[str, Any] | None]:
+    """(search_alg, param_space) for --search `kind`: Optuna (TPE, or `random`) on the space's
+    define-by-run, learning at step = epoch, its study in `study`'s storage (tuning.study.OptunaStudy);
+    or, for `grid`, every cell of the space's grid matching `cells`, `repeats` times. Several
+    `objectives` make the study multi-objective."""
+    if kind == "grid":
+        return fixed_configs_search(grid_configs(space, fixed, seed, repeats, cells))
+    several = len(objectives) > 1
+    return build_optuna_search(
+        space,
+        fixed,
+        metric=[m for m, _ in objectives] if several else objectives[0][0],
+        mode=[d for _, d in objectives] if several else objectives[0][1],
+        seed=seed,
+        random=kind == "random",
+        max_epochs=int(fixed["max_epochs"]),
+        storage_spec=study.spec if study else None,
+        study_name=study.name if study else None,
+    ), None

@@ -7,8 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from trainables import replay
 from trainables.config import TrialConfig
+from tuning import replay
 
 KNOBS = [  # (optimizer, learning rate, bn_position): three BaseNet configurations
     ("sgd", 0.01, "none"),

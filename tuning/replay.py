@@ -16,7 +16,6 @@ tables. No TensorFlow here; Ray and Optuna are imported where a run starts.
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections.abc import Mapping, Sequence
@@ -26,6 +25,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from analysis.tables import CONFIG_VERSION
+from experiment import folder
 from trainables.config import knob_types
 
 # Per-epoch columns of a curve set (epochs.parquet's, with the optimizer's per-epoch learning rate
@@ -61,7 +62,7 @@ def load_curves(path: str | Path) -> pd.DataFrame:
     missing = [c for c in CURVE_COLUMNS if c not in table]
     if missing:
         raise ValueError(
-            f"{path} is not a curve set: it lacks columns {missing} (write one with trainables.replay.record_curves)"
+            f"{path} is not a curve set: it lacks columns {missing} (write one with tuning.replay.record_curves)"
         )
     return table
 
@@ -147,7 +148,7 @@ def build_searcher(
     import optuna
     from ray.tune.search.optuna import OptunaSearch
 
-    from search_spaces.optuna_search import build_optuna_search, define_with_fixed
+    from tuning.optuna_search import build_optuna_search, define_with_fixed
 
     if kind == "stock":
         return OptunaSearch(
@@ -220,28 +221,30 @@ def run_replay(
     import numpy.random
     from ray import tune
 
-    from search_spaces.optuna_search import fixed_configs_search
-    from search_spaces.schedulers import build_scheduler, record
+    from tuning.optuna_search import fixed_configs_search
+    from tuning.schedulers import build_scheduler, record
+    from tuning.tune_settings import build_tuner
 
     max_epochs = int(curves["epoch"].max())
     dataset = str(curves["dataset"].iloc[0]) if "dataset" in curves else "digits"
     fixed = {"dataset": dataset, "seed": seed, "max_epochs": max_epochs}
     exp = Path(storage) / name
     exp.mkdir(parents=True, exist_ok=True)
-    meta = {
-        "experiment": name,
-        "space": space.name,
-        "dataset": dataset,
-        "max_epochs": max_epochs,
-        "num_samples": num_samples,
-        "seed": seed,
-        "scheduler": scheduler,
-        "search": searcher,
-        "backend": "replay",
-        "scheduler_settings": record(scheduler, settings, max_epochs, FINAL, "max"),
-        "config_version": 2,
-    }
-    (exp / "experiment.json").write_text(json.dumps(meta, indent=2))
+    folder.write_record(
+        folder.locate(str(storage), name),
+        {
+            "space": space.name,
+            "dataset": dataset,
+            "max_epochs": max_epochs,
+            "num_samples": num_samples,
+            "seed": seed,
+            "scheduler": scheduler,
+            "search": searcher,
+            "backend": "replay",
+            "scheduler_settings": record(scheduler, settings, max_epochs, FINAL, "max"),
+            "config_version": CONFIG_VERSION,
+        },
+    )
     if configs is not None:
         search_alg, param_space = fixed_configs_search([{**c, **fixed} for c in configs])
         num_samples = len(configs)
@@ -249,27 +252,20 @@ def run_replay(
         search_alg, param_space = build_searcher(searcher, space, fixed, seed, max_epochs), None
     numpy.random.seed(seed)  # Ray's ASHA draws each trial's bracket from NumPy's global generator
     log, stopper = _tune_hooks(budget_epochs)
-    tuner = tune.Tuner(
+    tuner = build_tuner(
         tune.with_parameters(replay_trial, curves=curves),
+        name="search",
+        storage_path=str(exp),
+        num_samples=num_samples,
+        search_alg=search_alg,
+        scheduler=build_scheduler(scheduler, settings, max_epochs),
         param_space=param_space,
-        tune_config=tune.TuneConfig(
-            metric=FINAL,
-            mode="max",
-            num_samples=num_samples,
-            search_alg=search_alg,
-            scheduler=build_scheduler(scheduler, settings, max_epochs),
-            max_concurrent_trials=max_concurrent,
-            trial_dirname_creator=lambda trial: str(trial.trial_id),
-            reuse_actors=True,  # no GPU memory to hand back: one worker replays trial after trial
-        ),
-        run_config=tune.RunConfig(
-            name="search",
-            storage_path=str(exp),
-            stop=stopper,
-            callbacks=[log],
-            verbose=0,
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-        ),
+        max_concurrent=max_concurrent,
+        reuse_actors=True,  # no GPU memory to hand back: one worker replays trial after trial
+        keep_checkpoints=1,
+        callbacks=[log],
+        stop=stopper,
+        metric=FINAL,
     )
     tuner.fit()
     return pd.DataFrame(log.rows, columns=["trial_id", "epoch", FINAL, "config_id"])
@@ -300,7 +296,7 @@ def simulate(
     import numpy.random
     from ray.tune.schedulers import TrialScheduler
 
-    from search_spaces.schedulers import build_scheduler
+    from tuning.schedulers import build_scheduler
 
     max_epochs = int(curves["epoch"].max())
     dataset = str(curves["dataset"].iloc[0]) if "dataset" in curves else "digits"

@@ -7,14 +7,14 @@ import pytest
 from optuna.trial import TrialState
 
 from search_spaces import SPACES
-from search_spaces.optuna_search import (
+from trainables.config import TrialConfig
+from tuning.optuna_search import (
     FidelityOptunaSearch,
     build_optuna_search,
     fixed_configs_search,
     full_configs,
     grid_configs,
 )
-from trainables.config import TrialConfig
 
 FIXED = {"dataset": "digits", "seed": 0, "max_epochs": 3}
 

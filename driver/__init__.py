@@ -1,0 +1,225 @@
+"""The driver: checks the request, then runs one Ray Tune experiment per phase (search, then confirm),
+and resumes them. run_search.py is its command line; docs/design.md draws the whole flow.
+
+Read `run` top to bottom: the request is checked (driver.request: cheapest first; nothing is written
+under --storage-path until every check has passed), the data is loaded, Ray is joined, the experiment is
+locked and recorded (experiment.json), the phases run, and the tables and the report are written. No
+module-level mutable state: the SIGTERM flag lives in a `StopSignal` the caller owns.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import os
+from typing import Any
+
+from analysis import selection
+from analysis.tables import export_tables
+from driver.guards import (
+    check_free,
+    export_best_effort,
+    hold_experiment,
+    read_resumable,
+    storage_full_stops,
+    write_report,
+)
+from driver.record import record
+from driver.request import Plan, Request, check_name, plan, resumed, use_s3_endpoint, with_absolute_plugins
+from driver.signals import EXIT_ALL_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, Interrupted, StopSignal
+from driver.signals import sigterm_as_sigint as sigterm_as_sigint
+from experiment import folder, storage
+from experiment.errors import UsageError
+from experiment.folder import Experiment
+from tuning import cluster
+from tuning.study import OptunaStudy, open_study, upload_study
+
+__all__ = ["EXIT_ALL_FAILED", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_USAGE", "Interrupted", "Request", "UsageError"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Phase:
+    """One Ray Tune run of the experiment, in `<experiment>/<name>`."""
+
+    name: str  # "search" or "confirm"
+    num_samples: int
+    search_alg: Any
+    param_space: dict[str, Any] | None
+    scheduler: Any
+    restore: bool  # continue the run stored there (--resume) instead of starting it
+
+
+def run(request: Request, given: frozenset[str], argv: list[str], stop: StopSignal) -> int:
+    """The whole experiment; returns the exit code, raises UsageError or Interrupted. `given`: the
+    settings the user typed (what --resume may not contradict)."""
+    request = with_absolute_plugins(request)
+    check_name(request.name)
+    exp: Experiment | None = None
+    before: dict[str, Any] = {}
+    if request.resume:
+        exp, before = resumable(request)
+        request = resumed(request, given, before.get("args"), exp.uri)
+    p = plan(request)
+    use_s3_endpoint(request)
+    exp = exp or folder.locate(request.storage_path, request.name or default_name(p))
+    if not request.resume and exp.exists():
+        check_free(exp)
+        raise UsageError(f"experiment {exp.uri} already exists; pick another --name, or add --resume to continue it")
+    study = None if request.search == "grid" else open_study(exp, request.optuna_storage, request.resume)
+    data = load_data(p.dataset, request.data_dir)
+    cluster.connect_ray(request.address, os.environ, request.plugin, request.verbose > 0)
+    gpus = cluster.trial_gpus(request.gpus_per_trial, p.space.gpus_per_trial, cluster.cluster_gpus())
+    cluster.check_resources(request.cpus_per_trial, gpus, request.address is not None)
+    stop.install()  # again: ray.init installs its own SIGTERM handler (sys.exit)
+    hint = request.resume_command(exp.name)
+    # The lock is released however this ends; a killed driver's, see experiment.lock.
+    with storage_full_stops(exp, hint), hold_experiment(exp, request.resume):
+        record(request, p, exp, gpus, argv, before)
+        if study is not None:
+            print(f"Optuna study {study.name!r}; watch it live with: {study.dashboard_command()}")
+        return run_phases(request, p, exp, trainable(request, data, gpus), study, stop, hint)
+
+
+def run_phases(
+    request: Request, p: Plan, exp: Experiment, trainable: Any, study: OptunaStudy | None, stop: StopSignal, hint: str
+) -> int:
+    """The search phase, then the confirmation of its best configurations; the tables and the report."""
+    from tuning.optuna_search import build_search
+    from tuning.schedulers import build_scheduler
+
+    search_alg, param_space = build_search(
+        request.search,
+        p.space,
+        p.fixed,
+        seed=request.seed,
+        repeats=request.repeats,
+        cells=p.cell_filter,
+        objectives=p.objectives,
+        study=study,
+    )
+    scheduler = build_scheduler(request.scheduler, p.asha, p.max_epochs)
+    try:
+        search = Phase("search", p.num_samples, search_alg, param_space, scheduler, request.resume)
+        run_phase(search, trainable, request, exp, stop, hint)
+    finally:
+        upload_study(study)
+    _, trials, _ = export_tables(exp.uri)
+    if request.confirm_top:
+        confirm = confirm_phase(request, trials.to_pandas(), exp, p.max_epochs)
+        if confirm is not None:
+            run_phase(confirm, trainable, request, exp, stop, hint)
+        _, trials, _ = export_tables(exp.uri)
+        print("\n".join(selection.confirmed_lines(trials.to_pandas())))
+    lines, all_failed = selection.outcome(trials.to_pandas(), exp.tables)
+    print("\n".join(lines))
+    write_report(exp.uri)
+    return EXIT_ALL_FAILED if all_failed else EXIT_OK
+
+
+def run_phase(phase: Phase, trainable: Any, request: Request, exp: Experiment, stop: StopSignal, hint: str) -> None:
+    """Build the phase's Tuner (or restore it) and run it. Ctrl-C, SIGTERM or a crash still leave the
+    tables of what is finished."""
+    from tuning.tune_settings import build_tuner, restore_tuner
+
+    path = storage.join(exp.root, phase.name)
+    if phase.restore:
+        tuner = restore_tuner(path, trainable)
+    else:
+        tuner = build_tuner(
+            trainable,
+            name=phase.name,
+            storage_path=exp.root,
+            num_samples=phase.num_samples,
+            search_alg=phase.search_alg,
+            scheduler=phase.scheduler,
+            param_space=phase.param_space,
+            max_concurrent=request.max_concurrent,
+            reuse_actors=not request.fresh_workers,
+            keep_checkpoints=request.keep_checkpoints,
+            max_failures=request.max_failures,
+            verbose=request.verbosity,
+        )
+    try:
+        grid = tuner.fit()
+        if stop.terminated or search_incomplete(grid, phase.num_samples):
+            raise Interrupted(hint)
+    except BaseException as e:
+        export_best_effort(exp.uri)  # the tables can always be rebuilt later: analysis.tables
+        if isinstance(e, KeyboardInterrupt):
+            raise Interrupted(hint) from None
+        raise
+
+
+def confirm_phase(request: Request, trials: Any, exp: Experiment, max_epochs: int) -> Phase | None:
+    """The confirmation run: the best configs as fixed points, FIFO, full budget (analysis.selection)."""
+    from ray.tune.schedulers import FIFOScheduler
+
+    from tuning.optuna_search import fixed_configs_search
+
+    configs = selection.confirm_configs(trials, request.confirm_top, request.repeats, max_epochs)
+    if not configs:
+        print("confirmation skipped: no search trial finished without error")
+        return None
+    first = configs[0]["seed"]
+    print(
+        f"\nconfirming the best {len(configs) // request.repeats} configs, {request.repeats} seeds each "
+        f"(seeds {first}..{first + request.repeats - 1}), {max_epochs} epochs"
+    )
+    restore = request.resume and exp.exists("confirm", "tuner.pkl")
+    search_alg, param_space = fixed_configs_search(configs)
+    return Phase("confirm", len(configs), search_alg, param_space, FIFOScheduler(), restore)
+
+
+# ---- the steps `run` names ----------------------------------------------------------------------------
+
+
+def resumable(request: Request) -> tuple[Experiment, dict[str, Any]]:
+    """The experiment --resume continues, free and resumable, and its record."""
+    if not request.name:
+        raise UsageError("--resume needs --name NAME of the experiment to continue")
+    use_s3_endpoint(request)
+    exp = folder.locate(request.storage_path, request.name)
+    check_free(exp)
+    return exp, read_resumable(exp)
+
+
+def default_name(p: Plan) -> str:
+    return f"{p.space.name}-{dt.datetime.now(dt.UTC):%Y%m%d-%H%M%S}"
+
+
+def load_data(dataset: str, data_dir: str | None) -> Any:
+    from trainables.data import DatasetUnavailable, load_dataset
+
+    try:
+        return load_dataset(dataset, data_dir)
+    except DatasetUnavailable as e:
+        raise UsageError(
+            f"dataset {dataset!r} is unavailable: {e}. Point --data-dir at a folder holding it "
+            "in its standard format, or run offline with --dataset digits"
+        ) from None
+
+
+def trainable(request: Request, data: Any, gpus: float) -> Any:
+    """train_trial with its resources and the data (through the object store, zero-copy)."""
+    from ray import tune
+
+    from trainables.trainable import train_trial
+
+    return tune.with_resources(
+        tune.with_parameters(
+            train_trial,
+            data=data,
+            cpus=request.cpus_per_trial,
+            gpus=gpus,
+            checkpoint_every=request.checkpoint_every,
+            plugins=request.plugin,
+            shipped=request.address is not None,
+        ),
+        {"cpu": request.cpus_per_trial, "gpu": gpus},
+    )
+
+
+def search_incomplete(grid: Any, num_samples: int) -> bool:
+    """True when Tune returned early (its SIGINT handler stops gracefully and returns): a trial
+    still pending, running or paused, or fewer trials than asked for."""
+    return bool(grid.num_terminated + grid.num_errors < max(len(grid), num_samples))

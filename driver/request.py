@@ -1,0 +1,413 @@
+"""The request: what the user asked for, as one frozen, typed object, and every check of it.
+
+`Request` holds one field per flag of run_search.py, with the defaults (written here only: the parser
+leaves an untyped flag out, so `Request(**given)` fills it). `given` (the flags typed) is what --resume
+may not contradict. `plan(request)` runs every usage check that needs no Ray and no data, cheapest
+first, and resolves what the request means for its space: a `Plan`. Nothing here starts Ray or writes
+under --storage-path: a request refused here leaves no trace.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from experiment import storage
+from experiment.errors import UsageError
+from search_spaces import SPACES, SearchSpace
+from trainables import plugins, registry
+from trainables.config import TrialConfig, knob_types
+from tuning import METRIC, MODE
+
+# Metrics --objective may name, with their direction when the flag gives none. The first objective is
+# validation accuracy (ASHA, the confirmation stage and the report rank trials by it); the others are the
+# cost columns every report carries (trainables.cost), in their units: weights, MACs, seconds per image.
+OBJECTIVE_METRICS = {
+    "val_accuracy": "max",
+    "param_count": "min",
+    "macs_per_image": "min",
+    "inference_s_per_image_b1": "min",
+    "inference_s_per_image_large": "min",
+}
+# Settings --resume may change: where things are and how much is printed. Every other stored
+# setting (space, budget, seeds, searcher, resources, retries, plugins) shapes the experiment and must match.
+RESUME_MAY_CHANGE = ("resume", "name", "storage_path", "s3_endpoint", "address", "data_dir", "verbose", "quiet")
+# Flags that fix a knob only some models read: refused for a space none of whose models reads it.
+MODEL_KNOB_FLAGS = {"weights": "--weights", "input_size": "--input-size"}
+# An experiment name is one folder (one key prefix) inside --storage-path: no separator, no '..', only
+# characters that a folder and an S3 key both hold without escaping.
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
+SCHEDULER_FLAGS = ("grace_period", "reduction_factor", "brackets", "stop_on")
+
+
+@dataclasses.dataclass(frozen=True)
+class Request:
+    """One field per flag (run_search.py --help says what each means)."""
+
+    space: str | None = None
+    plugin: tuple[str, ...] = ()
+    dataset: str | None = None
+    data_dir: str | None = None
+    num_samples: int | None = None  # None: the space's own
+    max_epochs: int | None = None  # None: the space's own
+    scheduler: str = "asha"
+    grace_period: int | None = None  # ASHA's settings; None: the space's own
+    reduction_factor: int | None = None
+    brackets: int | None = None
+    stop_on: str | None = None
+    search: str = "optuna"
+    objective: str = f"{METRIC}:{MODE}"
+    optuna_storage: str | None = None
+    seed: int = 0
+    repeats: int = 0
+    cells: tuple[str, ...] = ()
+    confirm_top: int = 0
+    patience: int = 0  # epochs
+    weights: str | None = None
+    input_size: int | None = None  # pixels
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float | None = None  # None: the space's own on a GPU cluster, else 0
+    max_concurrent: int | None = None
+    address: str | None = None
+    storage_path: str = "./results"
+    s3_endpoint: str | None = None
+    name: str | None = None
+    resume: bool = False
+    max_failures: int = 2
+    checkpoint_every: int = 1  # epochs
+    keep_checkpoints: int = 2  # 0 keeps all
+    fresh_workers: bool = False
+    verbose: int = 0
+    quiet: int = 0
+
+    def __post_init__(self) -> None:
+        # Lists from the parser or a stored experiment.json become tuples: the request is hashable and frozen.
+        object.__setattr__(self, "plugin", tuple(self.plugin or ()))
+        object.__setattr__(self, "cells", tuple(self.cells or ()))
+
+    @classmethod
+    def from_flags(cls, given: Mapping[str, Any]) -> Request:
+        """The request of the flags typed (`given`: flag destination -> value); unknown keys fail."""
+        unknown = sorted(set(given) - set(FIELDS))
+        if unknown:
+            raise UsageError(f"unknown settings {unknown}; known: {', '.join(FIELDS)}")
+        return cls(**given)
+
+    def stored(self) -> dict[str, Any]:
+        """What experiment.json keeps for --resume: every setting but --resume itself."""
+        return {
+            k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(self).items() if k != "resume"
+        }
+
+    @property
+    def verbosity(self) -> int:
+        """Ray Tune's verbose level, 0..3: 1 (a live trial table) by default."""
+        return max(0, min(3, 1 + self.verbose - self.quiet))
+
+    def resume_command(self, name: str) -> str:
+        import shlex
+
+        cmd = ["python", "run_search.py", "--resume", "--name", name, "--storage-path", self.storage_path]
+        if self.address:
+            cmd += ["--address", self.address]
+        if self.s3_endpoint:  # the bucket is unreachable without it
+            cmd += ["--s3-endpoint", self.s3_endpoint]
+        return shlex.join(cmd)
+
+
+FIELDS = tuple(f.name for f in dataclasses.fields(Request))
+DEFAULTS = Request()
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """What a checked request means for its space: the resolved dataset, budget, trial count, ASHA
+    settings, objectives and the knobs the flags fix for every trial."""
+
+    space: SearchSpace
+    dataset: str
+    max_epochs: int
+    num_samples: int  # trials of the search phase
+    asha: Any  # search_spaces.base.SchedulerSettings
+    objectives: tuple[tuple[str, str], ...]  # (metric, min|max), validation accuracy first
+    fixed: dict[str, Any]  # knobs every trial gets: dataset, seed, budget, and the flags' own
+    cell_filter: dict[str, str]
+
+
+# ---- the checks, cheapest first ---------------------------------------------------------------------
+
+
+def with_absolute_plugins(request: Request) -> Request:
+    """--plugin files as absolute paths: what experiment.json keeps and trials find from any folder."""
+    refs = tuple(str(Path(r).expanduser().absolute()) if plugins.is_file_ref(r) else r for r in request.plugin)
+    return dataclasses.replace(request, plugin=refs)
+
+
+def check_name(name: str | None) -> None:
+    """--name must stay inside --storage-path: refused before anything is written."""
+    if name is None or (NAME_PATTERN.fullmatch(name) and ".." not in name):
+        return
+    if "/" in name or "\\" in name or os.sep in name:
+        why = "has a path separator"
+    elif ".." in name:
+        why = "has '..'"
+    else:
+        bad = sorted({c for c in name if not re.fullmatch(r"[A-Za-z0-9._-]", c)})
+        why = f"has characters a folder or bucket key cannot hold plainly ({' '.join(map(repr, bad))})" if bad else ""
+        why = why or ("is too long" if len(name) > 200 else "must start with a letter or digit")
+    raise UsageError(
+        f"--name {name!r} {why}: an experiment name is one folder inside --storage-path, made of letters, "
+        "digits, '.', '_' and '-' (at most 200, starting with a letter or digit, no '..'), e.g. --name lr-sweep-2"
+    )
+
+
+def resumed(request: Request, given: frozenset[str], stored: Any, exp_uri: str) -> Request:
+    """The stored request of the experiment (its plugins included), with what --resume may change taken
+    from this call. A flag given now that contradicts the stored value is refused, not silently ignored."""
+    if not isinstance(stored, dict):
+        raise UsageError(
+            f"{exp_uri}/{storage.EXPERIMENT_FILE} holds no stored arguments ('args'); "
+            "it cannot be resumed, start a new experiment under another --name"
+        )
+    # A setting the record lacks (an experiment from before that flag existed) is this call's.
+    before = Request(**{k: stored.get(k, getattr(request, k)) for k in FIELDS if k != "resume"})
+    conflicts = [
+        f"--{k.replace('_', '-')} {getattr(request, k)!r} (stored: {getattr(before, k)!r})"
+        for k in sorted(given - set(RESUME_MAY_CHANGE))
+        if k in stored and getattr(request, k) != getattr(before, k)
+    ]
+    if conflicts:
+        raise UsageError(
+            f"--resume continues {exp_uri} with its stored settings, but {', '.join(conflicts)} differ; "
+            "drop those flags"
+        )
+    return dataclasses.replace(before, **{k: getattr(request, k) for k in RESUME_MAY_CHANGE})
+
+
+def load_plugins(refs: tuple[str, ...]) -> None:
+    try:
+        plugins.load_plugins(list(refs))
+    except plugins.PluginError as e:
+        raise UsageError(str(e)) from None
+
+
+def plan(request: Request) -> Plan:
+    """Every check of the request against its space that needs no Ray and no data; its Plan."""
+    if not request.space:
+        raise UsageError("--space is required (or --resume --name NAME to continue an experiment)")
+    load_plugins(request.plugin)
+    space = resolve_space(request)
+    dataset = resolve_dataset(request, space)
+    max_epochs = request.max_epochs or space.max_epochs
+    num_samples = check_search_flags(request, space, dataset, max_epochs)
+    asha = scheduler_settings(request, space, max_epochs)
+    goals = tuple(objectives(request.objective))
+    if request.checkpoint_every < 1:
+        raise UsageError(f"--checkpoint-every must be >= 1 epoch, got {request.checkpoint_every}")
+    if request.keep_checkpoints < 0:
+        raise UsageError(f"--keep-checkpoints must be >= 0 (0 keeps every checkpoint), got {request.keep_checkpoints}")
+    check_study_flags(request)
+    check_storage_writable(request.storage_path)
+    check_s3_endpoint(request)
+    fixed = {"dataset": dataset, "seed": request.seed, "max_epochs": max_epochs, **fixed_knobs(request)}
+    return Plan(space, dataset, max_epochs, num_samples, asha, goals, fixed, cell_filter(request))
+
+
+def resolve_space(request: Request) -> SearchSpace:
+    if request.space not in SPACES:
+        raise UsageError(
+            f"--space {request.space!r} is unknown; known spaces: {', '.join(sorted(SPACES))}"
+            + ("" if request.plugin else " (or one a --plugin FILE registers)")
+        )
+    for flag in ("num_samples", "max_epochs", "max_concurrent"):
+        value = getattr(request, flag)
+        if value is not None and value < 1:
+            raise UsageError(f"--{flag.replace('_', '-')} must be a positive integer, got {value}")
+    if request.cpus_per_trial <= 0:
+        raise UsageError(f"--cpus-per-trial must be > 0, got {request.cpus_per_trial}")
+    if request.gpus_per_trial is not None and request.gpus_per_trial < 0:
+        raise UsageError(f"--gpus-per-trial must be >= 0, got {request.gpus_per_trial}")
+    if request.max_failures < 0:
+        raise UsageError(f"--max-failures must be >= 0, got {request.max_failures}")
+    return SPACES[request.space]
+
+
+def resolve_dataset(request: Request, space: SearchSpace) -> str:
+    name = request.dataset or space.dataset
+    if name not in registry.dataset_names():
+        raise UsageError(f"--dataset {name!r}: invalid choice; known datasets: {', '.join(registry.dataset_names())}")
+    return name
+
+
+def cell_filter(request: Request) -> dict[str, str]:
+    """--cells KNOB=VALUE ... as {knob: value}; a knob that is not a config knob is refused."""
+    where: dict[str, str] = {}
+    for item in request.cells:
+        knob, sep, value = item.partition("=")
+        if not sep or knob not in knob_types():
+            raise UsageError(f"--cells {item!r}: expected KNOB=VALUE with KNOB one of {', '.join(knob_types())}")
+        where[knob] = value
+    return where
+
+
+def fixed_knobs(request: Request) -> dict[str, Any]:
+    """Knobs the flags fix for every trial (besides dataset, seed, budget)."""
+    knobs: dict[str, Any] = {"patience": request.patience} if request.patience else {}
+    for knob in MODEL_KNOB_FLAGS:
+        if getattr(request, knob) is not None:
+            knobs[knob] = getattr(request, knob)
+    return knobs
+
+
+def check_search_flags(request: Request, space: SearchSpace, dataset: str, max_epochs: int) -> int:
+    """Checks of --search, --repeats, --confirm-top, --cells, --patience, --weights, --input-size against
+    the space; returns how many trials the search phase runs."""
+    for flag in ("repeats", "confirm_top", "patience"):
+        if getattr(request, flag) < 0:
+            raise UsageError(f"--{flag.replace('_', '-')} must be >= 0, got {getattr(request, flag)}")
+    if request.confirm_top and not request.repeats:
+        raise UsageError(
+            "--confirm-top K needs --repeats R (R >= 1): how often each of the K best configs is retrained"
+        )
+    if request.cells and request.search != "grid":
+        raise UsageError("--cells selects cells of a grid; add --search grid or drop --cells")
+    if request.repeats and not request.confirm_top and request.search != "grid":
+        raise UsageError(
+            "--repeats R needs --confirm-top K (retrain the K best configs R times) "
+            "or --search grid (run every cell R times)"
+        )
+    if request.search == "grid":
+        check_grid(request, space)
+    examples = space.examples()
+    knobs = fixed_knobs(request)
+    read = {k for e in examples for k in registry.model(e.get("model", TrialConfig.model)).knobs}
+    for knob, flag in MODEL_KNOB_FLAGS.items():
+        if knob in knobs and knob not in read:
+            raise UsageError(
+                f"{flag} applies to transfer-learning spaces only (e.g. --space transfer), whose "
+                f"models read {knob}; space {space.name!r} trains no backbone; drop {flag}"
+            )
+    if request.weights is not None:
+        from trainables.transfer import WeightsUnavailable, check_weights
+
+        try:
+            check_weights(request.weights)
+        except WeightsUnavailable as e:
+            raise UsageError(str(e)) from None
+    for example in examples:  # e.g. --input-size 32 with InceptionResNetV2, which needs 75
+        try:
+            TrialConfig.from_params({**example, "dataset": dataset, "max_epochs": max_epochs, **knobs})
+        except ValueError as e:
+            flags = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in knobs.items()) or "its defaults"
+            raise UsageError(f"space {space.name!r} with {flags}: {e}") from None
+    if request.search == "grid":
+        return len(space.cells(cell_filter(request))) * max(1, request.repeats)
+    return int(request.num_samples or space.num_samples)
+
+
+def check_grid(request: Request, space: SearchSpace) -> None:
+    if not space.cells():
+        with_grid = sorted(name for name, s in SPACES.items() if s.cells())
+        raise UsageError(
+            f"--search grid: space {space.name!r} has no grid; spaces with one: "
+            f"{', '.join(with_grid)}; or use --search optuna or random"
+        )
+    if not space.cells(cell_filter(request)):
+        raise UsageError(
+            f"--cells {' '.join(request.cells)}: no cell of space {space.name!r} matches; its cells: "
+            + "; ".join(", ".join(f"{k}={v}" for k, v in c.items()) for c in space.cells())
+        )
+    if request.num_samples is not None:
+        raise UsageError(
+            "--num-samples does not apply to --search grid, which runs every cell (--repeats times); drop --num-samples"
+        )
+
+
+def scheduler_settings(request: Request, space: SearchSpace, max_epochs: int) -> Any:
+    """ASHA's settings: the space's, with --grace-period/--reduction-factor/--brackets/--stop-on over them."""
+    from tuning.schedulers import resolve_settings
+
+    given = {k: getattr(request, k) for k in SCHEDULER_FLAGS}
+    if request.scheduler == "fifo" and any(v is not None for v in given.values()):
+        flags = ", ".join(f"--{k.replace('_', '-')}" for k, v in given.items() if v is not None)
+        raise UsageError(
+            f"{flags} set ASHA's rungs; with --scheduler fifo nothing is stopped: drop them or use --scheduler asha"
+        )
+    try:
+        return resolve_settings(space, max_epochs, **given)
+    except ValueError as e:
+        raise UsageError(f"--scheduler asha: {e.args[0]} (flags --grace-period, --brackets)") from None
+
+
+def objectives(text: str) -> list[tuple[str, str]]:
+    """--objective METRIC[:min|max],... as [(metric, mode), ...]; validation accuracy first."""
+    goals = []
+    for item in text.split(","):
+        name, _, mode = item.strip().partition(":")
+        if name not in OBJECTIVE_METRICS:
+            raise UsageError(
+                f"--objective {text!r}: unknown metric {name!r}; known: {', '.join(OBJECTIVE_METRICS)}, "
+                "e.g. --objective val_accuracy,param_count"
+            )
+        mode = mode or OBJECTIVE_METRICS[name]
+        if mode not in ("min", "max"):
+            raise UsageError(f"--objective {text!r}: {name}:{mode} must end in :min or :max (or neither)")
+        goals.append((name, mode))
+    if goals[0] != (METRIC, MODE):
+        raise UsageError(
+            f"--objective {text!r}: the first objective must be {METRIC}:{MODE} (ASHA, the confirmation stage "
+            f"and the report rank trials by it); list costs after it, e.g. --objective {METRIC},param_count"
+        )
+    if len({n for n, _ in goals}) < len(goals):
+        raise UsageError(f"--objective {text!r} names a metric twice; name each once")
+    return goals
+
+
+def check_study_flags(request: Request) -> None:
+    if request.optuna_storage and request.search == "grid":
+        raise UsageError("--optuna-storage: --search grid asks Optuna nothing; drop --optuna-storage")
+
+
+def check_storage_writable(storage_path: str) -> None:
+    """Fail before anything starts when --storage-path cannot hold an experiment (local paths;
+    a bucket's permissions show on its first write). The probe folder is removed again."""
+    if storage.is_uri(storage_path):
+        return
+    probe = Path(storage_path).expanduser().absolute()
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise UsageError(
+            f"--storage-path {storage_path}: {probe} is a file, not a folder; "
+            "point --storage-path at a folder you can write to"
+        )
+    try:
+        tempfile.TemporaryDirectory(dir=probe, prefix=".write-probe-").cleanup()
+    except OSError as e:
+        raise UsageError(
+            f"--storage-path {storage_path} is not writable: cannot create a folder in {probe} "
+            f"({e.strerror or e}); point --storage-path at a folder you can write to"
+        ) from None
+
+
+def check_s3_endpoint(request: Request) -> None:
+    if request.s3_endpoint is None:
+        return
+    if not str(request.storage_path).startswith("s3://"):
+        raise UsageError(f"--s3-endpoint needs an s3:// --storage-path, got {request.storage_path!r}")
+    if not request.s3_endpoint.startswith(("http://", "https://")):
+        raise UsageError(f"--s3-endpoint must be an http:// or https:// URL, got {request.s3_endpoint!r}")
+
+
+def use_s3_endpoint(request: Request) -> None:
+    """Point pyarrow.fs (ours and Ray Tune's) at a non-AWS S3 store through the AWS SDK's own variable,
+    which trial workers of an embedded Ray inherit and a cluster's get through the runtime env (the SDK
+    reads no other setting, so the variable must carry it)."""
+    check_s3_endpoint(request)
+    if request.s3_endpoint is not None:
+        os.environ["AWS_ENDPOINT_URL"] = request.s3_endpoint
