@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.tables import knob_columns
+from trainables.registry import is_null
 
 # Knobs with more distinct values than this are continuous: plotted, not split into levels.
 MAX_LEVELS = 8
@@ -49,11 +50,10 @@ def level_text(value: Any) -> str:
 
 
 def plain(value: Any) -> Any:
+    """A table cell as a plain Python value (numpy scalars unwrapped), None for a null knob."""
     if isinstance(value, np.generic):
         value = value.item()
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    return value
+    return None if is_null(value) else value
 
 
 def finite(x: Any) -> bool:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -42,10 +41,6 @@ def _rows_of(rep: pd.DataFrame, question: Question) -> pd.DataFrame:
     for knob, value in question.where.items():
         mask &= rep[knob] == value if knob in rep else False
     return rep[mask & rep[question.knob].notna() & rep[METRIC].notna()] if question.knob in rep else rep[:0]
-
-
-def _none(x: float) -> float | None:
-    return None if x is None or (isinstance(x, float) and math.isnan(x)) else float(x)
 
 
 def question_rows(rep: pd.DataFrame, questions: tuple[Question, ...] = QUESTIONS) -> list[dict[str, Any]]:
@@ -89,8 +84,8 @@ def question_rows(rep: pd.DataFrame, questions: tuple[Question, ...] = QUESTIONS
                 "level": knobs.level_text(a),
                 "level_b": knobs.level_text(b),
                 **stats.fields(iv),
-                "p_value": _none(iv.p_value),
-                "p_holm": _none(p),
+                "p_value": stats.null(iv.p_value),
+                "p_holm": stats.null(p),
                 "verdict": stats.verdict(q.knob, knobs.level_text(a), knobs.level_text(b), iv, p, METRIC),
                 "note": f"paired t-test over {iv.n} seed pairs; Holm across the {len(pairs)} comparisons "
                 "of this question",

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import math
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -18,7 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from analysis import against as against_reference
-from analysis import pareto, questions, rungs, summary, tables
+from analysis import pareto, questions, rungs, stats, summary, tables
 from experiment import storage
 from trainables import registry
 
@@ -187,7 +186,7 @@ def write_pareto_table(front: pd.DataFrame | None, fs: Any, path: str) -> list[s
 
 
 def _fmt(value: Any) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA:
+    if value is None or value is pd.NA or (isinstance(value, float) and stats.null(value) is None):
         return ""
     if isinstance(value, float):
         return f"{value:.4f}"

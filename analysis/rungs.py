@@ -38,7 +38,7 @@ METRIC = "val_accuracy"
 MIN_PAIRS = 5  # fewer trials that reached both epochs: figures are shown, no verdict is drawn
 RHO_WARN = 0.5  # Spearman below this: the rung's ranking says little about the final one
 TOP_K = 3  # the final top-k whose fate at the rung is counted
-EMA_WEIGHT = 0.5  # must match tuning.schedulers.EMA_WEIGHT (--stop-on ema)
+EMA_WEIGHT = 0.5  # stop_on='ema': weight of the newest epoch (a half-life of one epoch); ASHA's too
 # What experiments ran before run_search.py recorded scheduler_settings (grace 1, rf 3, 'epoch').
 LEGACY_SETTINGS = {"grace_period": 1, "reduction_factor": 3, "brackets": 1, "stop_on": "last"}
 ROW_METRICS = ("rung_spearman", "rung_kendall", "rung_top_k_behind")
@@ -59,13 +59,20 @@ def settings_from_meta(meta: dict[str, Any]) -> dict[str, Any] | None:
     return out
 
 
-def rung_epochs(grace_period: int, reduction_factor: int, brackets: int, max_t: int) -> list[int]:
-    """Epochs some bracket judges at, below max_t: Ray's _Bracket rungs (same float arithmetic)."""
-    out: set[int] = set()
+def bracket_rungs(grace_period: int, reduction_factor: int, brackets: int, max_t: int) -> list[list[int]]:
+    """Each bracket's rungs (epochs, ascending, below max_t), as Ray's _Bracket computes them: bracket s
+    judges at grace * rf**(k+s). A rung at max_t judges nothing (max_t stops all). The one copy of this
+    arithmetic: tuning.schedulers builds ASHA from it, and this module judges its rungs."""
+    out = []
     for s in range(brackets):
-        count = int(math.log(max_t / grace_period) / math.log(reduction_factor) - s + 1)
-        out.update(grace_period * reduction_factor ** (k + s) for k in range(count))
-    return sorted(e for e in out if e < max_t)
+        count = int(math.log(max_t / grace_period) / math.log(reduction_factor) - s + 1)  # Ray's MAX_RUNGS
+        out.append([e for k in range(count) if (e := grace_period * reduction_factor ** (k + s)) < max_t])
+    return out
+
+
+def rung_epochs(grace_period: int, reduction_factor: int, brackets: int, max_t: int) -> list[int]:
+    """Epochs some bracket judges at, below max_t, ascending."""
+    return sorted({e for rungs in bracket_rungs(grace_period, reduction_factor, brackets, max_t) for e in rungs})
 
 
 def curves(trials: pd.DataFrame, epochs: pd.DataFrame, stop_on: str = "last") -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -15,8 +15,10 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
+import pandas as pd
 from scipy import stats
 
 CONFIDENCE = 0.95
@@ -116,12 +118,16 @@ def fields(iv: Interval) -> dict[str, float | int | None]:
     (no spread to measure, or no run) is written as null."""
     return {
         "n": iv.n,
-        "value": _null(iv.mean),
-        "std": _null(iv.std),
-        "ci_low": _null(iv.ci_low),
-        "ci_high": _null(iv.ci_high),
+        "value": null(iv.mean),
+        "std": null(iv.std),
+        "ci_low": null(iv.ci_low),
+        "ci_high": null(iv.ci_high),
     }
 
 
-def _null(x: float | None) -> float | None:
-    return None if x is None or math.isnan(x) else float(x)
+def null(x: Any) -> float | None:
+    """A number as a float, or None for a missing one (None, NaN, pd.NA): the one NaN-to-null of the
+    analysis, for table cells where null means "not measured"."""
+    if x is None or x is pd.NA or (isinstance(x, float | np.floating) and math.isnan(x)):
+        return None
+    return float(x)

@@ -227,7 +227,7 @@ def config_rows(rep: pd.DataFrame, knobs: list[str]) -> list[dict[str, Any]]:
                     "config_id": cid,
                     "config": g["_label"].iloc[0],
                     **stats.fields(iv),
-                    "test_accuracy": _nan_none(float(g["test_accuracy"].mean())),
+                    "test_accuracy": stats.null(float(g["test_accuracy"].mean())),
                     "note": f"seeds {sorted(int(s) for s in g['seed'].unique())}"
                     + ("; a single run: no interval" if iv.n < 2 else ""),
                 }
@@ -268,8 +268,8 @@ def paired_rows(rep: pd.DataFrame, knobs: list[str]) -> list[dict[str, Any]]:
                     "level": la,
                     "level_b": lb,
                     **stats.fields(iv),
-                    "p_value": _nan_none(iv.p_value),
-                    "p_holm": _nan_none(p_holm),
+                    "p_value": stats.null(iv.p_value),
+                    "p_holm": stats.null(p_holm),
                     "verdict": stats.verdict(knob, la, lb, iv, p_holm, metric),
                     "note": f"paired t-test over {iv.n} seed pairs; Holm across {len(family)} comparisons of {metric}",
                 }
@@ -308,10 +308,6 @@ def marginal_rows(trials: pd.DataFrame, epochs: pd.DataFrame, knobs: list[str]) 
             )
         rows.extend(rank_by_value(level_rows))
     return rows
-
-
-def _nan_none(x: float | None) -> float | None:
-    return None if x is None or (isinstance(x, float) and math.isnan(x)) else float(x)
 
 
 # ---------------------------------------------------------------- all together

@@ -361,12 +361,10 @@ def build_tables(experiment: str | Path) -> tuple[pa.Table, pa.Table]:
 
 
 def write_table(table: pa.Table, fs: pafs.FileSystem, path: str) -> None:
-    """Temp file, then rename: a crash mid-write leaves the previous table intact."""
-    fs.create_dir(posixpath.dirname(path), recursive=True)
-    tmp = f"{posixpath.dirname(path)}/.{posixpath.basename(path)}.tmp"
-    with storage.removed_on_failure(fs, tmp):
+    """Temp file, then rename (experiment.storage.replaced_atomically): a crash mid-write leaves the
+    previous table intact."""
+    with storage.replaced_atomically(fs, path) as tmp:
         pq.write_table(table, tmp, filesystem=fs)
-    fs.move(tmp, path)
 
 
 def export_tables(experiment: str | Path) -> tuple[str, pa.Table, pa.Table]:

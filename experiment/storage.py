@@ -40,13 +40,21 @@ def read_text(fs: pafs.FileSystem, path: str) -> str:
         return f.read().decode("utf-8", errors="replace")
 
 
-def write_text(fs: pafs.FileSystem, path: str, text: str) -> None:
-    """Write to a temp name, then rename: readers never see half a file."""
+@contextmanager
+def replaced_atomically(fs: pafs.FileSystem, path: str) -> Iterator[str]:
+    """Yields a temp path beside `path` to write; renamed onto `path` when the block succeeds, removed when
+    it fails. Readers never see half a file, and a crash (or a full disk) mid-write leaves the previous
+    file intact. The one atomic write of the project: text files and Parquet tables alike."""
     fs.create_dir(posixpath.dirname(path), recursive=True)
-    tmp = f"{path}.tmp"
-    with removed_on_failure(fs, tmp), fs.open_output_stream(tmp) as f:
-        f.write(text.encode("utf-8"))
+    tmp = f"{posixpath.dirname(path)}/.{posixpath.basename(path)}.tmp"
+    with removed_on_failure(fs, tmp):
+        yield tmp
     fs.move(tmp, path)
+
+
+def write_text(fs: pafs.FileSystem, path: str, text: str) -> None:
+    with replaced_atomically(fs, path) as tmp, fs.open_output_stream(tmp) as f:
+        f.write(text.encode("utf-8"))
 
 
 @contextmanager

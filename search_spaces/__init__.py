@@ -1,23 +1,16 @@
 """The registry of named search spaces: SPACES = {name: SearchSpace}, filled by register_space.
 
-Built-in spaces register here exactly as a plugin's do (`--plugin FILE`): `register_space(SPACE)`.
+Built-in spaces register here exactly as a plugin's do (`--plugin FILE`): `register_space(SPACE)`. Every
+module of this package that defines a `SPACE` is a built-in space, found when the package is imported:
+a new space is one new file, and nothing lists it (as trainables/models/ for networks).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import importlib
+import pkgutil
 
-from search_spaces import (
-    augmentation,
-    basenet,
-    batchnorm,
-    convnet,
-    depth,
-    learning_rate,
-    reference,
-    reference_cub,
-    transfer,
-)
 from search_spaces.base import SearchSpace
 from trainables import registry
 
@@ -39,7 +32,13 @@ def register_space(space: SearchSpace) -> SearchSpace:
     return space
 
 
-for _module in (basenet, batchnorm, depth, augmentation, learning_rate, convnet, transfer, reference, reference_cub):
-    register_space(_module.SPACE)
+def _register_built_ins() -> None:
+    for info in sorted(pkgutil.iter_modules(__path__), key=lambda i: i.name):
+        space = getattr(importlib.import_module(f"{__name__}.{info.name}"), "SPACE", None)
+        if isinstance(space, SearchSpace):
+            register_space(space)
+
+
+_register_built_ins()
 
 __all__ = ["SPACES", "SearchSpace", "register_space"]

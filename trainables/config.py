@@ -239,17 +239,7 @@ registry.RESERVED_KNOBS.update(knob_types(declared=False))  # a space may not re
 
 
 def _coerce(field: dataclasses.Field, value: Any) -> Any:
-    # Optuna and Ray hand over numpy scalars and ints for floats; the schema wants exact types.
-    kind = _TYPES[field.type]
-    if kind is bool:
-        if isinstance(value, str):
-            raise ValueError(f"{field.name} must be a bool, got {value!r}")
-        return bool(value)
-    if kind is int:
-        if float(value) != int(value):
-            raise ValueError(f"{field.name} must be an integer, got {value!r}")
-        return int(value)
-    return kind(value)
+    return registry.coerce(field.name, _TYPES[field.type], value)
 
 
 def _one_of(name: str, value: Any, choices: tuple[str, ...]) -> None:

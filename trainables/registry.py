@@ -34,6 +34,26 @@ class RegistryError(ValueError):
     """A bad or duplicate registration: a plugin that makes one exits 2 naming its file and line."""
 
 
+def coerce(name: str, kind: type, value: Any) -> Any:
+    """`value` as exactly `kind` (str, int, float or bool): Optuna and Ray hand over numpy scalars, and
+    ints for floats; the Parquet schema wants exact types. A string is never read as a number or a bool,
+    and a float that is not whole is never an int (ValueError naming the knob). The one coercion of
+    knob values: built-in fields (trainables.config) and declared knobs alike."""
+    if kind is bool:
+        if isinstance(value, str):
+            raise ValueError(f"{name} must be a bool, got {value!r}")
+        return bool(value)
+    if kind is int:
+        if isinstance(value, str) or float(value) != int(value):
+            raise ValueError(f"{name} must be an integer, got {value!r}")
+        return int(value)
+    if kind is float:
+        if isinstance(value, str):
+            raise ValueError(f"{name} must be a number, got {value!r}")
+        return float(value)
+    return str(value)
+
+
 @dataclasses.dataclass(frozen=True)
 class Knob:
     """A knob a search space adds to the trial config: validated like the built-in ones, a typed column
@@ -63,21 +83,7 @@ class Knob:
 
     def coerce(self, value: Any) -> Any:
         """`value` as this knob's exact type, checked against choices and bounds (ValueError if not)."""
-        kind = KNOB_TYPES[self.type]
-        if kind is bool:
-            if isinstance(value, str):
-                raise ValueError(f"{self.name} must be a bool, got {value!r}")
-            value = bool(value)
-        elif kind is int:
-            if isinstance(value, str) or float(value) != int(value):
-                raise ValueError(f"{self.name} must be an integer, got {value!r}")
-            value = int(value)
-        elif kind is float:
-            if isinstance(value, str):
-                raise ValueError(f"{self.name} must be a number, got {value!r}")
-            value = float(value)
-        else:
-            value = str(value)
+        value = coerce(self.name, KNOB_TYPES[self.type], value)
         if self.choices is not None and value not in self.choices:
             raise ValueError(f"{self.name} must be one of {list(self.choices)}, got {value!r}")
         if self.low is not None and value < self.low:

@@ -12,10 +12,11 @@ from typing import Any
 
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 
+from analysis import rungs
 from search_spaces.base import STOP_ON, SchedulerSettings, SearchSpace
 
 TIME_ATTR = "epoch"  # the trainable's 1-based epoch count
-EMA_WEIGHT = 0.5  # stop_on='ema': weight of the newest epoch (a half-life of one epoch)
+EMA_WEIGHT = rungs.EMA_WEIGHT  # stop_on='ema': the one weight, shared with the rung diagnostics
 
 
 def resolve_settings(
@@ -59,19 +60,13 @@ def resolve_settings(
 
 
 def bracket_rungs(settings: SchedulerSettings, max_epochs: int) -> list[list[int]]:
-    """Each bracket's rungs (epochs, ascending, below max_epochs), as Ray's _Bracket computes them:
-    bracket s judges at grace * rf**(k+s). A rung at max_epochs judges nothing (max_t stops all)."""
-    g, rf = settings.grace_period, settings.reduction_factor
-    out = []
-    for s in range(settings.brackets):
-        count = int(math.log(max_epochs / g) / math.log(rf) - s + 1)  # Ray's MAX_RUNGS, same float math
-        out.append([g * rf ** (k + s) for k in range(count) if g * rf ** (k + s) < max_epochs])
-    return out
+    """Each bracket's rungs below max_epochs (analysis.rungs.bracket_rungs, Ray's arithmetic)."""
+    return rungs.bracket_rungs(settings.grace_period, settings.reduction_factor, settings.brackets, max_epochs)
 
 
 def rung_epochs(settings: SchedulerSettings, max_epochs: int) -> list[int]:
     """Every epoch at which some bracket judges, ascending."""
-    return sorted({e for rungs in bracket_rungs(settings, max_epochs) for e in rungs})
+    return rungs.rung_epochs(settings.grace_period, settings.reduction_factor, settings.brackets, max_epochs)
 
 
 class SmoothedASHA(ASHAScheduler):
