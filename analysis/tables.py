@@ -1,4 +1,4 @@
-"""The result tables (DESIGN section 3): built from an experiment folder alone, written atomically.
+"""The result tables (docs/design.md, "The tables"): built from an experiment folder alone, written atomically.
 
 Everything here reads what trials reported (Ray Tune's per-trial `result.json`,
 `params.json`, `error.txt`) and the driver's `experiment.json`, so the tables

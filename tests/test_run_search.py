@@ -185,7 +185,7 @@ def test_batchnorm_search_on_digits_writes_the_design_tables(search, tmp_path):
     ]
     assert (trials["seed"] == 0).all() and set(trials["model"]) <= {"basenet", "convnet"}
     assert set(trials["bn_position"]) <= {"none", "before_relu", "after_relu"}
-    # Knobs a trial did not read are null, never their defaults (DESIGN section 3).
+    # Knobs a trial did not read are null, never their defaults (docs/design.md, "The tables").
     basenet, convnet = trials[trials["model"] == "basenet"], trials[trials["model"] == "convnet"]
     for knob in ("depth", "base_width", "kernel_size", "pool_after", "dense_units"):
         assert basenet[knob].isna().all() and convnet[knob].notna().all(), knob

@@ -1,7 +1,7 @@
 """The configuration of one trial: every knob of the reference study, one name end to end.
 
 A knob's name is the Optuna parameter, the field here and the Parquet column
-(DESIGN section 5). This module imports neither TensorFlow nor Ray, so search
+(docs/design.md, "Extension points"). This module imports neither TensorFlow nor Ray, so search
 spaces and the table schema can use it.
 
 Models and datasets are registries (trainables.registry): a config's `model` and `dataset` must name
@@ -53,7 +53,7 @@ class TrialConfig:
     # BatchNorm after each conv, before or after its ReLU (BaseNet and ConvNet). None: the model's
     # own default (its registry entry's `defaults`), which is the reference study's network of that name.
     bn_position: str | None = None
-    # ConvNet shape (DESIGN section 1); BaseNet ignores these.
+    # ConvNet shape (docs/design.md, "What it is for"); BaseNet ignores these.
     depth: int = 5  # conv blocks
     base_width: int = 16  # filters of the first conv; doubles per block
     kernel_size: int = 3
@@ -190,7 +190,7 @@ class TrialConfig:
 
 # Which knobs every trial, an optimizer and an augmentation policy read; a model declares its own in its
 # registry entry. A knob that no part of a trial reads is null in trials.parquet, and the analysis skips
-# it (DESIGN section 3).
+# it (docs/design.md, "The tables").
 ALWAYS_READ: tuple[str, ...] = (
     "model",
     "dataset",

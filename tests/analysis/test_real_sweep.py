@@ -57,7 +57,7 @@ def test_a_real_sweep_gets_a_report_duckdb_and_a_notebook(tmp_path: Path, search
     assert ranking["budget_epochs"].is_monotonic_decreasing  # matched budget: longer runs first
     assert "## Ranking at matched budget" in (folder / "report.md").read_text()
 
-    # The contract of DESIGN section 3: DuckDB straight on the file.
+    # The contract of docs/design.md ("The tables"): DuckDB straight on the file.
     query = f"select bn_position, avg(test_accuracy) from '{exp}/tables/trials.parquet' group by 1"
     rows = duckdb.sql(query).fetchall()
     assert rows and {r[0] for r in rows} <= {"none", "before_relu", "after_relu"}
