@@ -12,12 +12,12 @@ import math
 import matplotlib
 
 matplotlib.use("Agg")  # headless: the report runs on clusters and in CI
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import pyarrow.fs as pafs  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import pyarrow.fs as pafs
 
-from analysis import summary  # noqa: E402
+from analysis import summary
 
 DPI = 110
 STATUS_COLORS = {"completed": "tab:green", "stopped": "tab:orange", "error": "tab:red"}
@@ -38,7 +38,7 @@ def learning_curves(ranked: pd.DataFrame, epochs: pd.DataFrame, top: int = 5) ->
     if best.empty or epochs.empty:
         return None
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4.2))
-    colors = plt.cm.tab10.colors
+    colors = plt.get_cmap("tab10")(np.arange(10))  # the ten tab10 colours, as RGBA rows
     for i, (_, t) in enumerate(best.iterrows()):
         ep = epochs[epochs["trial_id"] == t["trial_id"]].sort_values("epoch")
         c = colors[i % len(colors)]
@@ -131,8 +131,8 @@ def paired_differences(summary_df: pd.DataFrame) -> plt.Figure | None:
     lo = (val - 100 * rows["ci_low"]).fillna(0).clip(lower=0)
     hi = (100 * rows["ci_high"] - val).fillna(0).clip(lower=0)
     colors = ["tab:green" if p < 0.05 else "tab:gray" for p in rows["p_holm"].fillna(1.0)]
-    for yi, v, l, h, c in zip(y, val, lo, hi, colors, strict=True):
-        ax.errorbar([v], [yi], xerr=[[l], [h]], fmt="o", color=c, capsize=4)
+    for yi, v, low, high, c in zip(y, val, lo, hi, colors, strict=True):
+        ax.errorbar([v], [yi], xerr=[[low], [high]], fmt="o", color=c, capsize=4)
     ax.axvline(0, color="black", lw=0.8)
     ax.set_yticks(
         y,
@@ -162,7 +162,7 @@ def knob_effects(trials: pd.DataFrame, epochs: pd.DataFrame) -> plt.Figure | Non
     nrows = math.ceil(len(knobs) / cols)
     fig, axes = plt.subplots(nrows, cols, figsize=(4.2 * cols, 3.6 * nrows), squeeze=False)
     rng = np.random.default_rng(0)  # jitter only; fixed so the figure is reproducible
-    for ax, knob in zip(axes.flat, knobs):
+    for ax, knob in zip(axes.flat, knobs, strict=False):
         values = at[knob]
         if summary.is_discrete(values) or not pd.api.types.is_numeric_dtype(values):
             levels = sorted(values.dropna().unique().tolist(), key=summary.level_text)
@@ -226,7 +226,8 @@ def parallel_coordinates(trials: pd.DataFrame) -> plt.Figure | None:
     if ok.empty or not knobs:
         return None
     axes_names = knobs + ["best_val_accuracy"]
-    scaled, ticks = {}, {}
+    scaled: dict[str, pd.Series] = {}
+    ticks: dict[str, tuple[list[float], list[str]]] = {}  # per axis: tick positions in [0, 1], labels
     for name in axes_names:
         v = ok[name]
         if pd.api.types.is_numeric_dtype(v) and not pd.api.types.is_bool_dtype(v):
@@ -259,9 +260,10 @@ def parallel_coordinates(trials: pd.DataFrame) -> plt.Figure | None:
             ls="-" if ok["status"].iloc[i] == "completed" else ":",
         )
     for x, name in zip(xs, axes_names, strict=True):
-        ax.axvline(x, color="black", lw=0.8)
-        for pos, label in zip(*ticks[name], strict=True):
-            ax.text(x + 0.03, pos, label, fontsize=7, va="center")
+        ax.axvline(float(x), color="black", lw=0.8)
+        positions, labels = ticks[name]
+        for where, label in zip(positions, labels, strict=True):
+            ax.text(float(x) + 0.03, where, label, fontsize=7, va="center")
     ax.set_xticks(xs, axes_names)
     ax.set_yticks([])
     ax.set_ylim(-0.08, 1.08)

@@ -43,7 +43,7 @@ class Interval:
         return self.ci_low > 0 or self.ci_high < 0
 
 
-def t_interval(values: Sequence[float], bounds: tuple[float, float] | None = None) -> Interval:
+def t_interval(values: Sequence[float] | np.ndarray, bounds: tuple[float, float] | None = None) -> Interval:
     """Mean, std, 95 % t-interval and the two-sided t-test p-value against 0.
 
     `bounds`: where the mean can lie at all (accuracies: 0..1; their differences: -1..1). With two or
@@ -55,7 +55,7 @@ def t_interval(values: Sequence[float], bounds: tuple[float, float] | None = Non
     return dataclasses.replace(iv, ci_low=min(max(iv.ci_low, lo), hi), ci_high=max(min(iv.ci_high, hi), lo))
 
 
-def _t_interval(values: Sequence[float]) -> Interval:
+def _t_interval(values: Sequence[float] | np.ndarray) -> Interval:
     x = np.round(np.asarray(values, dtype=float), RESOLUTION_DECIMALS)
     x = x[np.isfinite(x)]
     n = int(x.size)

@@ -213,7 +213,7 @@ def config_rows(rep: pd.DataFrame, knobs: list[str]) -> list[dict[str, Any]]:
     rep = rep.assign(_cid=config_ids(rep).values, _label=config_labels(rep, knobs).values)
     if rep.groupby("_cid").size().max() < 2:
         return []  # no configuration was repeated: nothing to put an interval on
-    rows = []
+    rows: list[dict[str, Any]] = []
     for metric in METRICS:
         group_rows = []
         for cid, g in rep.groupby("_cid", sort=True):

@@ -38,7 +38,7 @@ def pick_dataset(quick: bool, force: str | None = None) -> tuple[str, str | None
     return "digits", None
 
 
-def load(dataset: str, data_dir: str | None):  # noqa: ANN201 - trainables.data.ImageDataset
+def load(dataset: str, data_dir: str | None):
     from trainables.data import load_dataset
 
     return load_dataset(dataset, data_dir)
@@ -84,7 +84,7 @@ def start_ray(attempts: int = 3, **options: Any) -> float:
         try:
             ray.init(address="local", include_dashboard=False, log_to_driver=False, logging_level="WARNING", **options)
             return time.perf_counter() - started
-        except Exception as e:  # noqa: BLE001 - Ray raises a bare Exception for this timeout
+        except Exception as e:
             if "timed out during startup" not in str(e) or attempt == attempts:
                 raise
             print(f"ray.init timed out (machine load {os.getloadavg()[0]:.0f}); trying again", file=sys.stderr)

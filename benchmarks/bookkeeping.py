@@ -40,7 +40,7 @@ from pathlib import Path
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _common  # noqa: E402
+import _common
 
 NAME = "bookkeeping"
 
@@ -83,7 +83,7 @@ def build_tuner(
     epochs: int,
     exp: Path,
     reuse: bool,
-    seed: int,  # noqa: ANN201
+    seed: int,
     checkpoint_every: int = 1,
     before: bool = False,
     keep_all: bool = False,
@@ -131,7 +131,7 @@ def build_tuner(
     ), request
 
 
-def growth(grid, k: int) -> tuple[float, float]:  # noqa: ANN001 - tune.ResultGrid
+def growth(grid, k: int) -> tuple[float, float]:
     """Wall time per trial (ms) over the first k and the last k trials, by completion: the gaps
     between consecutive trials' last reports."""
     ends = sorted(float(r.metrics["timestamp"]) for r in grid if r.metrics and "timestamp" in r.metrics)

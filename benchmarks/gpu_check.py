@@ -37,7 +37,7 @@ from pathlib import Path
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _common  # noqa: E402
+import _common
 
 NAME = "gpu_check"
 CELL = {
@@ -74,7 +74,7 @@ def gpu_info() -> dict | None:
     return {"gpu_name": name, "gpu_total_mb": int(total), "gpus": int(count)}
 
 
-def instrumented(params: dict, data, log: str, cpus: float = 1, gpus: float = 0) -> None:  # noqa: ANN001
+def instrumented(params: dict, data, log: str, cpus: float = 1, gpus: float = 0) -> None:
     """train_trial, then a log line: the trial's GPU memory limit and peak, its epoch times, any error."""
     from ray import tune
 
@@ -83,7 +83,7 @@ def instrumented(params: dict, data, log: str, cpus: float = 1, gpus: float = 0)
     epochs: list[dict] = []
     real_report = tune.report
 
-    def report(metrics, checkpoint=None):  # noqa: ANN001, ANN202
+    def report(metrics, checkpoint=None):
         epochs.append({k: metrics.get(k) for k in ("epoch", "epoch_time_s", "error")})
         return real_report(metrics, checkpoint=checkpoint)
 
@@ -91,7 +91,7 @@ def instrumented(params: dict, data, log: str, cpus: float = 1, gpus: float = 0)
     error = None
     try:
         trainable.train_trial(params, data, cpus, gpus)
-    except BaseException as e:  # noqa: BLE001 - logged, then re-raised for Tune
+    except BaseException as e:
         error = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
         raise
     finally:
@@ -119,7 +119,7 @@ def instrumented(params: dict, data, log: str, cpus: float = 1, gpus: float = 0)
 
 def run(
     label: str, trials: int, share: float, cpus: float, epochs: int, dataset: str, data, work: Path, use_gpu: bool
-) -> list[dict]:  # noqa: ANN001
+) -> list[dict]:
     from ray import tune
 
     from tuning.optuna_search import fixed_configs_search

@@ -6,7 +6,8 @@ at a time) and as a plain Keras loop in one process, side by side.
     .venv/bin/python benchmarks/harness_overhead.py --quick    # 2 trials x 1 epoch on digits
 
 Both sides are whole processes timed from launch to exit (Python, TensorFlow import and data loading
-included), run at niceness 15 (as Ray runs its workers), train with 1 TensorFlow thread (a trial's --cpus-per-trial 1), the same model
+included), run at niceness 15 (as Ray runs its workers), train with 1 TensorFlow thread (a trial's
+--cpus-per-trial 1), the same model
 (trainables.architectures), the same tf.data pipeline (trainables.pipeline, `simple` policy), the same
 validation split, batch size, epochs and seeds, and both evaluate the test split at the end. The
 configurations are the ones the harness sampled (basenet space, random search, fixed seed), read back
@@ -31,7 +32,7 @@ from pathlib import Path
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _common  # noqa: E402
+import _common
 
 NAME = "harness_overhead"
 
@@ -39,8 +40,8 @@ NAME = "harness_overhead"
 def plain_loop(configs_path: str, dataset: str, data_dir: str | None) -> None:
     """The baseline, run as its own process: one Keras fit per config, nothing else."""
     started = time.perf_counter()
-    # Ray runs trial workers at niceness 15 (Ray sets it in every worker it starts): the baseline gets the same priority,
-    # so other processes on a shared machine slow both sides alike.
+    # Ray runs trial workers at niceness 15 (Ray sets it in every worker it starts): the baseline gets the
+    # same priority, so other processes on a shared machine slow both sides alike.
     os.nice(15 - os.nice(0))
     from trainables.runtime import configure_tensorflow
 
@@ -183,7 +184,7 @@ def startup_times(exp: Path) -> tuple[list[float], list[float]]:
         # The trainable's start on the wall clock: last report minus the trainable's total time.
         spans.append((float(last["timestamp"]) - float(last["time_total_s"]), float(last["timestamp"])))
     spans.sort()
-    gaps = [max(0.0, nxt[0] - prev[1]) for prev, nxt in zip(spans, spans[1:])]
+    gaps = [max(0.0, nxt[0] - prev[1]) for prev, nxt in zip(spans, spans[1:], strict=False)]
     return startup, gaps
 
 

@@ -42,7 +42,7 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _common  # noqa: E402
+import _common
 
 NAME = "input_pipeline"
 POLICIES = ("simple", "complex", "whitening")
@@ -98,7 +98,8 @@ KERAS2_WORKER = """
 import json, sys, time
 import numpy as np
 from tf_keras.preprocessing.image import ImageDataGenerator
-policy, path, batch_size, zoom, epsilon = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4]), float(sys.argv[5])
+policy, path = sys.argv[1], sys.argv[2]
+batch_size, zoom, epsilon = int(sys.argv[3]), float(sys.argv[4]), float(sys.argv[5])
 x = np.load(path).astype("float32")
 y = np.zeros(len(x), dtype="int32")
 if policy == "simple":
@@ -156,7 +157,7 @@ def keras2_baseline(policy: str, subset: np.ndarray, batch_size: int, zoom: floa
     return out["images"] / out["seconds"]
 
 
-def time_pass(ds) -> tuple[int, float]:  # noqa: ANN001 - tf.data.Dataset
+def time_pass(ds) -> tuple[int, float]:
     """(images, seconds) of one full pass, after a warm-up pass that traces the graph."""
     for _ in ds:
         pass
@@ -166,15 +167,15 @@ def time_pass(ds) -> tuple[int, float]:  # noqa: ANN001 - tf.data.Dataset
     return n, time.perf_counter() - t0
 
 
-def fit_speed(model_fn, ds, epochs: int = 2) -> float:  # noqa: ANN001
+def fit_speed(model_fn, ds, epochs: int = 2) -> float:
     """Images per second of the last of `epochs` model.fit epochs."""
     import keras
 
     class Clock(keras.callbacks.Callback):
-        def on_epoch_begin(self, epoch, logs=None):  # noqa: ANN001, ANN201
+        def on_epoch_begin(self, epoch, logs=None):
             self.t0 = time.perf_counter()
 
-        def on_epoch_end(self, epoch, logs=None):  # noqa: ANN001, ANN201
+        def on_epoch_end(self, epoch, logs=None):
             self.last = time.perf_counter() - self.t0
 
     clock = Clock()
@@ -258,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
         )
 
         # Training speed: the real pipeline against pre-normalised in-memory tensors.
-        def model_fn(config=config):  # noqa: ANN202
+        def model_fn(config=config):
             keras.utils.set_random_seed(0)
             model = build_model(config, data.image_shape, data.num_classes)
             model.compile(

@@ -23,8 +23,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("experiments", nargs="+", type=Path, help="experiment folders (<storage-path>/<name>)")
     p.add_argument("--phase", choices=("search", "confirm"), default=None, help="only this phase's trials")
     args = p.parse_args(argv)
-    from experiment import storage
     from analysis.tables import build_tables, write_table
+    from experiment import storage
     from tuning.replay import configs_of, record_curves
 
     for exp in args.experiments:

@@ -41,7 +41,7 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _common  # noqa: E402
+import _common
 
 NAME = "replay_schedulers"
 DEFAULT_CURVES = _common.RESULTS / "curves_digits_basenet.parquet"
@@ -312,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
                             "epochs_spent": int(e),
                             "regret": float(r),
                         }
-                        for e, r in zip(points, regret)
+                        for e, r in zip(points, regret, strict=False)
                     ]
             done = time.perf_counter() - started
             print(f"seed {seed} done, {done:.0f} s so far", flush=True)
@@ -332,7 +332,9 @@ def main(argv: list[str] | None = None) -> int:
     table = table.rename(columns={"count": "seeds"})
     run_frame = pd.DataFrame(runs)
     trials = run_frame.groupby(["searcher", "setting"])["trials"].mean()
-    table["mean_trials"] = [round(trials[(s, lb)], 1) for s, lb in zip(table["searcher"], table["setting"])]
+    table["mean_trials"] = [
+        round(trials[(s, lb)], 1) for s, lb in zip(table["searcher"], table["setting"], strict=False)
+    ]
     table["found_best_share"] = [
         float(
             (
@@ -340,7 +342,7 @@ def main(argv: list[str] | None = None) -> int:
                 <= 1e-12
             ).mean()
         )
-        for s, lb, e in zip(table["searcher"], table["setting"], table["epochs_spent"])
+        for s, lb, e in zip(table["searcher"], table["setting"], table["epochs_spent"], strict=False)
     ]
     table["budget_epochs"], table["max_epochs"], table["configs"] = budget, max_epochs, len(finals)
     table["curves"], table["engine"], table["workers"] = args.curves.name, args.engine, args.max_concurrent
@@ -439,7 +441,7 @@ def figure(table: pd.DataFrame, path: Path, searchers: list[str], labels: list[s
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, len(searchers), figsize=(5 * len(searchers), 4), sharey=True, squeeze=False)
-    for ax, searcher in zip(axes[0], searchers):
+    for ax, searcher in zip(axes[0], searchers, strict=False):
         for label in labels:
             d = table[(table["searcher"] == searcher) & (table["setting"] == label)]
             (line,) = ax.plot(d["epochs_spent"], 100 * d["mean"], marker="o", ms=3, label=label)

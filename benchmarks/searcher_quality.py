@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _common  # noqa: E402
+import _common
 
 NAME = "searcher_quality"
 LR_RANGE = (1e-4, 1e-1)  # search_spaces.batchnorm's learning_rate range
@@ -85,7 +85,7 @@ def train_table(lrs: np.ndarray, epochs: int, train_images: int | None) -> pd.Da
     return pd.DataFrame(rows)
 
 
-def surrogate(table: pd.DataFrame):  # noqa: ANN201
+def surrogate(table: pd.DataFrame):
     curves = {
         key: (np.log10(g["learning_rate"].to_numpy()), g["best_val_accuracy"].to_numpy())
         for key, g in table.sort_values("learning_rate").groupby(["bn_position", "optimizer"])
@@ -98,7 +98,7 @@ def surrogate(table: pd.DataFrame):  # noqa: ANN201
     return score
 
 
-def run_studies(score, seeds: int, budget: int) -> pd.DataFrame:  # noqa: ANN001
+def run_studies(score, seeds: int, budget: int) -> pd.DataFrame:
     import optuna
 
     from search_spaces.batchnorm import define
@@ -112,7 +112,7 @@ def run_studies(score, seeds: int, budget: int) -> pd.DataFrame:  # noqa: ANN001
         ):
             study = optuna.create_study(direction="maximize", sampler=sampler)
 
-            def objective(trial, study=study):  # noqa: ANN001, ANN202
+            def objective(trial):
                 define(trial)
                 return score(trial.params)
 

@@ -19,9 +19,9 @@ from pathlib import Path
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _common  # noqa: E402
+import _common
 
-from analysis import against  # noqa: E402
+from analysis import against
 
 NAME = "tuned_vs_reference"
 

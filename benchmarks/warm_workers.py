@@ -38,7 +38,7 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _common  # noqa: E402
+import _common
 
 NAME = "warm_workers"
 
@@ -82,7 +82,7 @@ def rss_mb() -> float:
     return float("nan")
 
 
-def instrumented(params: dict, data, log: str, cpus: float = 1, gpus: float = 0) -> None:  # noqa: ANN001
+def instrumented(params: dict, data, log: str, cpus: float = 1, gpus: float = 0) -> None:
     """train_trial with a log line per trial: entry, report times, epoch times, RSS at the end."""
     from ray import tune
 
@@ -92,7 +92,7 @@ def instrumented(params: dict, data, log: str, cpus: float = 1, gpus: float = 0)
     reports: list[tuple[float, float]] = []
     real_report = tune.report
 
-    def report(metrics, checkpoint=None):  # noqa: ANN001, ANN202
+    def report(metrics, checkpoint=None):
         reports.append((time.time(), float(metrics.get("epoch_time_s", float("nan")))))
         return real_report(metrics, checkpoint=checkpoint)
 
@@ -112,11 +112,11 @@ def instrumented(params: dict, data, log: str, cpus: float = 1, gpus: float = 0)
             f.write(json.dumps(record) + "\n")
 
 
-def run(trials: int, epochs: int, reuse: bool, data, work: Path) -> list[dict]:  # noqa: ANN001
+def run(trials: int, epochs: int, reuse: bool, data, work: Path) -> list[dict]:
     from ray import tune
 
-    from tuning.optuna_search import fixed_configs_search
     from tuning import tune_settings
+    from tuning.optuna_search import fixed_configs_search
 
     log = work / f"log-{'reused' if reuse else 'fresh'}.jsonl"
     configs = [
@@ -141,7 +141,7 @@ def run(trials: int, epochs: int, reuse: bool, data, work: Path) -> list[dict]: 
     if grid.num_errors:
         raise RuntimeError(f"{grid.num_errors} trials failed: {[str(r.error)[:300] for r in grid if r.error]}")
     rows = sorted((json.loads(line) for line in log.read_text().splitlines()), key=lambda r: r["entered"])
-    for i, (prev, row) in enumerate(zip([None, *rows], rows)):
+    for i, (prev, row) in enumerate(zip([None, *rows], rows, strict=False)):
         row["trial"] = i  # the order trials ran in (the log has Tune's trial id)
         first_report, first_epoch_s = row["reports"][0]
         row["first_epoch_start"] = first_report - first_epoch_s
@@ -150,7 +150,7 @@ def run(trials: int, epochs: int, reuse: bool, data, work: Path) -> list[dict]: 
     return rows
 
 
-def small_digits(n: int):  # noqa: ANN201 - an ImageDataset
+def small_digits(n: int):
     from trainables.data import ImageDataset, load_digits
 
     full = load_digits()

@@ -283,7 +283,7 @@ def stats_key(kind: str, data: ImageDataset, train_idx: np.ndarray, epsilon: flo
     digest = hashlib.blake2b(digest_size=16)
     for part in (str(STATS_FORMAT), kind, data.name, str(data.x_train.shape), repr(epsilon)):
         digest.update(part.encode() + b"\0")
-    digest.update(memoryview(np.ascontiguousarray(data.x_train)).cast("B"))  # ~40 ms for CIFAR-25
+    digest.update(np.ascontiguousarray(data.x_train).data.cast("B"))  # ~40 ms for CIFAR-25, no copy
     digest.update(np.asarray(train_idx, dtype=np.int64).tobytes())
     return f"{data.name}-{kind}-{digest.hexdigest()}"
 
@@ -317,7 +317,7 @@ def cached_stats(
         fd, tmp = tempfile.mkstemp(dir=folder, suffix=".npz.tmp")
         try:
             with os.fdopen(fd, "wb") as f:
-                np.savez(f, **arrays)
+                np.savez(f, **arrays)  # type: ignore[arg-type]  # numpy's stub types **kwds as allow_pickle
             os.replace(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)

@@ -1,4 +1,4 @@
-"""Transfer learning: a keras.applications backbone (no top, global average pooling) + the reference study's head (dense 500 or 1024, relu, then the classes).
+"""Transfer learning: a keras.applications backbone (no top, global average pooling) + the reference study's dense head.
 
 `extract` freezes the backbone and trains the head only. `finetune` trains the
 backbone's convolution kernels too, but its BatchNorm layers stay in inference mode:
@@ -56,7 +56,7 @@ def check_weights(weights: str) -> None:
 
 
 def backbone_entry(name: str, module: str, constructor: str, min_input_size: int, description: str) -> Model:
-    """The registry entry of a keras.applications backbone with the reference study's head (dense 500 or 1024, relu, then the classes) (trainables/models/)."""
+    """The registry entry of a keras.applications backbone with the study's dense head (trainables/models/)."""
     BACKBONES[name] = (module, constructor)
 
     def check(config: TrialConfig) -> None:

@@ -1,4 +1,4 @@
-"""InceptionResNetV2 (ImageNet weights, no top, global average pooling) + the reference study's head (dense 500 or 1024, relu, then the classes); its stem needs
+"""InceptionResNetV2 (ImageNet weights, no top, global average pooling) + the study's head; its stem needs
 at least 75x75 pixels (keras.applications)."""
 
 from trainables.registry import register_model

@@ -1,4 +1,4 @@
-"""ResNet50 (ImageNet weights, no top, global average pooling) + the reference study's head (dense 500 or 1024, relu, then the classes); trainables.transfer."""
+"""ResNet50 (ImageNet weights, no top, global average pooling) + the study's head; trainables.transfer."""
 
 from trainables.registry import register_model
 from trainables.transfer import backbone_entry
