@@ -13,6 +13,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # headless: the report runs on clusters and in CI
 import matplotlib.pyplot as plt
+import matplotlib.ticker as mticker
 import numpy as np
 import pandas as pd
 import pyarrow.fs as pafs
@@ -22,6 +23,7 @@ from analysis import summary
 DPI = 110
 STATUS_COLORS = {"completed": "tab:green", "stopped": "tab:orange", "error": "tab:red"}
 LOG_KNOBS = ("learning_rate", "weight_decay")
+MIN_BOX_POINTS = 5  # a level with fewer trials gets its dots only
 
 
 def save(fig: plt.Figure, fs: pafs.FileSystem, path: str) -> None:
@@ -54,8 +56,10 @@ def learning_curves(ranked: pd.DataFrame, epochs: pd.DataFrame, top: int = 5) ->
     for ax in (ax_loss, ax_acc):
         ax.grid(alpha=0.3)
         ax.xaxis.get_major_locator().set_params(integer=True)
-    ax_acc.legend(fontsize=8, loc="lower right")
+    # Beside the axes, not on them: a legend inside covers the curves it names.
+    ax_acc.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
     fig.suptitle(f"learning curves of the {len(best)} best-ranked trials")
+    fig.tight_layout()
     return fig
 
 
@@ -165,16 +169,24 @@ def knob_effects(trials: pd.DataFrame, epochs: pd.DataFrame) -> plt.Figure | Non
     for ax, knob in zip(axes.flat, knobs, strict=False):
         values = at[knob]
         if summary.is_discrete(values) or not pd.api.types.is_numeric_dtype(values):
-            levels = sorted(values.dropna().unique().tolist(), key=summary.level_text)
+            numeric = pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values)
+            # Numbers in numeric order (32 before 128), everything else by its text.
+            levels = sorted(values.dropna().unique().tolist(), key=None if numeric else summary.level_text)
             groups = [at.loc[values == lv, "_score"].to_numpy() for lv in levels]
-            ax.boxplot(groups, positions=range(len(levels)), widths=0.5, showfliers=False)
             for i, g in enumerate(groups):
+                if len(g) >= MIN_BOX_POINTS:  # a box over one or two points shows nothing the dots do not
+                    ax.boxplot([g], positions=[i], widths=0.5, showfliers=False)
                 ax.scatter(i + rng.uniform(-0.12, 0.12, len(g)), g, s=18, alpha=0.8, zorder=3)
             ax.set_xticks(range(len(levels)), [summary.level_text(lv) for lv in levels], rotation=20)
         else:
             ax.scatter(values, at["_score"], s=18, alpha=0.8)
             if knob in LOG_KNOBS and values.min() > 0:
                 ax.set_xscale("log")
+                # A few labelled decades, no labelled minor ticks: within a decade or two matplotlib labels
+                # every minor tick, and the labels run into each other.
+                ax.xaxis.set_major_locator(mticker.LogLocator(numticks=4))
+                ax.xaxis.set_minor_formatter(mticker.NullFormatter())
+            ax.tick_params(axis="x", labelrotation=30)
         ax.set(title=knob, ylabel=f"best val. accuracy by epoch {budget}")
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(knobs) :]:
