@@ -45,7 +45,11 @@ def main(argv: list[str] | None = None) -> int:
     frame = compare(_common.tables(args.tuned)[0], _common.tables(args.reference)[0], args.model)
     info = _common.machine()
     frame["date_utc"] = info["date_utc"]
-    _common.emit(NAME, frame, args.out, f"tuned {args.model} vs the best reference {args.model} cell")
+    # Each run adds its comparison to the ones before (a history of what tuning bought), never replaces them.
+    path = Path(args.out) if args.out else _common.RESULTS / f"{NAME}.csv"
+    if path.is_file():
+        frame = pd.concat([pd.read_csv(path), frame], ignore_index=True)
+    _common.emit(NAME, frame, path, f"tuned {args.model} vs the best reference {args.model} cell")
     return 0
 
 
