@@ -147,3 +147,15 @@ def test_the_layer_check_sees_an_upward_import_inside_a_function(tmp_path):
     (tmp_path / "driver.py").write_text("")
     targets = imports_of("trainables.x", modules["trainables.x"], modules)
     assert targets == {"driver"} and layer_of("driver") < layer_of("trainables.x")
+
+
+def test_nothing_below_the_command_lines_takes_an_argparse_namespace():
+    """run_search.py turns flags into a driver.request.Request; `python -m analysis` (report.py,
+    compare.py) parses its own flags and hands plain values on. No other module touches argparse."""
+    command_lines = {"run_search", "analysis.report", "analysis.compare"}
+    users = sorted(
+        name
+        for name, path in project_modules().items()
+        if name not in command_lines and "argparse" in path.read_text()
+    )
+    assert not users, f"argparse below the command line: {users}"
