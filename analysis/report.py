@@ -423,11 +423,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"python -m analysis: error: {args.experiment}: {_one_line(e)}", file=sys.stderr)
         return EXIT_USAGE
     print(f"report: {result['folder']}/report.md ({len(result['files'])} files)")
-    if result["against"] is not None:
-        for line in result["against"].lines():
-            print(f"  {line}".replace("**", ""))
-    for text in dict.fromkeys(result["summary"].query("kind == 'question'")["question"]):
-        print(f"  {text} {questions.answer(result['summary'], text)}".replace("**", ""))
-    for v in result["summary"].query("kind == 'paired' and metric == 'test_accuracy'")["verdict"]:
-        print(f"  {v}")
+    print("\n".join(answer_lines(result)))
     return EXIT_OK
+
+
+def answer_lines(result: dict[str, Any]) -> list[str]:
+    """The report's answers as lines for a terminal: the tuned-vs-reference comparison, each question of
+    the study, each seed-paired verdict on test accuracy."""
+    lines = [] if result["against"] is None else [f"  {line}".replace("**", "") for line in result["against"].lines()]
+    s = result["summary"]
+    lines += [
+        f"  {q} {questions.answer(s, q)}".replace("**", "")
+        for q in dict.fromkeys(s.query("kind == 'question'")["question"])
+    ]
+    lines += [f"  {v}" for v in s.query("kind == 'paired' and metric == 'test_accuracy'")["verdict"]]
+    return lines

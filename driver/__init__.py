@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import os
+import shlex
 from typing import Any
 
 from analysis import selection
@@ -77,6 +78,8 @@ def run(request: Request, given: frozenset[str], argv: list[str], stop: StopSign
         record(request, p, exp, gpus, argv, before)
         if study is not None:
             print(f"Optuna study {study.name!r}; watch it live with: {study.dashboard_command()}")
+        # Ray Tune's own hint names its staging folder under /tmp/ray; every trial's events are here.
+        print(f"TensorBoard: tensorboard --logdir {shlex.quote(exp.uri)}")
         return run_phases(request, p, exp, trainable(request, data, gpus), study, stop, hint)
 
 

@@ -98,9 +98,11 @@ def write_report(exp_uri: str) -> None:
     """The report (analysis.report) from the tables just written; a failure here never costs the tables
     or changes the exit code: `python -m analysis EXPERIMENT_DIR` rebuilds it."""
     try:
-        from analysis.report import build_report
+        from analysis.report import answer_lines, build_report
 
-        print(f"report: {build_report(exp_uri)['folder']}/report.md")
+        result = build_report(exp_uri)
+        print(f"report: {result['folder']}/report.md")
+        print("\n".join(answer_lines(result)))
     except Exception as e:  # noqa: BLE001 - the search's result is the tables; the report is derived
         print(
             f"run_search.py: warning: report not written ({type(e).__name__}: {e}); "

@@ -154,8 +154,6 @@ def test_nothing_below_the_command_lines_takes_an_argparse_namespace():
     compare.py) parses its own flags and hands plain values on. No other module touches argparse."""
     command_lines = {"run_search", "analysis.report", "analysis.compare"}
     users = sorted(
-        name
-        for name, path in project_modules().items()
-        if name not in command_lines and "argparse" in path.read_text()
+        name for name, path in project_modules().items() if name not in command_lines and "argparse" in path.read_text()
     )
     assert not users, f"argparse below the command line: {users}"
