@@ -5,8 +5,10 @@
 
 Each answer is a block of `question` rows of summary.parquet: one per level (mean test accuracy over
 seeds with its 95 % t-interval, ranked) and one per two levels (the seed-paired difference, its
-interval, paired t-test and Holm correction within the question, and the verdict). An experiment that
-holds fewer than two levels of a question's knob on its model gets no rows for it.
+interval, paired t-test and Holm correction within the question, the verdict's outcome (better,
+equivalent within the resolution, or open; analysis.sequential), its minimum detectable difference and
+equivalence bound). An experiment that holds fewer than two levels of a question's knob on its model gets
+no rows for it.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from typing import Any
 
 import pandas as pd
 
-from analysis import knobs, stats
+from analysis import knobs, sequential, stats
 
 METRIC = "test_accuracy"  # the held-out answer; validation chose nothing here (every cell is fixed)
 
@@ -37,7 +39,7 @@ QUESTIONS = (
 )
 
 
-def _rows_of(rep: pd.DataFrame, question: Question) -> pd.DataFrame:
+def rows_of(rep: pd.DataFrame, question: Question) -> pd.DataFrame:
     mask = pd.Series(True, index=rep.index)
     for knob, value in question.where.items():
         mask &= rep[knob] == value if knob in rep else False
@@ -48,11 +50,15 @@ def _none(x: float) -> float | None:
     return None if x is None or (isinstance(x, float) and math.isnan(x)) else float(x)
 
 
-def question_rows(rep: pd.DataFrame, questions: tuple[Question, ...] = QUESTIONS) -> list[dict[str, Any]]:
-    """`question` rows for each question whose rows hold two or more levels of its knob."""
+def question_rows(
+    rep: pd.DataFrame, questions: tuple[Question, ...] = QUESTIONS, design: sequential.Design | None = None
+) -> list[dict[str, Any]]:
+    """`question` rows for each question whose rows hold two or more levels of its knob; `design`: how
+    the experiment's seeds were chosen (a race corrects for its looks; analysis.sequential)."""
+    design = design or sequential.Design()
     rows: list[dict[str, Any]] = []
     for q in questions:
-        sub = _rows_of(rep, q)
+        sub = rows_of(rep, q)
         levels = sorted(sub[q.knob].unique().tolist(), key=knobs.level_text) if len(sub) else []
         if len(levels) < 2:
             continue
@@ -82,7 +88,8 @@ def question_rows(rep: pd.DataFrame, questions: tuple[Question, ...] = QUESTIONS
             diffs = knobs.paired_differences(sub, q.knob, a, b, METRIC)
             if diffs.size:
                 pairs.append((a, b, stats.t_interval(diffs.tolist(), stats.DIFFERENCE)))
-        adjusted = stats.holm([iv.p_value for *_, iv in pairs])  # Holm within this question's comparisons
+        # Holm within this question's comparisons (and, in a race, Bonferroni over its looks)
+        assessed = sequential.assess_intervals([iv for *_, iv in pairs], design)
         pair_rows = [
             {
                 **common,
@@ -90,12 +97,12 @@ def question_rows(rep: pd.DataFrame, questions: tuple[Question, ...] = QUESTIONS
                 "level_b": knobs.level_text(b),
                 **stats.fields(iv),
                 "p_value": _none(iv.p_value),
-                "p_holm": _none(p),
-                "verdict": stats.verdict(q.knob, knobs.level_text(a), knobs.level_text(b), iv, p, METRIC),
+                **sequential.row_fields(r, design),
+                "verdict": sequential.verdict(q.knob, knobs.level_text(a), knobs.level_text(b), iv, r, METRIC, design),
                 "note": f"paired t-test over {iv.n} seed pairs; Holm across the {len(pairs)} comparisons "
-                "of this question",
+                "of this question" + (f", Bonferroni over {design.looks} looks" if design.looks > 1 else ""),
             }
-            for (a, b, iv), p in zip(pairs, adjusted, strict=True)
+            for (a, b, iv), r in zip(pairs, assessed, strict=True)
         ]
         rows += level_rows + pair_rows
     return rows
