@@ -160,7 +160,7 @@ def race_lines(design: sequential.Design) -> list[str]:
         return []
     return [
         f"Seeds were raced (`--repeats auto`, {design.min_repeats} to {design.max_repeats} per cell or "
-        f"configuration, resolution {100 * design.resolution:g} points): another seed only while a comparison "
+        f"configuration, resolution {_points_text(design.resolution)}): another seed only while a comparison "
         f"it is part of was open; comparisons are corrected for the race's {design.looks} looks "
         '(analysis/README.md, "Racing repeats"). The `n` columns are the seeds each needed.'
     ]
@@ -266,7 +266,12 @@ def _design_text(rows: pd.DataFrame) -> str:
     looks = rows["looks"].dropna() if "looks" in rows else pd.Series(dtype=float)
     res = rows["resolution"].dropna() if "resolution" in rows else pd.Series(dtype=float)
     text = f" and Bonferroni over the race's {int(looks.max())} looks" if len(looks) and looks.max() > 1 else ""
-    return text + (f"; resolution {100 * float(res.iloc[0]):g} points" if len(res) else "")
+    return text + (f"; resolution {_points_text(float(res.iloc[0]))}" if len(res) else "")
+
+
+def _points_text(accuracy: float) -> str:
+    points = 100 * accuracy
+    return f"{points:g} point" + ("" if points == 1 else "s")
 
 
 def _meta(experiment: str) -> dict[str, Any]:
