@@ -127,17 +127,27 @@ def answer(rows: pd.DataFrame, question: str) -> str:
     ]
     others = [lv for lv in levels["level"] if lv != best["level"]]
     losers = {r.level_b if r.level == best["level"] else r.level for r in beaten}
+    mine = [r for r in pairs.itertuples() if best["level"] in (r.level, r.level_b)]
+    same = {
+        r.level_b if r.level == best["level"] else r.level
+        for r in mine
+        if getattr(r, "outcome", None) == sequential.EQUIVALENT
+    }
+    rest = sorted(set(others) - losers - same)
     if pairs.empty:
         verdict = "no seed-paired runs, so no difference can be tested"
     elif losers == set(others):
         verdict = f"it beats every other placement/policy ({', '.join(others)}) on seed-paired runs"
-    elif losers:
-        verdict = (
-            f"it beats {', '.join(sorted(losers))} on seed-paired runs; against "
-            f"{', '.join(sorted(set(others) - losers))} no difference is detected"
-        )
     else:
-        verdict = "no difference between levels is detected on seed-paired runs (Holm-corrected)"
+        parts = [f"it beats {', '.join(sorted(losers))} on seed-paired runs"] if losers else []
+        if same:
+            parts.append(f"it is within the resolution of {', '.join(sorted(same))} (no difference larger)")
+        if rest:
+            parts.append(
+                f"against {', '.join(rest)} the answer is open (no difference detected, but none larger than "
+                "the resolution ruled out either; more seeds could settle it)"
+            )
+        verdict = "; ".join(parts) if parts else "no difference between levels is detected on seed-paired runs"
     return (
         f"**{best['level']}** has the highest mean {METRIC} ({best['value']:.4f} over n={int(best['n'])} seeds"
         + (f", 95 % CI {best['ci_low']:.4f} to {best['ci_high']:.4f}" if not pd.isna(best["ci_low"]) else "")
