@@ -271,7 +271,7 @@ def run_phase(
         )
     try:
         grid = tuner.fit()
-        if stop.terminated or search_incomplete(grid, phase.num_samples):
+        if stop.terminated or search_incomplete(grid, phase.num_samples, phase.search_alg):
             raise Interrupted(hint)
     except BaseException as e:
         export_best_effort(exp.uri)  # the tables can always be rebuilt later: analysis.tables
@@ -286,15 +286,22 @@ def confirm_phase(args: argparse.Namespace, trials: Any, exp: Experiment, max_ep
 
     from search_spaces.optuna_search import fixed_configs_search
 
-    configs = selection.confirm_configs(trials, args.confirm_top, args.repeats, max_epochs)
+    race = race_design(args)
+    configs = selection.confirm_configs(trials, args.confirm_top, 1 if race else args.repeats, max_epochs)
     if not configs:
         print("confirmation skipped: no search trial finished without error")
         return None
+    restore = args.resume and storage.exists(exp.fs, storage.join(exp.path, "confirm", "tuner.pkl"))
+    if race is not None:  # --repeats auto: the configs race seed by seed (search_spaces.racing)
+        from search_spaces.racing import confirm_race, max_trials
+
+        racer = confirm_race(configs, race)
+        print(f"\nracing the best {len(configs)} configs, {race.min_repeats} to {race.max_repeats} seeds each")
+        return Phase("confirm", max_trials(racer), racer, None, FIFOScheduler(), restore)
     print(
         f"\nconfirming the best {len(configs) // args.repeats} configs, {args.repeats} seeds each "
         f"(seeds {configs[0]['seed']}..{configs[0]['seed'] + args.repeats - 1}), {max_epochs} epochs"
     )
-    restore = args.resume and storage.exists(exp.fs, storage.join(exp.path, "confirm", "tuner.pkl"))
     search_alg, param_space = fixed_configs_search(configs)
     return Phase("confirm", len(configs), search_alg, param_space, FIFOScheduler(), restore)
 
@@ -364,8 +371,11 @@ def fixed_knobs(args: argparse.Namespace) -> dict[str, Any]:
 def check_search_flags(args: argparse.Namespace, space: SearchSpace, dataset: str, max_epochs: int) -> int:
     """Checks of --search, --repeats, --confirm-top, --cells, --patience, --weights, --input-size against
     the space; returns how many trials the search phase runs."""
+    race = race_design(args)
+    if race is not None and args.search == "grid" and args.scheduler != "fifo":
+        raise UsageError("--repeats auto races full-budget runs of every cell; add --scheduler fifo (ASHA stops some)")
     for flag in ("repeats", "confirm_top", "patience"):
-        if getattr(args, flag) < 0:
+        if getattr(args, flag) != "auto" and getattr(args, flag) < 0:
             raise UsageError(f"--{flag.replace('_', '-')} must be >= 0, got {getattr(args, flag)}")
     if args.confirm_top and not args.repeats:
         raise UsageError(
@@ -418,8 +428,25 @@ def check_search_flags(args: argparse.Namespace, space: SearchSpace, dataset: st
             flags = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in knobs.items()) or "its defaults"
             raise UsageError(f"space {space.name!r} with {flags}: {e}") from None
     if args.search == "grid":
-        return len(space.cells(cell_filter(args))) * max(1, args.repeats)
+        return len(space.cells(cell_filter(args))) * (race.max_repeats if race else max(1, args.repeats))
     return int(args.num_samples or space.num_samples)
+
+
+def race_design(args: argparse.Namespace) -> Any:
+    """--repeats auto: the race's design (analysis.sequential.Design); None for a fixed --repeats R.
+    --min-repeats/--max-repeats apply to a race only; --resolution to any report."""
+    from analysis import sequential
+
+    given = [f"--{f.replace('_', '-')}" for f in ("min_repeats", "max_repeats") if getattr(args, f, None) is not None]
+    try:
+        sequential.resolution(getattr(args, "resolution", None))
+        if getattr(args, "repeats", 0) != "auto":
+            if given:
+                raise ValueError(f"{given[0]} applies to --repeats auto (a race); drop it or add --repeats auto")
+            return None
+        return sequential.race_design(args.min_repeats, args.max_repeats, getattr(args, "resolution", None))
+    except ValueError as e:
+        raise UsageError(str(e)) from None
 
 
 def check_storage_writable(storage_path: str) -> None:
@@ -672,6 +699,11 @@ def build_search(
     from search_spaces.optuna_search import build_optuna_search, fixed_configs_search, grid_configs
 
     if args.search == "grid":
+        race = race_design(args)
+        if race is not None:  # --repeats auto: the cells race seed by seed (search_spaces.racing)
+            from search_spaces.racing import grid_race
+
+            return grid_race(space.cells(cell_filter(args)), fixed, race), None
         return fixed_configs_search(grid_configs(space, fixed, args.seed, args.repeats, cell_filter(args)))
     goals = objectives(args)
     return build_optuna_search(
@@ -819,9 +851,14 @@ def trial_dirname(trial: Any) -> str:
     return str(trial.trial_id)
 
 
-def search_incomplete(grid: Any, num_samples: int) -> bool:
+def search_incomplete(grid: Any, num_samples: int, search_alg: Any = None) -> bool:
     """True when Tune returned early (its SIGINT handler stops gracefully and returns): a trial
-    still pending, running or paused, or fewer trials than asked for."""
+    still pending, running or paused, or fewer trials than asked for (a race: than it would run)."""
+    from search_spaces.racing import search_incomplete as race_incomplete
+
+    raced = race_incomplete(search_alg, grid)
+    if raced is not None:
+        return raced
     return bool(grid.num_terminated + grid.num_errors < max(len(grid), num_samples))
 
 

@@ -58,9 +58,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="RDB URL of the Optuna study (sqlite:///x.db, postgresql://...), studied under the "
                         "experiment's name; default: the journal file optuna.journal in the experiment folder")
     p.add_argument("--seed", type=int, default=0, help="seeds the searcher and every trial")
-    p.add_argument("--repeats", type=int, default=0, metavar="R",
+    p.add_argument("--repeats", type=repeats, default=0, metavar="R|auto",
                    help="with --search grid: run every cell R times (seeds S, S+1, ...); with --confirm-top: "
-                        "retrain each of the best configs R times")
+                        "retrain each of the best configs R times; auto: race, a seed more only while a "
+                        "comparison is open (analysis/README.md)")
+    p.add_argument("--min-repeats", type=int, default=None, metavar="N",
+                   help="--repeats auto: seeds every cell or config starts with (default 3)")
+    p.add_argument("--max-repeats", type=int, default=None, metavar="N",
+                   help="--repeats auto: seeds a cell or config gets at most (default 10)")
+    p.add_argument("--resolution", type=float, default=None, metavar="POINTS",
+                   help="a comparison whose interval lies within +-POINTS accuracy points of 0 is settled: "
+                        "no difference larger than POINTS (default 1); a race stops there")
     p.add_argument("--cells", action="append", default=None, metavar="KNOB=VALUE",
                    help="with --search grid: run only the cells whose KNOB is VALUE (repeatable; all must "
                         "match), e.g. --cells model=basenet")
@@ -104,6 +112,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("-q", "--quiet", action="count", default=0, help="less progress output")
     # fmt: on
     return p.parse_args(argv)
+
+
+def repeats(text: str) -> int | str:
+    """--repeats: a number of seeds, or 'auto' (a race)."""
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seeds or 'auto', got {text!r}") from None
 
 
 def explicit_flags(argv: list[str], known: dict[str, Any]) -> frozenset[str]:
