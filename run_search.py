@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Run a hyperparameter search over a Keras CNN: parse the flags, run the experiment (driver.py), exit.
+"""Run a hyperparameter search over a Keras CNN: parse the flags, run the experiment (the driver package), exit.
 
     python run_search.py --space batchnorm --dataset digits --num-samples 6 --max-epochs 3
     python run_search.py --plugin examples/resnet_mini_plugin.py --space resnet_mini --dataset digits
@@ -63,9 +63,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="RDB URL of the Optuna study (sqlite:///x.db, postgresql://...), studied under the "
                         "experiment's name (default: the journal file optuna.journal in the experiment folder)")
     p.add_argument("--seed", type=int, help=f"seeds the searcher and every trial (default: {d.seed})")
-    p.add_argument("--repeats", type=int, metavar="R",
+    p.add_argument("--repeats", type=repeats, metavar="R|auto",
                    help="with --search grid: run every cell R times (seeds S, S+1, ...); with --confirm-top: "
-                        "retrain each of the best configs R times")
+                        "retrain each of the best configs R times; auto: race, a seed more only while a "
+                        "comparison is open (analysis/README.md) (default: 0)")
+    p.add_argument("--min-repeats", type=int, metavar="N",
+                   help="--repeats auto: seeds every cell or config starts with (default 3)")
+    p.add_argument("--max-repeats", type=int, metavar="N",
+                   help="--repeats auto: seeds a cell or config gets at most (default 10)")
+    p.add_argument("--resolution", type=float, metavar="POINTS",
+                   help="a comparison whose interval lies within +-POINTS accuracy points of 0 is settled: "
+                        "no difference larger than POINTS (default 1); a race stops there")
     p.add_argument("--cells", action="append", metavar="KNOB=VALUE",
                    help="with --search grid: run only the cells whose KNOB is VALUE (repeatable; all must "
                         "match), e.g. --cells model=basenet")
@@ -113,6 +121,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("-q", "--quiet", action="count", help="less progress output")
     # fmt: on
     return p.parse_args(argv)
+
+
+def repeats(text: str) -> int | str:
+    """--repeats: a number of seeds, or 'auto' (a race)."""
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seeds or 'auto', got {text!r}") from None
 
 
 def request_of(argv: list[str]) -> tuple[Request, frozenset[str]]:

@@ -6,12 +6,15 @@ seed-paired test accuracy) and every paired comparison (`paired` rows: two level
 metric). A comparison is keyed by (kind, question or knob, metric, the two levels); experiments that
 list the levels the other way round are flipped onto the first one's order.
 
-Each experiment's outcome for a comparison is the verdict the report gave it: `A` (the first level
-wins: Holm-adjusted p < 0.05 and the 95 % interval of the difference excludes 0, the rule of
-analysis.stats.verdict), `B` (the second level wins), `none` (no difference detected), or `too few`
-(fewer than two seed pairs). Across experiments the answer `held` when every experiment that has the
-comparison gave the same outcome, `flipped` when one says A wins and another B, `differs` otherwise
-(a win in one, no detected difference in another), and `only one` when a single experiment has it.
+Each experiment's outcome for a comparison is the verdict the report gave it, in the three outcomes of
+analysis.sequential: `A` (the first level is better: Holm-adjusted p < 0.05), `B` (the second is),
+`equivalent` (no difference larger than the experiment's resolution: its TOST interval lies inside it)
+or `open` (neither, fewer than two seed pairs included: "no difference detected" alone settles
+nothing). Summaries written before the outcomes existed (schema 2) are read as A / B by the same rule,
+else open. Across experiments the answer is `held` only when every experiment that has the comparison
+gave the same settled outcome (the same winner, or equivalent everywhere), `flipped` when one says A and
+another B, `open` when the answer is unsettled in any experiment, `differs` otherwise (a winner in one,
+equivalent in another), and `only one` when a single experiment has it.
 
 Writes, under `--out` (default `<first experiment's parent>/compare-<A>-vs-<B>...`):
 `compare.parquet` (one row per comparison and experiment, columns documented in COMPARE_COLUMNS and
@@ -37,7 +40,9 @@ from analysis import stats, tables
 from experiment import storage
 
 EXIT_OK, EXIT_USAGE = 0, 2
-HELD, FLIPPED, DIFFERS, ONLY_ONE = "held", "flipped", "differs", "only one"
+HELD, FLIPPED, DIFFERS, OPEN, ONLY_ONE = "held", "flipped", "differs", "open", "only one"
+EQUIVALENT = "equivalent"
+SCHEMA_VERSION = "3"  # 3: three outcomes (A, B, equivalent, open), `open` answers, mdd and equivalence_bound
 KEY = ["kind", "subject", "metric", "level", "level_b"]
 
 COMPARE_COLUMNS: list[tuple[str, pa.DataType, str]] = [
@@ -57,22 +62,26 @@ COMPARE_COLUMNS: list[tuple[str, pa.DataType, str]] = [
     ("ci_low", pa.float64(), "lower end of its 95 % t-interval"),
     ("ci_high", pa.float64(), "upper end of its 95 % t-interval"),
     ("p_holm", pa.float64(), "Holm-adjusted p-value, as the experiment's report adjusted it"),
+    ("mdd", pa.float64(), "minimum detectable difference at the experiment's seed pairs (power 0.8)"),
+    ("equivalence_bound", pa.float64(), "the experiment's data support |difference| < this (TOST)"),
     (
         "outcome",
         pa.string(),
-        "'A' (level wins), 'B' (level_b wins), 'none' (no difference detected) or 'too few' (n < 2)",
+        "'A' (level is better), 'B' (level_b is better), 'equivalent' (no difference larger than the "
+        "experiment's resolution) or 'open' (unsettled, or n < 2)",
     ),
     ("verdict", pa.string(), "the experiment's report line for this comparison"),
     (
         "held",
         pa.string(),
-        "across experiments: 'held' (same outcome everywhere), 'flipped' (A in one, B in "
-        "another), 'differs' (a win in one, none detected in another) or 'only one'",
+        "across experiments: 'held' (the same settled outcome everywhere), 'flipped' (A in one, B in "
+        "another), 'open' (unsettled in some experiment), 'differs' (a winner in one, equivalent in "
+        "another) or 'only one'",
     ),
 ]
 COMPARE_SCHEMA = pa.schema(
     [pa.field(n, t, metadata={"doc": d}) for n, t, d in COMPARE_COLUMNS],
-    metadata={"schema_version": tables.SCHEMA_VERSION, "table": "compare"},
+    metadata={"schema_version": SCHEMA_VERSION, "table": "compare"},
 )
 
 
@@ -108,14 +117,17 @@ def _nan(x: Any) -> float:
     return math.nan if x is None or x is pd.NA or pd.isna(x) else float(x)
 
 
-def outcome(n: int, value: float, ci_low: float, ci_high: float, p_holm: float) -> str:
-    """The experiment's verdict as A / B / none / too few (the rule of analysis.stats.verdict)."""
+def outcome(n: int, value: float, ci_low: float, ci_high: float, p_holm: float, settled: Any = None) -> str:
+    """The experiment's verdict as A / B / equivalent / open. `settled`: the summary's `outcome`
+    (analysis.sequential), absent from summaries of schema 2, which can then only say A / B or open."""
     if n < 2 or not math.isfinite(value):
-        return "too few"
+        return OPEN
+    if isinstance(settled, str) and settled:
+        return {"better": "A" if value >= 0 else "B", EQUIVALENT: EQUIVALENT}.get(settled, OPEN)
     excludes_zero = ci_low > 0 or ci_high < 0
     if math.isfinite(p_holm) and p_holm < stats.ALPHA and excludes_zero:
         return "A" if value >= 0 else "B"
-    return "none"
+    return OPEN
 
 
 def comparisons(summary: pd.DataFrame, experiment: str) -> pd.DataFrame:
@@ -130,6 +142,7 @@ def comparisons(summary: pd.DataFrame, experiment: str) -> pd.DataFrame:
     for r in rows.to_dict("records"):
         n = 0 if pd.isna(r.get("n")) else int(r["n"])
         value, lo, hi, p = (_nan(r.get(k)) for k in ("value", "ci_low", "ci_high", "p_holm"))
+        settled = r.get("outcome")
         out.append(
             {
                 "kind": r["kind"],
@@ -144,7 +157,9 @@ def comparisons(summary: pd.DataFrame, experiment: str) -> pd.DataFrame:
                 "ci_low": lo,
                 "ci_high": hi,
                 "p_holm": p,
-                "outcome": outcome(n, value, lo, hi, p),
+                "mdd": _nan(r.get("mdd")),
+                "equivalence_bound": _nan(r.get("equivalence_bound")),
+                "outcome": outcome(n, value, lo, hi, p, settled if isinstance(settled, str) else None),
                 "verdict": r.get("verdict"),
             }
         )
@@ -172,12 +187,16 @@ def _align(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def held(outcomes: Sequence[str]) -> str:
+    """Across experiments: flipped (opposite winners) first, then open (unsettled anywhere), held (one
+    settled outcome everywhere), differs (a winner in one, equivalent in another)."""
     if len(outcomes) < 2:
         return ONLY_ONE
     found = set(outcomes)
-    if len(found) == 1:
-        return HELD
-    return FLIPPED if {"A", "B"} <= found else DIFFERS
+    if {"A", "B"} <= found:
+        return FLIPPED
+    if OPEN in found:
+        return OPEN
+    return HELD if len(found) == 1 else DIFFERS
 
 
 def compare_table(experiments: Sequence[str]) -> pd.DataFrame:
@@ -205,9 +224,16 @@ def compare_table(experiments: Sequence[str]) -> pd.DataFrame:
 
 
 def _cell(r: pd.Series) -> str:
-    if r["outcome"] == "too few":
-        return f"too few (n={r['n']})"
-    mark = {"A": f"{r['level']} wins", "B": f"{r['level_b']} wins", "none": "no difference"}[r["outcome"]]
+    if r["n"] < 2:
+        return f"open: too few (n={r['n']})"
+    bound = "" if math.isnan(r["equivalence_bound"]) else f" +-{stats.points(r['equivalence_bound'])}"
+    mdd = "" if math.isnan(r["mdd"]) else f", MDD {stats.points(r['mdd'])}"
+    mark = {
+        "A": f"{r['level']} wins",
+        "B": f"{r['level_b']} wins",
+        EQUIVALENT: f"equivalent (within{bound})",
+        OPEN: f"open (within{bound} only{mdd})",
+    }[r["outcome"]]
     interval = "" if math.isnan(r["ci_low"]) else f" [{stats.points(r['ci_low'])}, {stats.points(r['ci_high'])}]"
     return f"{stats.points(r['value'])}{interval}, n={r['n']}: {mark}"
 
@@ -222,9 +248,11 @@ def markdown(df: pd.DataFrame, experiments: Sequence[str]) -> str:
         "# Comparison of experiments\n",
         "Experiments: " + ", ".join(f"`{e}`" for e in experiments) + ".\n",
         "Each cell: difference first level - second level in accuracy points, its 95 % interval, the "
-        "seed pairs, and the experiment's verdict (Holm-adjusted p < 0.05 and the interval excluding 0). "
-        "**held**: every experiment gave the same verdict; **flipped**: opposite winners; **differs**: "
-        "a winner in one, no detected difference in another.\n",
+        "seed pairs, and the experiment's verdict: a winner (Holm-adjusted p < 0.05), equivalent (no "
+        "difference larger than the experiment's resolution; the bound its data support) or open (with "
+        "the minimum detectable difference, MDD, of its seeds). **held**: the same settled verdict in "
+        "every experiment; **flipped**: opposite winners; **open**: unsettled in some experiment; "
+        "**differs**: a winner in one, equivalent in another.\n",
     ]
     sections = [("question", "The study's questions"), ("paired", "Paired comparisons of knob levels")]
     for kind, title in sections:
@@ -250,7 +278,7 @@ def markdown(df: pd.DataFrame, experiments: Sequence[str]) -> str:
             out.append("")
     counts = df.drop_duplicates(KEY)["held"].value_counts()
     out.append("## In short\n")
-    out.append(", ".join(f"{int(counts.get(h, 0))} {h}" for h in (HELD, FLIPPED, DIFFERS, ONLY_ONE)) + ".\n")
+    out.append(", ".join(f"{int(counts.get(h, 0))} {h}" for h in (HELD, FLIPPED, OPEN, DIFFERS, ONLY_ONE)) + ".\n")
     out.append("![each experiment's difference with its 95 % interval](compare.png)\n")
     return "\n".join(out) + "\n"
 
@@ -268,7 +296,7 @@ def figure_rows(df: pd.DataFrame) -> pd.DataFrame:
     return pd.concat([questions, paired[fresh]])
 
 
-HELD_COLORS = {HELD: "black", FLIPPED: "tab:red", DIFFERS: "tab:orange", ONLY_ONE: "0.5"}
+HELD_COLORS = {HELD: "black", FLIPPED: "tab:red", DIFFERS: "tab:orange", OPEN: "tab:purple", ONLY_ONE: "0.5"}
 
 
 def figure(df: pd.DataFrame, experiments: Sequence[str]):  # noqa: ANN201 - matplotlib Figure
@@ -301,10 +329,10 @@ def figure(df: pd.DataFrame, experiments: Sequence[str]):  # noqa: ANN201 - matp
                 [v],
                 [base + (k - 1 - j)],
                 xerr=[[lo], [hi]],
-                fmt="o",
+                fmt="s" if r["outcome"] == EQUIVALENT else "o",
                 color=color,
                 capsize=3,
-                mfc=color if r["outcome"] in ("A", "B") else "white",
+                mfc=color if r["outcome"] in ("A", "B", EQUIVALENT) else "white",
             )
         if gi:
             ax.axhline(base - 1, color="0.85", lw=0.6)
@@ -313,8 +341,9 @@ def figure(df: pd.DataFrame, experiments: Sequence[str]):  # noqa: ANN201 - matp
     for tick, color in zip(ax.get_yticklabels(), label_colors, strict=True):
         tick.set_color(color)  # red: flipped, orange: differs
     ax.set(
-        xlabel="difference first level - second level, accuracy points (95 % CI; filled: significant after Holm)",
-        title="Does the answer hold across experiments? (red: flipped, orange: differs)",
+        xlabel="difference first level - second level, accuracy points (95 % CI; filled: settled, square: "
+        "equivalent, open: unsettled)",
+        title="Does the answer hold across experiments? (red: flipped, purple: open, orange: differs)",
     )
     for j, name in enumerate(_names(experiments)):
         ax.plot([], [], "o", color=colors[j % len(colors)], label=name)  # one legend entry each

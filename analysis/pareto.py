@@ -4,7 +4,8 @@ A configuration is on the front when no other trial is at least as good on every
 on one. Only search trials that reached the full budget without error compete: a trial ASHA stopped
 early has a lower-fidelity accuracy (and Optuna recorded it PRUNED, without values), so it is neither
 placed on the front nor allowed to dominate. The objectives are columns of trials.parquet named as the
-flag names them (`val_accuracy`, the last epoch's, is what the searcher was told). Where the
+flag names them, but `val_accuracy` is the trial's best epoch (`best_val_accuracy`: the one number per
+trial that the searcher, ASHA and the report use; analysis/README.md). Where the
 confirmation stage retrained a front configuration with new seeds, its test accuracy over those seeds
 (mean and 95 % t-interval, analysis.stats) sits beside it.
 
@@ -47,6 +48,8 @@ def candidates(trials: pd.DataFrame, objectives: Objectives) -> pd.DataFrame:
     search = trials[trials["phase"] == "search"]
     full = search[(search["status"] == "completed") & (search["epochs_completed"] >= search["max_epochs"])]
     cols = [c for c, _ in objectives]
+    if "val_accuracy" in cols and "best_val_accuracy" in full:
+        full = full.assign(val_accuracy=full["best_val_accuracy"])  # the best epoch, as Optuna was told
     return full.dropna(subset=cols).reset_index(drop=True)
 
 

@@ -124,6 +124,52 @@ def study_questions(summary_df: pd.DataFrame) -> plt.Figure | None:
     return fig
 
 
+OUTCOME_COLORS = {"better": "tab:green", "equivalent": "tab:blue", "open": "tab:gray"}
+
+
+def verdict_over_epochs(summary_df: pd.DataFrame) -> plt.Figure | None:
+    """One panel per reference-study question: each two levels' seed-paired difference of validation
+    accuracy at every epoch with its 95 % interval (band), the resolution (dotted), markers by outcome
+    (green: one level better, blue: equivalent within the resolution, grey: open)."""
+    rows = summary_df[summary_df["kind"] == "question_epoch"]
+    if rows.empty:
+        return None
+    texts = list(dict.fromkeys(rows["question"]))
+    fig, axes = plt.subplots(len(texts), 1, figsize=(10, 3.6 * len(texts) + 0.6), squeeze=False)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for ax, text in zip(axes[:, 0], texts, strict=True):
+        q = rows[rows["question"] == text]
+        for i, ((a, b), g) in enumerate(q.groupby(["level", "level_b"], sort=False)):
+            g = g.sort_values("budget_epochs")
+            x = g["budget_epochs"].to_numpy(dtype=float)
+            color = colors[i % len(colors)]
+            ax.plot(x, 100 * g["value"].to_numpy(dtype=float), "-", color=color, label=f"{a} - {b}")
+            lo, hi = g["ci_low"].to_numpy(dtype=float), g["ci_high"].to_numpy(dtype=float)
+            ax.fill_between(x, 100 * lo, 100 * hi, color=color, alpha=0.15)
+            for outcome, marker_color in OUTCOME_COLORS.items():
+                at = (g["outcome"] == outcome).to_numpy()
+                if at.any():
+                    ax.scatter(
+                        x[at], 100 * g["value"].to_numpy(dtype=float)[at], color=marker_color, edgecolor=color, zorder=3
+                    )
+        res = rows["resolution"].dropna()
+        if len(res):
+            for sign in (-1, 1):
+                ax.axhline(sign * 100 * float(res.iloc[0]), color="0.4", ls=":", lw=0.8)
+        ax.axhline(0, color="black", lw=0.8)
+        ax.set(xlabel="epoch", ylabel="difference, val. accuracy points", title=text)
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, loc="best")
+    fig.suptitle(
+        "seed-paired differences over the budget (95 % CI band; dots: green better, blue equivalent, grey open;"
+        " dotted: +-resolution)",
+        fontsize=9,
+    )
+    fig.tight_layout()
+    return fig
+
+
 def paired_differences(summary_df: pd.DataFrame) -> plt.Figure | None:
     """Seed-paired differences between levels of each knob, with 95 % intervals (repeated runs)."""
     rows = summary_df[(summary_df["kind"] == "paired") & (summary_df["metric"] == "test_accuracy")].iloc[::-1]

@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from analysis import against as against_reference
-from analysis import pareto, questions, rungs, stats, summary, tables
+from analysis import pareto, questions, rungs, sequential, stats, summary, tables
 from experiment import storage
 from trainables import registry
 
@@ -26,6 +26,8 @@ EXIT_OK, EXIT_USAGE = 0, 2
 TOP = 10  # rows of each table in report.md; the summary keeps them all
 FIGURES = {  # file -> what it shows (the report's captions)
     "study_questions.png": "The study's questions: each level over seeds, and the seed-paired differences",
+    "verdict_over_epochs.png": "The study's questions over the budget: seed-paired differences of validation "
+    "accuracy at every epoch",
     "learning_curves.png": "Learning curves of the best-ranked trials (train dashed, validation solid)",
     "best_configs.png": "The best configurations with their 95 % intervals",
     "paired_differences.png": "Seed-paired differences between levels of each knob",
@@ -101,7 +103,8 @@ def build_report(experiment: str, rebuild_tables: bool = False, against: Sequenc
     # knobs without importing the plugin (or TensorFlow) here.
     registry.declare_recorded(meta.get("plugin_declarations"))
     scheduler = rungs.settings_from_meta(meta)
-    summary_table = summary.build_summary(trials, epochs, scheduler)
+    design = sequential.design_from_meta(meta)
+    summary_table = summary.build_summary(trials, epochs, scheduler, design)
     summary_df = summary_table.to_pandas(types_mapper={pa.int64(): pd.Int64Dtype()}.get)  # ranks stay ints
     fs, root = storage.resolve(experiment)
     folder = storage.join(root, REPORT_DIR)
@@ -117,6 +120,7 @@ def build_report(experiment: str, rebuild_tables: bool = False, against: Sequenc
     written += write_against_table(comparison if against else None, fs, storage.join(folder, AGAINST_TABLE))
     figures = {
         "study_questions.png": lambda: plots.study_questions(summary_df),
+        "verdict_over_epochs.png": lambda: plots.verdict_over_epochs(summary_df),
         "learning_curves.png": lambda: plots.learning_curves(ranked, epochs),
         "best_configs.png": lambda: plots.best_configs(summary_df),
         "paired_differences.png": lambda: plots.paired_differences(summary_df),
@@ -143,11 +147,23 @@ def build_report(experiment: str, rebuild_tables: bool = False, against: Sequenc
         drawn,
         rungs.rung_markdown(trials, epochs, scheduler),
         pareto_markdown(front, goals, len(pool)) if front is not None else "",
-        [] if comparison is None else comparison.lines(),
+        ([] if comparison is None else comparison.lines()) + race_lines(design),
     )
     storage.write_text(fs, storage.join(folder, "report.md"), md)
     written.append(storage.join(folder, "report.md"))
     return {"summary": summary_df, "files": written, "folder": folder, "against": comparison}
+
+
+def race_lines(design: sequential.Design) -> list[str]:
+    """For a race (--repeats auto): how its seeds were chosen, so the n columns read as what each needed."""
+    if not design.raced:
+        return []
+    return [
+        f"Seeds were raced (`--repeats auto`, {design.min_repeats} to {design.max_repeats} per cell or "
+        f"configuration, resolution {_points_text(design.resolution)}): another seed only while a comparison "
+        f"it is part of was open; comparisons are corrected for the race's {design.looks} looks "
+        '(analysis/README.md, "Racing repeats"). The `n` columns are the seeds each needed.'
+    ]
 
 
 def write_against_table(comparison: against_reference.Comparison | None, fs: Any, path: str) -> list[str]:
@@ -209,7 +225,9 @@ def question_section(s: pd.DataFrame) -> list[str]:
     out = [
         "## The study's questions\n",
         "Test accuracy of full-budget runs over seeds (95 % t-interval); differences paired by seed, "
-        "paired t-test, Holm-corrected within each question.\n",
+        "paired t-test, Holm-corrected within each question" + _design_text(q) + ". Each comparison is "
+        "settled (one level better, or no difference larger than the resolution) or open; an open one "
+        "names the smallest difference its seeds could detect.\n",
     ]
     for text in dict.fromkeys(q["question"]):
         rows = q[q["question"] == text]
@@ -232,8 +250,28 @@ def question_section(s: pd.DataFrame) -> list[str]:
         )
         out.extend(f"- {v}" for v in pairs["verdict"])
         out.append("")
+        budget = [t for t in pairs.get("over_epochs", pd.Series(dtype=str)) if isinstance(t, str) and t]
+        if budget:
+            out.append("Over the budget (seed-paired validation accuracy at every epoch):\n")
+            out.extend(f"- {t}" for t in budget)
+            out.append("")
     out.append("![The study's questions](study_questions.png)\n")
+    if (s["kind"] == "question_epoch").any():
+        out.append("![The study's questions over the budget](verdict_over_epochs.png)\n")
     return out
+
+
+def _design_text(rows: pd.DataFrame) -> str:
+    """How the comparisons were corrected: over a race's looks, and at which resolution."""
+    looks = rows["looks"].dropna() if "looks" in rows else pd.Series(dtype=float)
+    res = rows["resolution"].dropna() if "resolution" in rows else pd.Series(dtype=float)
+    text = f" and Bonferroni over the race's {int(looks.max())} looks" if len(looks) and looks.max() > 1 else ""
+    return text + (f"; resolution {_points_text(float(res.iloc[0]))}" if len(res) else "")
+
+
+def _points_text(accuracy: float) -> str:
+    points = 100 * accuracy
+    return f"{points:g} point" + ("" if points == 1 else "s")
 
 
 def _meta(experiment: str) -> dict[str, Any]:

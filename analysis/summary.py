@@ -4,7 +4,10 @@ Row kinds (every column is documented in `SUMMARY_COLUMNS` and in the Parquet fi
 
 - `question`: the reference study's questions in their own words (analysis.questions): per level
   of the question's knob, mean test accuracy over seeds with a 95 % t-interval; per two levels, the
-  seed-paired difference, interval, Holm-corrected test and verdict.
+  seed-paired difference, interval, Holm-corrected test, outcome (better / equivalent / open), minimum
+  detectable difference, equivalence bound, verdict, and the sentence over the budget (`over_epochs`).
+- `question_epoch`: per question, two levels and epoch, the seed-paired difference of validation
+  accuracy at that epoch with its interval and outcome (analysis.over_epochs).
 - `ranking`: one row per trial that did not fail, ranked at matched budget: trials are ordered by
   budget reached (`epochs_completed`, most first), then by best validation accuracy, so a trial that
   ASHA stopped after one epoch never ranks above a trial that ran the full budget.
@@ -14,8 +17,9 @@ Row kinds (every column is documented in `SUMMARY_COLUMNS` and in the Parquet fi
   (e.g. a grid over seeds). Emitted only when some configuration has at least two runs.
 - `paired`: for each knob and each two of its levels, the differences `level - level_b` between runs
   that share the seed and every other knob (repeated runs at full budget), with 95 % t-interval,
-  paired t-test p-value, Holm-adjusted p-value (across every paired row of that metric) and a
-  one-line verdict. See `analysis.stats` for why a t-interval.
+  paired t-test p-value, Holm-adjusted p-value (across every paired row of that metric), outcome,
+  minimum detectable difference, equivalence bound and a one-line verdict. See `analysis.stats` for why
+  a t-interval, `analysis.sequential` for the outcomes and a race's correction for its looks.
 - `marginal`: each level of each knob with few levels, over the search trials at one matched budget
   (`budget_epochs`): the best validation accuracy each trial had by that epoch.
 - `importance`: each varying knob's fANOVA importance (Optuna) at that matched budget.
@@ -35,7 +39,7 @@ from typing import Any
 import pandas as pd
 import pyarrow as pa
 
-from analysis import importance, questions, rungs, stats
+from analysis import importance, over_epochs, questions, rungs, sequential, stats
 from analysis.knobs import (  # noqa: F401
     MAX_LEVELS,
     MIN_TRIALS_AT_BUDGET,
@@ -52,9 +56,13 @@ from analysis.knobs import (  # noqa: F401
 )
 from analysis.knobs import finite as _finite
 from analysis.knobs import plain as _plain
-from analysis.tables import SCHEMA_VERSION
 
-KINDS = ("question", "ranking", "config", "paired", "marginal", "importance", "rung")
+# 3: the comparison columns alpha, looks, mdd, equivalence_bound, resolution, outcome, over_epochs and the
+#    `question_epoch` kind (issue 20); 2: `question` (trials.parquet and epochs.parquet are still at 2).
+SCHEMA_VERSION = "3"
+
+KINDS = ("question", "question_epoch", "ranking", "config", "paired", "marginal", "importance", "rung")
+COMPARISONS = ("question", "question_epoch", "paired")  # the kinds that compare two levels
 METRICS = ("test_accuracy", "best_val_accuracy")  # of repeated runs; test first: it is the held-out answer
 BUDGET_METRIC = "val_accuracy_at_budget"
 
@@ -62,15 +70,20 @@ SUMMARY_COLUMNS: list[tuple[str, pa.DataType, str]] = [
     (
         "kind",
         pa.string(),
-        "row kind: 'question', 'ranking', 'config', 'paired', 'marginal', 'importance' "
+        "row kind: 'question', 'question_epoch', 'ranking', 'config', 'paired', 'marginal', 'importance' "
         "or 'rung' (see analysis.summary)",
     ),
-    ("question", pa.string(), "question rows: the reference study's question they answer (analysis.questions)"),
+    (
+        "question",
+        pa.string(),
+        "question, question_epoch rows: the reference study's question they answer (analysis.questions)",
+    ),
     (
         "metric",
         pa.string(),
         "what value/std/ci_low/ci_high describe: 'best_val_accuracy', 'test_accuracy', "
-        "'val_accuracy_at_budget' (best validation accuracy by epoch budget_epochs) "
+        "'val_accuracy_at_budget' (best validation accuracy by epoch budget_epochs), "
+        "'val_accuracy' (question_epoch: validation accuracy at epoch budget_epochs), "
         "'fanova_importance', or for rung rows 'rung_spearman', 'rung_kendall', "
         "'rung_top_k_behind'",
     ),
@@ -85,7 +98,7 @@ SUMMARY_COLUMNS: list[tuple[str, pa.DataType, str]] = [
         "budget_epochs",
         pa.int64(),
         "epochs every trial in the row reached; rows are compared only at "
-        "equal budget; rung: the final epoch the rung is compared with",
+        "equal budget; rung: the final epoch the rung is compared with; question_epoch: the epoch",
     ),
     (
         "config_id",
@@ -126,13 +139,57 @@ SUMMARY_COLUMNS: list[tuple[str, pa.DataType, str]] = [
         pa.float64(),
         "ranking: the trial's test accuracy (null unless full budget); config: mean test accuracy of its runs",
     ),
-    ("p_value", pa.float64(), "paired: two-sided paired t-test of level == level_b"),
-    ("p_holm", pa.float64(), "paired: p_value Holm-adjusted across the paired rows of the same metric"),
+    ("p_value", pa.float64(), "paired, question, question_epoch: two-sided paired t-test of level == level_b"),
+    (
+        "p_holm",
+        pa.float64(),
+        "paired: p_value Holm-adjusted across the paired rows of the same metric (question: across the "
+        "question's comparisons; question_epoch: those at the epoch), times `looks` (Bonferroni over a race's "
+        "looks; 1 without a race); 'better' when below 0.05",
+    ),
+    (
+        "alpha",
+        pa.float64(),
+        "comparisons: the two-sided level one comparison is held to, 0.05 / (comparisons in its Holm family "
+        "x looks), which mdd and equivalence_bound use",
+    ),
+    (
+        "looks",
+        pa.int64(),
+        "comparisons: how often a race may look at the comparison (max_repeats - min_repeats + 1); 1 for a "
+        "fixed number of seeds",
+    ),
+    (
+        "mdd",
+        pa.float64(),
+        "comparisons: minimum detectable difference at the n seed pairs: the true difference a two-sided "
+        "paired t-test at `alpha` finds with power 0.8, for the observed std (noncentral t); null for n < 2",
+    ),
+    (
+        "equivalence_bound",
+        pa.float64(),
+        "comparisons: the data support |difference| < this (TOST at `alpha`: |value| + t(1 - alpha) * "
+        "std / sqrt(n)); null for n < 2",
+    ),
+    ("resolution", pa.float64(), "comparisons: --resolution as an accuracy difference (0.01 = 1 point)"),
+    (
+        "outcome",
+        pa.string(),
+        "comparisons: 'better' (p_holm < 0.05: the sign of value says which level), 'equivalent' "
+        "(equivalence_bound <= resolution: no difference larger than the resolution) or 'open' (neither)",
+    ),
     (
         "verdict",
         pa.string(),
-        "paired: one line, 'A beats B by x points, 95 % CI lo to hi' or "
-        "'no difference detected'; rung: the warning, or 'judges well'",
+        "paired, question: one line, 'A beats B by x points, 95 % CI lo to hi', 'no difference larger "
+        "than r points: within +-x points' or 'open: no difference detected ...'; question_epoch: who is "
+        "ahead at the epoch; rung: the warning, or 'judges well'",
+    ),
+    (
+        "over_epochs",
+        pa.string(),
+        "question rows of two levels: on validation accuracy, the epoch from which the verdict holds, or "
+        "where it changes (analysis.over_epochs)",
     ),
     ("note", pa.string(), "what a row rests on, or why a statistic is missing"),
 ]
@@ -239,7 +296,8 @@ def config_rows(rep: pd.DataFrame, knobs: list[str]) -> list[dict[str, Any]]:
     return rows
 
 
-def paired_rows(rep: pd.DataFrame, knobs: list[str]) -> list[dict[str, Any]]:
+def paired_rows(rep: pd.DataFrame, knobs: list[str], design: sequential.Design | None = None) -> list[dict[str, Any]]:
+    design = design or sequential.Design()
     rows: list[dict[str, Any]] = []
     if rep.empty or config_ids(rep).value_counts().max() < 2:
         return rows  # single runs: two levels may share a seed by chance, but nothing was repeated
@@ -255,8 +313,8 @@ def paired_rows(rep: pd.DataFrame, knobs: list[str]) -> list[dict[str, Any]]:
                     continue  # no two runs differ in this knob alone
                 iv = stats.t_interval(diffs, stats.DIFFERENCE)
                 family.append((knob, a, b, iv))
-        adjusted = stats.holm([iv.p_value for *_, iv in family])
-        for (knob, a, b, iv), p_holm in zip(family, adjusted, strict=True):
+        assessed = sequential.assess_intervals([iv for *_, iv in family], design)
+        for (knob, a, b, iv), r in zip(family, assessed, strict=True):
             la, lb = level_text(a), level_text(b)
             rows.append(
                 {
@@ -269,9 +327,10 @@ def paired_rows(rep: pd.DataFrame, knobs: list[str]) -> list[dict[str, Any]]:
                     "level_b": lb,
                     **stats.fields(iv),
                     "p_value": stats.null(iv.p_value),
-                    "p_holm": stats.null(p_holm),
-                    "verdict": stats.verdict(knob, la, lb, iv, p_holm, metric),
-                    "note": f"paired t-test over {iv.n} seed pairs; Holm across {len(family)} comparisons of {metric}",
+                    **sequential.row_fields(r, design),
+                    "verdict": sequential.verdict(knob, la, lb, iv, r, metric, design),
+                    "note": f"paired t-test over {iv.n} seed pairs; Holm across {len(family)} comparisons of {metric}"
+                    + (f", Bonferroni over {design.looks} looks" if design.looks > 1 else ""),
                 }
             )
     return rows
@@ -313,17 +372,30 @@ def marginal_rows(trials: pd.DataFrame, epochs: pd.DataFrame, knobs: list[str]) 
 # ---------------------------------------------------------------- all together
 
 
-def build_summary(trials: pd.DataFrame, epochs: pd.DataFrame, scheduler: dict[str, Any] | None = None) -> pa.Table:
+def build_summary(
+    trials: pd.DataFrame,
+    epochs: pd.DataFrame,
+    scheduler: dict[str, Any] | None = None,
+    design: sequential.Design | None = None,
+) -> pa.Table:
     """Every row kind, in KINDS order, as a table with SUMMARY_SCHEMA. `scheduler`: the experiment's
-    ASHA settings (analysis.rungs.settings_from_meta), for the rung rows; None skips them."""
+    ASHA settings (analysis.rungs.settings_from_meta), for the rung rows; None skips them. `design`: how
+    the seeds were chosen (analysis.sequential.design_from_meta; default: a fixed number at 1 point)."""
+    design = design or sequential.Design()
     knobs = varying_knobs(trials)
     rep = repeated_runs(trials)
     rep_knobs = varying_knobs(rep) if len(rep) else []
+    question_rows = questions.question_rows(rep, design=design)
+    epoch_rows, sentences = over_epochs.epoch_rows(rep, epochs, design)
+    for r in question_rows:
+        if r.get("level_b") is not None:
+            r["over_epochs"] = sentences.get((r["question"], r["level"], r["level_b"]))
     rows = (
-        questions.question_rows(rep)
+        question_rows
+        + epoch_rows
         + ranking_rows(trials, knobs)
         + config_rows(rep, knobs)
-        + paired_rows(rep, rep_knobs)
+        + paired_rows(rep, rep_knobs, design)
         + marginal_rows(trials, epochs, knobs)
         + importance.importance_rows(trials, epochs)
         + rungs.rung_rows(trials, epochs, scheduler)

@@ -26,7 +26,7 @@ from driver.guards import (
     write_report,
 )
 from driver.record import record
-from driver.request import Plan, Request, check_name, plan, resumed, use_s3_endpoint, with_absolute_plugins
+from driver.request import Plan, Request, check_name, plan, race_design, resumed, use_s3_endpoint, with_absolute_plugins
 from driver.signals import EXIT_ALL_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, Interrupted, StopSignal
 from driver.signals import sigterm_as_sigint as sigterm_as_sigint
 from experiment import folder, storage
@@ -34,6 +34,7 @@ from experiment.errors import UsageError
 from experiment.folder import Experiment
 from tuning import cluster
 from tuning.study import OptunaStudy, open_study, upload_study
+from tuning.tune_settings import trainable
 
 __all__ = ["EXIT_ALL_FAILED", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_USAGE", "Interrupted", "Request", "UsageError"]
 
@@ -80,26 +81,24 @@ def run(request: Request, given: frozenset[str], argv: list[str], stop: StopSign
             print(f"Optuna study {study.name!r}; watch it live with: {study.dashboard_command()}")
         # Ray Tune's own hint names its staging folder under /tmp/ray; every trial's events are here.
         print(f"TensorBoard: tensorboard --logdir {shlex.quote(exp.uri)}")
-        return run_phases(request, p, exp, trainable(request, data, gpus), study, stop, hint)
+        trial = trainable(
+            data,
+            cpus=request.cpus_per_trial,
+            gpus=gpus,
+            checkpoint_every=request.checkpoint_every,
+            plugins=request.plugin,
+            shipped=request.address is not None,
+        )
+        return run_phases(request, p, exp, trial, study, stop, hint)
 
 
 def run_phases(
     request: Request, p: Plan, exp: Experiment, trainable: Any, study: OptunaStudy | None, stop: StopSignal, hint: str
 ) -> int:
     """The search phase, then the confirmation of its best configurations; the tables and the report."""
-    from tuning.optuna_search import build_search
     from tuning.schedulers import build_scheduler
 
-    search_alg, param_space = build_search(
-        request.search,
-        p.space,
-        p.fixed,
-        seed=request.seed,
-        repeats=request.repeats,
-        cells=p.cell_filter,
-        objectives=p.objectives,
-        study=study,
-    )
+    search_alg, param_space = searcher(request, p, study)
     scheduler = build_scheduler(request.scheduler, p.asha, p.max_epochs)
     try:
         search = Phase("search", p.num_samples, search_alg, param_space, scheduler, request.resume)
@@ -144,7 +143,7 @@ def run_phase(phase: Phase, trainable: Any, request: Request, exp: Experiment, s
         )
     try:
         grid = tuner.fit()
-        if stop.terminated or search_incomplete(grid, phase.num_samples):
+        if stop.terminated or search_incomplete(grid, phase.num_samples, phase.search_alg):
             raise Interrupted(hint)
     except BaseException as e:
         export_best_effort(exp.uri)  # the tables can always be rebuilt later: analysis.tables
@@ -153,22 +152,50 @@ def run_phase(phase: Phase, trainable: Any, request: Request, exp: Experiment, s
         raise
 
 
+def searcher(request: Request, p: Plan, study: OptunaStudy | None) -> tuple[Any, dict[str, Any] | None]:
+    """The search phase's (search_alg, param_space): a grid whose cells race their seeds (--repeats
+    auto), else tuning.optuna_search's Optuna, random or grid searcher."""
+    if request.search == "grid" and p.race is not None:
+        from tuning.racing import grid_race
+
+        return grid_race(p.space.cells(p.cell_filter), p.fixed, p.race), None
+    from tuning.optuna_search import build_search
+
+    return build_search(
+        request.search,
+        p.space,
+        p.fixed,
+        seed=request.seed,
+        repeats=int(request.repeats) if p.race is None else 0,
+        cells=p.cell_filter,
+        objectives=p.objectives,
+        study=study,
+    )
+
+
 def confirm_phase(request: Request, trials: Any, exp: Experiment, max_epochs: int) -> Phase | None:
     """The confirmation run: the best configs as fixed points, FIFO, full budget (analysis.selection)."""
     from ray.tune.schedulers import FIFOScheduler
 
     from tuning.optuna_search import fixed_configs_search
 
-    configs = selection.confirm_configs(trials, request.confirm_top, request.repeats, max_epochs)
+    race = race_design(request)
+    configs = selection.confirm_configs(trials, request.confirm_top, 1 if race else int(request.repeats), max_epochs)
     if not configs:
         print("confirmation skipped: no search trial finished without error")
         return None
+    restore = request.resume and exp.exists("confirm", "tuner.pkl")
+    if race is not None:  # --repeats auto: the configs race seed by seed (tuning.racing)
+        from tuning.racing import confirm_race, max_trials
+
+        racer = confirm_race(configs, race)
+        print(f"\nracing the best {len(configs)} configs, {race.min_repeats} to {race.max_repeats} seeds each")
+        return Phase("confirm", max_trials(racer), racer, None, FIFOScheduler(), restore)
     first = configs[0]["seed"]
     print(
-        f"\nconfirming the best {len(configs) // request.repeats} configs, {request.repeats} seeds each "
-        f"(seeds {first}..{first + request.repeats - 1}), {max_epochs} epochs"
+        f"\nconfirming the best {len(configs) // int(request.repeats)} configs, {request.repeats} seeds each "
+        f"(seeds {first}..{first + int(request.repeats) - 1}), {max_epochs} epochs"
     )
-    restore = request.resume and exp.exists("confirm", "tuner.pkl")
     search_alg, param_space = fixed_configs_search(configs)
     return Phase("confirm", len(configs), search_alg, param_space, FIFOScheduler(), restore)
 
@@ -202,27 +229,12 @@ def load_data(dataset: str, data_dir: str | None) -> Any:
         ) from None
 
 
-def trainable(request: Request, data: Any, gpus: float) -> Any:
-    """train_trial with its resources and the data (through the object store, zero-copy)."""
-    from ray import tune
-
-    from trainables.trainable import train_trial
-
-    return tune.with_resources(
-        tune.with_parameters(
-            train_trial,
-            data=data,
-            cpus=request.cpus_per_trial,
-            gpus=gpus,
-            checkpoint_every=request.checkpoint_every,
-            plugins=request.plugin,
-            shipped=request.address is not None,
-        ),
-        {"cpu": request.cpus_per_trial, "gpu": gpus},
-    )
-
-
-def search_incomplete(grid: Any, num_samples: int) -> bool:
+def search_incomplete(grid: Any, num_samples: int, search_alg: Any = None) -> bool:
     """True when Tune returned early (its SIGINT handler stops gracefully and returns): a trial
-    still pending, running or paused, or fewer trials than asked for."""
+    still pending, running or paused, or fewer trials than asked for (a race: than it would run)."""
+    from tuning.racing import search_incomplete as race_incomplete
+
+    raced = race_incomplete(search_alg, grid)
+    if raced is not None:
+        return raced
     return bool(grid.num_terminated + grid.num_errors < max(len(grid), num_samples))

@@ -64,7 +64,10 @@ class Request:
     objective: str = f"{METRIC}:{MODE}"
     optuna_storage: str | None = None
     seed: int = 0
-    repeats: int = 0
+    repeats: int | str = 0  # seeds per cell or config; "auto": a race (analysis.sequential)
+    min_repeats: int | None = None  # a race's bounds; None: analysis.sequential's defaults
+    max_repeats: int | None = None
+    resolution: float | None = None  # accuracy points within which a difference counts as none
     cells: tuple[str, ...] = ()
     confirm_top: int = 0
     patience: int = 0  # epochs
@@ -137,6 +140,7 @@ class Plan:
     objectives: tuple[tuple[str, str], ...]  # (metric, min|max), validation accuracy first
     fixed: dict[str, Any]  # knobs every trial gets: dataset, seed, budget, and the flags' own
     cell_filter: dict[str, str]
+    race: Any = None  # --repeats auto: the race's design (analysis.sequential.Design), else None
 
 
 # ---- the checks, cheapest first ---------------------------------------------------------------------
@@ -215,7 +219,7 @@ def plan(request: Request) -> Plan:
     check_storage_writable(request.storage_path)
     check_s3_endpoint(request)
     fixed = {"dataset": dataset, "seed": request.seed, "max_epochs": max_epochs, **fixed_knobs(request)}
-    return Plan(space, dataset, max_epochs, num_samples, asha, goals, fixed, cell_filter(request))
+    return Plan(space, dataset, max_epochs, num_samples, asha, goals, fixed, cell_filter(request), race_design(request))
 
 
 def resolve_space(request: Request) -> SearchSpace:
@@ -267,8 +271,11 @@ def fixed_knobs(request: Request) -> dict[str, Any]:
 def check_search_flags(request: Request, space: SearchSpace, dataset: str, max_epochs: int) -> int:
     """Checks of --search, --repeats, --confirm-top, --cells, --patience, --weights, --input-size against
     the space; returns how many trials the search phase runs."""
+    race = race_design(request)
+    if race is not None and request.search == "grid" and request.scheduler != "fifo":
+        raise UsageError("--repeats auto races full-budget runs of every cell; add --scheduler fifo (ASHA stops some)")
     for flag in ("repeats", "confirm_top", "patience"):
-        if getattr(request, flag) < 0:
+        if getattr(request, flag) != "auto" and getattr(request, flag) < 0:
             raise UsageError(f"--{flag.replace('_', '-')} must be >= 0, got {getattr(request, flag)}")
     if request.confirm_top and not request.repeats:
         raise UsageError(
@@ -306,8 +313,26 @@ def check_search_flags(request: Request, space: SearchSpace, dataset: str, max_e
             flags = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in knobs.items()) or "its defaults"
             raise UsageError(f"space {space.name!r} with {flags}: {e}") from None
     if request.search == "grid":
-        return len(space.cells(cell_filter(request))) * max(1, request.repeats)
+        per_cell = race.max_repeats if race else max(1, int(request.repeats))
+        return len(space.cells(cell_filter(request))) * per_cell
     return int(request.num_samples or space.num_samples)
+
+
+def race_design(request: Request) -> Any:
+    """--repeats auto: the race's design (analysis.sequential.Design); None for a fixed --repeats R.
+    --min-repeats/--max-repeats apply to a race only; --resolution to any report."""
+    from analysis import sequential
+
+    given = [f"--{f.replace('_', '-')}" for f in ("min_repeats", "max_repeats") if getattr(request, f) is not None]
+    try:
+        sequential.resolution(request.resolution)
+        if request.repeats != "auto":
+            if given:
+                raise ValueError(f"{given[0]} applies to --repeats auto (a race); drop it or add --repeats auto")
+            return None
+        return sequential.race_design(request.min_repeats, request.max_repeats, request.resolution)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
 
 
 def check_grid(request: Request, space: SearchSpace) -> None:

@@ -13,6 +13,11 @@ search runs. Tune pickles the searcher for --resume; the pickle holds the trials
 and the restored searcher re-attaches to the storage (the driver names the current location in
 STORAGE_ENV, since an experiment folder may have moved), so the study is never copied or duplicated.
 
+One number per trial: Optuna scores a trial by its best validation accuracy so far, as ASHA compares it
+(`stop_on` 'best', the default) and the report ranks by it (`best_val_accuracy`): the intermediate value
+at step e is the best epoch up to e, a COMPLETE trial's value its best epoch, a PRUNED one's the best
+before it stopped. The study says so in its user attrs (VALUE_ATTRS), which optuna-dashboard shows.
+
 Several objectives (metric and mode lists): the study is multi-objective (TPE and random sampling both
 handle it); Optuna takes no intermediate values there, so the epochs go unreported and a trial that
 ended before its full budget is PRUNED without values; a full-budget trial is COMPLETE with one value
@@ -41,6 +46,13 @@ EPOCH = "epoch"  # the trainable's 1-based epoch count, ASHA's time unit
 STORAGE_ENV = "HPO_OPTUNA_STORAGE"
 # Searcher attributes that hold the live study; never pickled (see save).
 _LIVE = ("_storage", "_ot_study", "_ot_trials")
+# The study's user attrs: which number a trial's value is (module docstring).
+VALUE_ATTRS = {
+    "value": "best validation accuracy so far (val_accuracy, maximum over the epochs reported)",
+    "value_why": "the one number per trial: ASHA compares it at its rungs (stop_on 'best', the default), the "
+    "report ranks trials by it (best_val_accuracy), and Optuna is told the same: intermediate value at step e = "
+    "best epoch up to e, a COMPLETE trial's value = its best epoch, a PRUNED one's = its best before it stopped",
+}
 
 
 def open_storage(spec: str) -> optuna.storages.BaseStorage:
@@ -75,12 +87,27 @@ class FidelityOptunaSearch(OptunaSearch):
         self._max_epochs = max_epochs
         self._storage_spec = storage_spec
         self._reported: dict[str, set[int]] = {}  # trial id -> epochs already told to Optuna
+        self._best: dict[str, float] = {}  # trial id -> best value of the first metric so far
 
     @property
     def study(self) -> optuna.Study | None:
         """The Optuna study: every trial with its state, params and intermediate values."""
         self._attach()
         return self._ot_study
+
+    def _improve(self, trial_id: str, value: float) -> float:
+        """The best first-metric value of the trial so far, `value` included (max, or min for mode min)."""
+        mode = self._mode[0] if isinstance(self._mode, list) else self._mode
+        seen = self._best.get(trial_id)
+        best = value if seen is None else (min(seen, value) if mode == "min" else max(seen, value))
+        self._best[trial_id] = best
+        return best
+
+    def _describe(self, study: optuna.Study) -> None:
+        """The study's user attrs say what a trial's value is (once; optuna-dashboard shows them)."""
+        if any(study.user_attrs.get(k) != v for k, v in VALUE_ATTRS.items()):
+            for key, text in VALUE_ATTRS.items():
+                study.set_user_attr(key, text)
 
     @property
     def _metrics(self) -> list[str]:
@@ -140,10 +167,14 @@ class FidelityOptunaSearch(OptunaSearch):
         numbers: dict[str, int] = self.__dict__.pop("_trial_numbers", {})
         numbers = {tid: n for tid, n in numbers.items() if n in by_number}
         self._ot_trials = {t: optuna.trial.Trial(study, by_number[n]._trial_id) for t, n in numbers.items()}
+        self._describe(study)
         for tid, n in numbers.items():
             if by_number[n].state.is_finished():
                 self._completed_trials.add(tid)
-            self._reported.setdefault(tid, set()).update(by_number[n].intermediate_values)
+            stored = by_number[n].intermediate_values
+            self._reported.setdefault(tid, set()).update(stored)
+            if stored:  # the running best, as the storage has it (intermediate values are running bests)
+                self._improve(tid, max(stored.values()) if self._mode != "min" else min(stored.values()))
         owned = set(numbers.values())
         for t in by_number.values():
             if t.state == TrialState.RUNNING and t.number not in owned:
@@ -156,6 +187,9 @@ class FidelityOptunaSearch(OptunaSearch):
         self._attach()
         new = trial_id not in self._ot_trials
         config = super().suggest(trial_id)
+        if self._ot_study is not None and not getattr(self, "_described", False):
+            self._describe(self._ot_study)  # an in-memory study (no storage) too
+            self._described = True
         if new and trial_id in self._ot_trials:
             # The dashboard's link to trials.parquet and the trial folder, which Tune names by this id.
             self._ot_trials[trial_id].set_user_attr("trial_id", trial_id)
@@ -165,8 +199,6 @@ class FidelityOptunaSearch(OptunaSearch):
         self._attach()
         if trial_id in self._completed_trials or trial_id not in self._ot_trials:
             return
-        if len(self._metrics) > 1:
-            return  # Optuna keeps no intermediate values for a multi-objective study
         value, step = result.get(self._metrics[0]), result.get(EPOCH)
         if result.get("error") or value is None or step is None or not math.isfinite(value):
             return  # a diverged epoch: the trial ends as FAIL, not as a score
@@ -174,7 +206,11 @@ class FidelityOptunaSearch(OptunaSearch):
         reported = self._reported.setdefault(trial_id, set())
         if int(step) in reported:
             return
-        self._ot_trials[trial_id].report(float(value), int(step))
+        best = self._improve(trial_id, float(value))
+        if len(self._metrics) > 1:
+            reported.add(int(step))
+            return  # Optuna keeps no intermediate values for a multi-objective study
+        self._ot_trials[trial_id].report(best, int(step))
         reported.add(int(step))
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
@@ -196,6 +232,8 @@ class FidelityOptunaSearch(OptunaSearch):
         if value is not None and epochs is not None:
             self.on_trial_result(trial_id, result)
         full = epochs is not None and (self._max_epochs is None or int(epochs) >= self._max_epochs)
+        if value is not None and trial_id in self._best:
+            values[0] = self._best[trial_id]  # the best epoch, not the last (module docstring)
         if full and all(v is not None for v in values):
             study.tell(ot_trial, [float(v) for v in values], state=TrialState.COMPLETE)
         elif full and value is not None:
@@ -280,7 +318,8 @@ def build_search(
     """(search_alg, param_space) for --search `kind`: Optuna (TPE, or `random`) on the space's
     define-by-run, learning at step = epoch, its study in `study`'s storage (tuning.study.OptunaStudy);
     or, for `grid`, every cell of the space's grid matching `cells`, `repeats` times. Several
-    `objectives` make the study multi-objective."""
+    `objectives` make the study multi-objective. (A grid that races its seeds, --repeats auto, is
+    tuning.racing's grid_race.)"""
     if kind == "grid":
         return fixed_configs_search(grid_configs(space, fixed, seed, repeats, cells))
     several = len(objectives) > 1

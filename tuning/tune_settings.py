@@ -87,6 +87,29 @@ def stop_when_storage_full():  # noqa: ANN201 - a ray.tune.Callback
     return StopWhenStorageFull()
 
 
+def trainable(
+    data: Any, *, cpus: float, gpus: float, checkpoint_every: int, plugins: tuple[str, ...], shipped: bool
+) -> Any:
+    """trainables.trainable.train_trial with its resources and the dataset, which reaches the workers
+    through Ray's object store (one copy per node, read zero-copy)."""
+    from ray import tune
+
+    from trainables.trainable import train_trial
+
+    return tune.with_resources(
+        tune.with_parameters(
+            train_trial,
+            data=data,
+            cpus=cpus,
+            gpus=gpus,
+            checkpoint_every=checkpoint_every,
+            plugins=plugins,
+            shipped=shipped,
+        ),
+        {"cpu": cpus, "gpu": gpus},
+    )
+
+
 def trial_dirname(trial: Any) -> str:
     """Trial folders named by trial id alone: short, unique, and what the tables call them."""
     return str(trial.trial_id)

@@ -64,12 +64,13 @@ def trial_row(
     }
 
 
-def epoch_rows(row: dict[str, Any]) -> list[dict[str, Any]]:
-    """A rising learning curve that ends at the trial's best validation accuracy."""
+def epoch_rows(row: dict[str, Any], curve: list[float] | None = None) -> list[dict[str, Any]]:
+    """A rising learning curve that ends at the trial's best validation accuracy, or the given `curve`
+    (validation accuracy per epoch)."""
     n, best = row["epochs_completed"], row["best_val_accuracy"]
     out = []
     for e in range(1, n + 1):
-        val = best - 0.02 * (n - e)
+        val = best - 0.02 * (n - e) if curve is None else curve[e - 1]
         out.append(
             {
                 "trial_id": row["trial_id"],
@@ -85,14 +86,20 @@ def epoch_rows(row: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
-def write_experiment(root: Path, rows: list[dict[str, Any]]) -> Path:
+def write_experiment(
+    root: Path, rows: list[dict[str, Any]], epochs: list[dict[str, Any]] | None = None, meta: dict | None = None
+) -> Path:
+    """The experiment folder with its tables; `epochs`: the epochs table's rows (default: epoch_rows of
+    each trial); `meta`: more of experiment.json."""
     root.mkdir(parents=True, exist_ok=True)
-    (root / storage.EXPERIMENT_FILE).write_text(json.dumps({"experiment": root.name, "space": "batchnorm"}))
+    record = {"experiment": root.name, "space": "batchnorm", **(meta or {})}
+    (root / storage.EXPERIMENT_FILE).write_text(json.dumps(record))
     trials = pa.Table.from_pylist(rows, schema=tables.TRIALS_SCHEMA)
-    epochs = pa.Table.from_pylist([e for r in rows for e in epoch_rows(r)], schema=tables.EPOCHS_SCHEMA)
+    epoch_list = [e for r in rows for e in epoch_rows(r)] if epochs is None else epochs
+    epochs_table = pa.Table.from_pylist(epoch_list, schema=tables.EPOCHS_SCHEMA)
     fs, path = storage.resolve(root)
     tables.write_table(trials, fs, storage.join(path, "tables", "trials.parquet"))
-    tables.write_table(epochs, fs, storage.join(path, "tables", "epochs.parquet"))
+    tables.write_table(epochs_table, fs, storage.join(path, "tables", "epochs.parquet"))
     return root
 
 

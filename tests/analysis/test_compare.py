@@ -1,5 +1,6 @@
 """analysis.compare: two synthetic reference grids with known answers, one answer that holds and one
-that flips; the table, markdown and figure are written; bad input exits 2 with one line."""
+that flips; unsettled answers are open, not held; the table, markdown and figure are written; bad input
+exits 2 with one line."""
 
 from __future__ import annotations
 
@@ -24,20 +25,22 @@ AUG_QUESTION = "Which augmentation helps the ConvNet?"
 
 
 def reference_grid(
-    basenet: dict[str, float], convnet: dict[str, float], seeds: int = 3, noise_seed: int = 0
+    basenet: dict[str, float], convnet: dict[str, float], seeds: int = 3, noise_seed: int = 0, run_noise: float = 0.0
 ) -> list[dict]:
-    """Both questions' cells over `seeds` seeds; each level's effect is exact on every seed."""
+    """Both questions' cells over `seeds` seeds; each level's effect is exact on every seed, plus
+    `run_noise` (sd) of each run's own (then the paired differences vary from seed to seed)."""
     rng = np.random.default_rng(noise_seed)
     rows = []
     for seed in range(seeds):
         base = 0.30 + rng.normal(0, 0.02)  # seed noise shared by the paired cells
         for bn, effect in basenet.items():
+            acc = float(np.clip(base + effect + rng.normal(0, run_noise), 0, 1)) if run_noise else base + effect
             rows.append(
                 trial_row(
                     f"b{bn}{seed}",
                     seed=seed,
-                    best_val=base + effect,
-                    test=base + effect,
+                    best_val=acc,
+                    test=acc,
                     model="basenet",
                     bn_position=bn,
                     **REFERENCE,
@@ -108,8 +111,10 @@ def test_compare_says_which_answers_held_and_which_flipped(two_experiments: tupl
     aug = q[(q["subject"] == AUG_QUESTION) & (q["level"] == "simple") & (q["level_b"] == "whitening")]
     assert list(aug["outcome"]) == ["A", "B"] and set(aug["held"]) == {"flipped"}
     assert aug["value"].to_numpy() == pytest.approx([0.04, -0.04])
+    # Equal on every seed: no difference larger than the resolution, settled, in both: held.
     no_diff = q[(q["subject"] == BN_QUESTION) & (q["level"] == "before_relu") & (q["level_b"] == "none")]
-    assert list(no_diff["outcome"]) == ["none", "none"] and set(no_diff["held"]) == {"held"}
+    assert list(no_diff["outcome"]) == ["equivalent", "equivalent"] and set(no_diff["held"]) == {"held"}
+    assert no_diff["equivalence_bound"].to_numpy() == pytest.approx([0.0, 0.0])
     # The paired rows (every knob, both metrics) are compared too.
     paired = df[
         (df["kind"] == "paired")
@@ -170,8 +175,37 @@ def test_levels_listed_the_other_way_round_are_aligned() -> None:
     aligned = compare._align(rows)
     assert list(aligned["level"]) == ["adam", "adam"] and list(aligned["outcome"]) == ["A", "A"]
     assert aligned.loc[1, ["value", "ci_low", "ci_high"]].tolist() == pytest.approx([0.03, 0.01, 0.05])
-    assert compare.held(["A", "A"]) == "held" and compare.held(["A", "none"]) == "differs"
+    assert compare.held(["A", "A"]) == "held" and compare.held(["A", "equivalent"]) == "differs"
+    assert compare.held(["equivalent", "equivalent"]) == "held"
+    assert compare.held(["open", "open"]) == "open" and compare.held(["A", "open"]) == "open"
+    assert compare.held(["A", "B", "open"]) == "flipped"  # opposite winners say more than a third's doubt
     assert compare.held(["A"]) == "only one"
+
+
+def test_two_experiments_with_unsettled_answers_are_open_not_held(tmp_path: Path) -> None:
+    """The digits case of issue 20: both BN intervals span tens of points, both reports say "no difference
+    detected"; that is open in each, so the answer is open, not held. Read both from the summaries as
+    written now (with `outcome`) and as schema 2 wrote them (without): open either way."""
+    noisy = {"none": 0.0, "before_relu": 0.0, "after_relu": 0.0}
+    exps = [
+        write_experiment(tmp_path / f"digits_{i}", reference_grid(noisy, {}, noise_seed=i, run_noise=0.15))
+        for i in (1, 2)
+    ]
+    for exp in exps:
+        write_summary(exp)
+    df = compare.compare_table([str(e) for e in exps])
+    q = df[df["subject"] == BN_QUESTION]
+    assert len(q) == 6 and set(q["outcome"]) == {"open"} and set(q["held"]) == {"open"}, q[["outcome", "ci_low"]]
+    assert (q["ci_high"] - q["ci_low"] > 0.1).all()  # wide: nothing to hold
+    assert (q["equivalence_bound"] > 0.05).all() and q["mdd"].notna().all()
+    for exp in exps:  # schema 2: no outcome column; "no difference detected" is not a settled verdict
+        path = exp / "report" / "summary.parquet"
+        old = pq.read_table(path).drop_columns(["outcome", "equivalence_bound", "mdd"])
+        pq.write_table(old, path)
+    again = compare.compare_table([str(e) for e in exps])
+    assert set(again[again["subject"] == BN_QUESTION]["held"]) == {"open"}
+    md = compare.markdown(df, [str(e) for e in exps])
+    assert "**open**" in md and "0 held" in md
 
 
 def test_out_flag_and_a_third_experiment_missing_a_question(two_experiments: tuple[Path, Path], tmp_path: Path) -> None:

@@ -48,11 +48,13 @@ def test_a_noisy_005_effect_is_found_with_an_interval_around_it() -> None:
     assert "beats" in row["verdict"]
 
 
-def test_identical_levels_get_no_difference_detected() -> None:
+def test_identical_levels_are_settled_as_no_difference_larger_than_the_resolution() -> None:
     s = summary.build_summary(*frames(bn_study_rows())).to_pandas()
     row = paired(s, "before_relu", "none")
     assert row["value"] == 0.0
-    assert "no difference detected" in row["verdict"]
+    assert row["outcome"] == "equivalent" and row["equivalence_bound"] == 0.0 and row["resolution"] == 0.01
+    assert "no difference larger than 1.0 points" in row["verdict"] and "within +-0.0 points" in row["verdict"]
+    assert row["alpha"] == pytest.approx(0.05 / 3) and row["looks"] == 1 and row["mdd"] == 0.0
     # And the Holm family is the three bn_position comparisons of one metric.
     assert "Holm across 3 comparisons" in row["note"]
 

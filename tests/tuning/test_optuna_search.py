@@ -228,3 +228,56 @@ def test_a_restored_searcher_whose_storage_lost_the_study_starts_it_afresh(tmp_p
     run_epochs(restored, "a", [0.1, 0.2, 0.3])  # Optuna no longer knows a: ignored, not a crash
     TrialConfig.from_params(restored.suggest("b"))
     assert [t.user_attrs["trial_id"] for t in restored.study.get_trials()] == ["b"]
+
+
+# ---- one number per trial: the best epoch, as ASHA (stop_on best) and the report score it ---------
+
+
+def test_optuna_scores_a_trial_by_its_best_epoch_as_asha_and_the_report_do(tmp_path):
+    """A curve that peaks and falls (0.27 at epoch 1, 0.125 at the end: the dashboard showed 0.125 where the
+    report ranked by 0.271): Optuna's value is the best epoch, each intermediate value the best so far, a
+    PRUNED trial's value its best before it stopped; the study's user attrs say which number it is."""
+    journal = tmp_path / "optuna.journal"
+    s = persistent(journal)
+    s.suggest("a")
+    s.suggest("b")
+    run_epochs(s, "a", [0.271, 0.2, 0.125])
+    run_epochs(s, "b", [0.3, 0.1])  # stopped by ASHA after 2 epochs
+    a, b = s.study.get_trials()
+    assert a.state == TrialState.COMPLETE and a.value == 0.271
+    assert a.intermediate_values == {1: 0.271, 2: 0.271, 3: 0.271}
+    assert b.state == TrialState.PRUNED and b.value == 0.3 and b.intermediate_values == {1: 0.3, 2: 0.3}
+    from tuning.optuna_search import VALUE_ATTRS
+
+    on_disk = optuna.load_study(
+        study_name="exp",
+        storage=optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(journal))),
+    )
+    assert on_disk.user_attrs == VALUE_ATTRS and "best validation accuracy" in on_disk.user_attrs["value"]
+    # An in-memory study (no storage) says it too.
+    mem = searcher()
+    mem.suggest("x")
+    assert mem.study.user_attrs == VALUE_ATTRS
+
+
+def test_a_restored_searcher_keeps_the_running_best_from_the_storage(tmp_path):
+    s = persistent(tmp_path / "optuna.journal")
+    s.suggest("a")
+    s.on_trial_result("a", {"epoch": 1, "val_accuracy": 0.6})
+    s.save_to_dir(str(tmp_path), session_str="x")
+    s.on_trial_result("a", {"epoch": 2, "val_accuracy": 0.8})  # after the snapshot: in the storage only
+    restored = FidelityOptunaSearch()
+    restored.restore_from_dir(str(tmp_path))
+    restored.on_trial_complete("a", result={"epoch": 3, "val_accuracy": 0.5})
+    (trial,) = restored.study.get_trials()
+    assert trial.intermediate_values == {1: 0.6, 2: 0.8, 3: 0.8} and trial.value == 0.8
+
+
+def test_several_objectives_take_the_best_epoch_for_validation_accuracy(tmp_path):
+    s = persistent(tmp_path / "optuna.journal", metric=["val_accuracy", "param_count"], mode=["max", "min"])
+    s.suggest("a")
+    s.on_trial_result("a", {"epoch": 1, "val_accuracy": 0.5, "param_count": 100})
+    s.on_trial_result("a", {"epoch": 2, "val_accuracy": 0.9, "param_count": 100})
+    s.on_trial_complete("a", result={"epoch": 3, "val_accuracy": 0.7, "param_count": 100})
+    (trial,) = s.study.get_trials()
+    assert trial.values == [0.9, 100]
