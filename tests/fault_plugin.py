@@ -43,7 +43,6 @@ ACTIONS = ("kill_worker", "kill_driver", "oom")
 
 _trials_here: list[str] = []  # trial ids this process has started, in order
 _current: dict[str, Any] = {"trial_id": None, "epoch": None}  # the trial and 1-based epoch running here
-_ray_wrapped = False
 
 
 # ---- the plan: written by a test, read by trials ----------------------------------------------------
@@ -127,28 +126,46 @@ def driver_pid() -> int:
 
 
 def wrap_ray_methods() -> None:
-    """The two moments inside Ray's report path (see the module docstring), wrapped once per process."""
-    global _ray_wrapped
-    if _ray_wrapped:
-        return
-    _ray_wrapped = True
+    """The two moments inside Ray's report path (see the module docstring), wrapped in this process:
+    StorageContext.persist_current_checkpoint, and save_checkpoint of the trial's actor class. Ray sets
+    an actor's methods on the actor class itself (a subclass of FunctionTrainable it builds in the
+    worker), so that is the class wrapped, not FunctionTrainable. Idempotent: a reused worker's next
+    trial wraps nothing twice."""
     from ray.train._internal.storage import StorageContext
     from ray.tune.trainable.function_trainable import FunctionTrainable
 
-    persist = StorageContext.persist_current_checkpoint
-    save = FunctionTrainable.save_checkpoint
+    def persist_then_fire(persist: Any) -> Any:
+        def wrapper(self: Any, checkpoint: Any) -> Any:
+            persisted = persist(self, checkpoint)
+            fire("checkpoint_saved", _current["epoch"])
+            return persisted
 
-    def persist_then_fire(self: Any, checkpoint: Any) -> Any:
-        persisted = persist(self, checkpoint)
-        fire("checkpoint_saved", _current["epoch"])
-        return persisted
+        return wrapper
 
-    def fire_then_save(self: Any, checkpoint_dir: str = "") -> Any:
-        fire("report_received", _current["epoch"])  # the training thread waits inside report k
-        return save(self, checkpoint_dir)
+    def fire_then_save(save: Any) -> Any:
+        def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+            fire("report_received", _current["epoch"])  # the training thread waits inside report k
+            return save(self, *args, **kwargs)
 
-    StorageContext.persist_current_checkpoint = persist_then_fire  # type: ignore[method-assign]
-    FunctionTrainable.save_checkpoint = fire_then_save  # type: ignore[method-assign]
+        return wrapper
+
+    wrap_once(StorageContext, "persist_current_checkpoint", persist_then_fire)
+    for cls in (FunctionTrainable, *subclasses(FunctionTrainable)):
+        if "save_checkpoint" in vars(cls):
+            wrap_once(cls, "save_checkpoint", fire_then_save)
+
+
+def subclasses(cls: type) -> list[type]:
+    return [c for sub in cls.__subclasses__() for c in (sub, *subclasses(sub))]
+
+
+def wrap_once(cls: type, name: str, wrap: Any) -> None:
+    method = vars(cls)[name]
+    if getattr(method, "fault_plugin_wrapped", False):
+        return
+    wrapped = wrap(method)
+    wrapped.fault_plugin_wrapped = True
+    setattr(cls, name, wrapped)
 
 
 def build(config: Any) -> list[Any]:

@@ -19,8 +19,9 @@ PROJECT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
 
 
-def start(*args: str, log: Path) -> subprocess.Popen:
-    """run_search.py in its own session, so its Ray processes can be cleaned up as a group."""
+def start(*args: str, log: Path, env: dict | None = None) -> subprocess.Popen:
+    """run_search.py in its own session, so its Ray processes can be cleaned up as a group (and a fault
+    plugin's kill_driver finds it as the session leader). `env`: added to this process's environment."""
     out = open(log, "w")  # noqa: SIM115 - the process owns it
     return subprocess.Popen(
         [sys.executable, str(PROJECT / "run_search.py"), *args],
@@ -29,10 +30,11 @@ def start(*args: str, log: Path) -> subprocess.Popen:
         stderr=subprocess.STDOUT,
         text=True,
         start_new_session=True,
+        env={**os.environ, **(env or {})},
     )
 
 
-def resume_to_end(tmp_path: Path, timeout: int) -> subprocess.CompletedProcess:
+def resume_to_end(tmp_path: Path, timeout: int, env: dict | None = None) -> subprocess.CompletedProcess:
     """`run_search.py --resume` of experiment `x` in `tmp_path`, run to its end; asserts it succeeded."""
     done = subprocess.run(
         [sys.executable, str(PROJECT / "run_search.py"), "--resume", "--name", "x", "--storage-path", str(tmp_path)],
@@ -40,6 +42,7 @@ def resume_to_end(tmp_path: Path, timeout: int) -> subprocess.CompletedProcess:
         capture_output=True,
         text=True,
         timeout=timeout,
+        env={**os.environ, **(env or {})},
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return done
