@@ -139,6 +139,11 @@ def _restore(checkpoint):  # noqa: ANN001, ANN202 - tune.Checkpoint | None -> (k
         return None, 0
     import keras
 
+    # Imported for what they register with Keras (the label-smoothing loss, the learning-rate schedule):
+    # a fresh worker restoring a checkpoint has built no model yet, and load_model finds only classes
+    # already registered.
+    import trainables.losses
+    import trainables.schedules  # noqa: F401
     from trainables.callbacks import CHECKPOINT_MODEL, CHECKPOINT_STATE
 
     with checkpoint.as_directory() as folder:

@@ -20,6 +20,38 @@ def test_epoch_seed_is_the_seed_at_epoch_zero_and_distinct_per_epoch_and_seed():
     assert all(0 <= s < 2**32 for s in seeds) and 0 <= epoch_seed(2**32 - 1, 3) < 2**32
 
 
+SAVE = """
+import json
+from pathlib import Path
+from trainables.callbacks import CHECKPOINT_MODEL, CHECKPOINT_STATE
+from trainables.config import TrialConfig
+from trainables.data import load_digits
+from trainables.trainable import _compile
+knobs = {"label_smoothing": 0.1, "lr_schedule": "cosine", "warmup_epochs": 1}
+config = TrialConfig.from_params({"model": "basenet", "dataset": "digits", "max_epochs": 3, **knobs})
+folder = Path(FOLDER)
+_compile(config, load_digits()).save(folder / CHECKPOINT_MODEL)
+(folder / CHECKPOINT_STATE).write_text(json.dumps({"epoch": 2, "seed": 0}))
+"""
+RESTORE = """
+from ray import tune
+from trainables.trainable import _restore
+model, epoch = _restore(tune.Checkpoint.from_directory(FOLDER))
+print(epoch, type(model.loss).__name__, type(model.optimizer._learning_rate).__name__)
+"""
+
+
+def test_a_fresh_worker_restores_a_checkpoint_with_the_custom_loss_and_schedule(tmp_path):
+    """A retried trial's new worker loads the checkpoint before it builds any model: the loss and the
+    learning-rate schedule classes must be registered with Keras by then (the chaos test's trials with
+    label smoothing or a schedule failed every retry with 'Could not locate class')."""
+    from tests.trainables.test_runtime import run_fresh_python
+
+    run_fresh_python(SAVE.replace("FOLDER", repr(str(tmp_path))))
+    restored = run_fresh_python(RESTORE.replace("FOLDER", repr(str(tmp_path))))
+    assert restored.stdout.split() == ["2", "SmoothedSparseCrossentropy", "BudgetSchedule"]
+
+
 @pytest.mark.parametrize(
     "fault",
     [
