@@ -20,8 +20,10 @@ Moments of epoch k, by what the driver holds when the fault fires:
 - report_done: report k and its checkpoint are registered and tune.report has returned; epoch k+1 has
   not begun (for the last epoch: the trial function has not returned).
 Conditions: "epoch" (1-based, required except at trial_start), "reused" (true: only in a process that
-ran another trial before). Actions ("do"): kill_worker (SIGKILL this process, the default), kill_driver
-(SIGKILL run_search.py, then this worker), oom (raise TensorFlow's out-of-memory error, mid_epoch only).
+ran another trial before), "trial" (n: only in the n-th trial of the experiment to start, counted across
+processes and resumed drivers by claiming `<plan>.trials/<n>` with O_EXCL). Actions ("do"): kill_worker
+(SIGKILL this process, the default), kill_driver (SIGKILL run_search.py, then this worker), oom (raise
+TensorFlow's out-of-memory error, mid_epoch only).
 
 The two Ray-internal moments are reached by wrapping those two Ray methods in the trial's process; the
 wrappers are installed at the first trial a process runs and act only where a plan says so.
@@ -42,7 +44,8 @@ MOMENTS = ("trial_start", "mid_epoch", "checkpoint_saved", "report_received", "r
 ACTIONS = ("kill_worker", "kill_driver", "oom")
 
 _trials_here: list[str] = []  # trial ids this process has started, in order
-_current: dict[str, Any] = {"trial_id": None, "epoch": None}  # the trial and 1-based epoch running here
+# The trial running here, its number in the experiment (1 = the first to start) and its 1-based epoch.
+_current: dict[str, Any] = {"trial_id": None, "number": None, "epoch": None}
 
 
 # ---- the plan: written by a test, read by trials ----------------------------------------------------
@@ -60,11 +63,16 @@ def write_plan(path: Path, faults: list[dict[str, Any]]) -> Path:
             raise ValueError(f"bad fault {fault}: oom is raised mid_epoch only (where TensorFlow raises it)")
     path.write_text(json.dumps(faults, indent=1))
     fired_dir(path).mkdir(exist_ok=True)
+    trials_dir(path).mkdir(exist_ok=True)
     return path
 
 
 def fired_dir(plan: Path) -> Path:
     return plan.with_name(plan.name + ".fired")
+
+
+def trials_dir(plan: Path) -> Path:
+    return plan.with_name(plan.name + ".trials")
 
 
 def fired(plan: Path) -> list[dict[str, Any]]:
@@ -86,13 +94,21 @@ def fire(moment: str, epoch: int | None = None) -> None:
             continue
         if fault.get("reused") and len(_trials_here) < 2:
             continue
+        if fault.get("trial", _current["number"]) != _current["number"]:
+            continue
         if claim(Path(plan), index, {**fault, "index": index, "epoch": epoch}):
             act(fault)
 
 
 def claim(plan: Path, index: int, fault: dict[str, Any]) -> bool:
     """Create the fault's record, once across every process (O_EXCL); False if another claimed it."""
-    record = {**fault, "pid": os.getpid(), "trial_id": _current["trial_id"], "trials_here": list(_trials_here)}
+    record = {
+        **fault,
+        "pid": os.getpid(),
+        "trial_id": _current["trial_id"],
+        "trial": _current["number"],
+        "trials_here": list(_trials_here),
+    }
     try:
         fd = os.open(fired_dir(plan) / f"{index}.json", os.O_CREAT | os.O_EXCL | os.O_WRONLY)
     except FileExistsError:
@@ -103,6 +119,26 @@ def claim(plan: Path, index: int, fault: dict[str, Any]) -> bool:
     finally:
         os.close(fd)
     return True
+
+
+def trial_number(plan: Path, trial_id: str) -> int:
+    """The trial's number in the experiment: the one it claimed when it first started (a retried or
+    resumed trial finds it again), else the lowest not yet claimed."""
+    folder = trials_dir(plan)
+    for n in range(1, 100_000):
+        try:
+            fd = os.open(folder / str(n), os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            if (folder / str(n)).read_text() == trial_id:
+                return n
+            continue
+        try:
+            os.write(fd, trial_id.encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        return n
+    raise RuntimeError("no trial number left")
 
 
 def act(fault: dict[str, Any]) -> None:
@@ -181,6 +217,7 @@ def build(config: Any) -> list[Any]:
 
         def on_train_begin(self, logs: dict | None = None) -> None:
             _current["trial_id"] = tune.get_context().get_trial_id()
+            _current["number"] = trial_number(Path(os.environ[PLAN_ENV]), _current["trial_id"])
             _trials_here.append(_current["trial_id"])
             fire("trial_start")
 
