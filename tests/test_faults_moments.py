@@ -3,10 +3,10 @@ searches (digits, one trial at a time, FIFO): what epochs.parquet, trials.parque
 the checkpoints recorded afterwards. Each moment is reached by the trial's own progress, so each test
 proves the same on a machine twice as fast or twice as loaded.
 
-Tune's periodic experiment snapshot (a timer: every >= 10 s) is off (TUNE_GLOBAL_CHECKPOINT_S): a
-snapshot, which is also what syncs the driver's result.json files to the storage, is taken when the run
-starts, when a trial has made 2 checkpoints since the last one (--keep-checkpoints 2 forces it) and when
-the run ends. So what the storage holds at each kill follows from progress alone."""
+Tune's periodic experiment snapshot (a timer: every >= 10 s) is off (tests/test_faults.py
+NO_PERIODIC_SNAPSHOT): a snapshot, which is also what syncs the driver's result.json files to the storage,
+is taken when the run starts, when a trial has made 2 checkpoints since the last one (--keep-checkpoints 2
+forces it) and when the run ends. So what the storage holds at each kill follows from progress alone."""
 
 from __future__ import annotations
 
@@ -20,9 +20,10 @@ import pytest
 from tests import fault_plugin
 from tests.conftest import BUCKET
 from tests.test_faults import (
-    PROJECT,
+    FAULT_PLUGIN,
     assert_one_row_per_trial_and_epoch,
     assert_study_matches,
+    fault_env,
     optuna_trials,
     reap,
     reports,
@@ -34,15 +35,8 @@ from tests.test_faults import (
 
 pytestmark = pytest.mark.slow
 
-FAULT_PLUGIN = PROJECT / "tests" / "fault_plugin.py"
-NO_PERIODIC_SNAPSHOT = {"TUNE_GLOBAL_CHECKPOINT_S": "1000000000"}
 ONE_AT_A_TIME = ("--space", "batchnorm", "--dataset", "digits", "--scheduler", "fifo", "--max-concurrent", "1")
 ONE_AT_A_TIME += ("--max-failures", "3", "--plugin", str(FAULT_PLUGIN))
-
-
-def fault_env(tmp_path: Path, faults: list[dict[str, Any]]) -> tuple[Path, dict[str, str]]:
-    plan = fault_plugin.write_plan(tmp_path / "plan.json", faults)
-    return plan, {fault_plugin.PLAN_ENV: str(plan), **NO_PERIODIC_SNAPSHOT}
 
 
 def run(tmp_path: Path, faults: list[dict[str, Any]], *args: str, exit_code: int = 0, env: dict | None = None):
