@@ -3,7 +3,9 @@
 Everything here reads what trials reported (Ray Tune's per-trial `result.json`,
 `params.json`, `error.txt`) and the driver's `experiment.json`, so the tables
 can be rebuilt at any time, from a local folder or a bucket, without Ray or
-TensorFlow. Replayed epochs after a restore are deduplicated (last report wins).
+TensorFlow. Each reported epoch is one row, however often it was reported: a trial retried or resumed
+from a checkpoint trains and reports again the epochs after it (the later report wins, see _epochs_of),
+and a trial's status, `epochs_completed` and test accuracy follow the last epoch it reached.
 
 Knobs a plugin's search space declared become typed columns after the built-in ones; experiment.json
 records their declarations (`plugin_declarations`), so the tables are rebuilt without the plugin's code.
@@ -46,7 +48,7 @@ TRIAL_HEAD = [
     ("status", pa.string(), "'completed' (full budget), 'stopped' (ASHA or patience), 'error'"),
 ]
 TRIAL_TAIL = [
-    ("epochs_completed", pa.int64(), "epochs reported"),
+    ("epochs_completed", pa.int64(), "last epoch the trial reached (each epoch counts once, however often reported)"),
     ("stopped_early", pa.bool_(), "ended before max_epochs without error"),
     ("best_val_accuracy", pa.float64(), "best validation accuracy over epochs"),
     ("val_accuracy", pa.float64(), "validation accuracy of the last epoch"),
@@ -158,10 +160,16 @@ def _last_line(text: str) -> str:
 
 
 def _epochs_of(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per epoch, in epoch order. An epoch reported twice (result.json is in report order) keeps
+    its later report: a trial re-reports an epoch only after restoring an earlier checkpoint (its worker
+    died between the report and the checkpoint's registration, or a resumed driver restored what its
+    last snapshot named), and the epochs after it were trained from the later report's weights, so the
+    later one belongs to the curve the trial went on with, and the first was trained from weights that
+    were thrown away."""
     by_epoch: dict[int, dict[str, Any]] = {}
     for row in rows:
         if "epoch" in row:
-            by_epoch[int(row["epoch"])] = row  # a replayed epoch replaces the earlier report
+            by_epoch[int(row["epoch"])] = row
     return [by_epoch[e] for e in sorted(by_epoch)]
 
 
@@ -217,7 +225,9 @@ def trial_record(
     last = epochs[-1] if epochs else {}
     max_epochs = config.get("max_epochs", meta.get("max_epochs"))
     reported_error = next((r["error"] for r in reversed(rows) if r.get("error")), None)
-    done = len(epochs)
+    # The last epoch reached, not a count of rows: a row lost before issue 24's fix (or a line cut short)
+    # must not turn a trial that trained its full budget into a `stopped` one without its test accuracy.
+    done = int(last["epoch"]) if last else 0
     if reported_error:
         status, error = "error", reported_error
     elif max_epochs is not None and done >= max_epochs:

@@ -195,6 +195,10 @@ class S3Lock(ExperimentLock):
         self.client, self.bucket, self.key = client, bucket, key
         self.record, self.etag = record, etag
         self.stopped = threading.Event()
+        # Heartbeats written so far, and a condition notified after each: what shows, without a clock,
+        # that the holder keeps its lock fresh (wait_for_beats).
+        self.beats = 0
+        self.beaten = threading.Condition()
         self.thread = threading.Thread(target=self._heartbeat, name="experiment-lock-heartbeat", daemon=True)
         self.thread.start()
 
@@ -249,6 +253,15 @@ class S3Lock(ExperimentLock):
                         file=sys.stderr,
                     )
                     return
+            else:
+                with self.beaten:
+                    self.beats += 1
+                    self.beaten.notify_all()
+
+    def wait_for_beats(self, count: int, timeout: float) -> bool:
+        """Whether `count` heartbeats have been written (waiting up to `timeout` seconds for them)."""
+        with self.beaten:
+            return self.beaten.wait_for(lambda: self.beats >= count, timeout)
 
     def release(self) -> None:
         if self.stopped.is_set():

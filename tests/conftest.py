@@ -37,7 +37,7 @@ def isolated_registry():
     from trainables import registry
 
     registry.load_built_ins()
-    tables = (registry.MODELS, registry.DATASETS, registry.KNOBS, SPACES)
+    tables = (registry.MODELS, registry.DATASETS, registry.KNOBS, registry.CALLBACKS, SPACES)
     saved = [dict(t) for t in tables]
     modules = set(sys.modules)
     yield registry

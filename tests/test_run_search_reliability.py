@@ -14,6 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from analysis import tables
+from experiment import storage
 from tests.cub_factory import make_cub_folder
 
 EXISTING = "old"  # an experiment already under the storage path; bad input must leave it as it was
@@ -312,43 +313,72 @@ WRITER = """
 import sys
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 from analysis import tables
 from experiment import storage
 fs, path = storage.resolve(sys.argv[1])
-version = 0
-while True:  # rewrite the table, larger each time, until killed
-    version += 1
+moment = sys.argv[2]
+
+
+def table(version):
     n = 200_000 + 1000 * version
-    tables.write_table(pa.table({"version": np.full(n, version), "x": np.arange(n, dtype=np.float64)}), fs, path)
-    print(version, flush=True)
+    return pa.table({"version": np.full(n, version), "x": np.arange(n, dtype=np.float64)})
+
+
+def wait_here():
+    print("inside", flush=True)
+    sys.stdin.readline()  # SIGKILLed here
+
+
+def write_then_wait(t, where, filesystem=None, **kwargs):
+    if moment == "written":  # the temp file whole, not yet renamed over the table
+        real(t, where, filesystem=filesystem, **kwargs)
+        wait_here()
+        return
+    with pq.ParquetWriter(where, t.schema, filesystem=filesystem) as writer:  # half of it, no footer
+        writer.write_table(t.slice(0, len(t) // 2))
+        wait_here()
+        writer.write_table(t.slice(len(t) // 2))
+
+
+tables.write_table(table(1), fs, path)
+real = pq.write_table
+tables.pq.write_table = write_then_wait  # what write_table writes its temp file with
+tables.write_table(table(2), fs, path)
 """
 
 
-def test_a_crash_mid_table_write_leaves_the_previous_table_intact(tmp_path):
-    """SIGKILL a process that keeps rewriting a table: whenever it dies, the table reads back whole,
-    as one version, never a mix or a torn file."""
-    import signal
+@pytest.mark.parametrize("moment", ["half_written", "written"])
+def test_a_crash_mid_table_write_leaves_the_previous_table_intact(tmp_path, moment):
+    """SIGKILL a process rewriting a table while it writes the new version's temp file, or after it wrote
+    it and before the rename: the table reads back whole as the previous version, and the next write
+    goes through over the temp file left behind."""
     import subprocess
     import sys
-    import time
 
     path = tmp_path / "tables" / "trials.parquet"
-    seen = set()
-    for delay in (0.9, 1.3, 1.7):
-        proc = subprocess.Popen(
-            [sys.executable, "-c", WRITER, str(path)], cwd=Path(__file__).parents[1], stdout=subprocess.PIPE, text=True
-        )
-        assert proc.stdout.readline().strip()  # at least one version written
-        time.sleep(delay)
-        proc.send_signal(signal.SIGKILL)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", WRITER, str(path), moment],
+        cwd=Path(__file__).parents[1],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout.readline().strip() == "inside"  # version 1 written, version 2 being written
+    finally:
+        proc.kill()
         proc.wait()
-        table = pq.read_table(path)
-        versions = set(table.column("version").to_pylist())
-        assert len(versions) == 1
-        (version,) = versions
-        assert table.num_rows == 200_000 + 1000 * version
-        seen.add(version)
-    assert (tmp_path / "tables" / ".trials.parquet.tmp").exists() or seen  # killed mid-write at least sometimes
+    temp = tmp_path / "tables" / ".trials.parquet.tmp"
+    assert temp.exists(), "the kill did not land mid-write"
+    if moment == "half_written":
+        with pytest.raises(pa.ArrowInvalid):
+            pq.read_table(temp)  # torn: what a rename-free write would have left as the table
+    table = pq.read_table(path)
+    assert set(table.column("version").to_pylist()) == {1} and table.num_rows == 201_000
+    fs, where = storage.resolve(path)
+    tables.write_table(pa.table({"version": [3]}), fs, where)
+    assert pq.read_table(path).column("version").to_pylist() == [3] and not temp.exists()
 
 
 def test_replayed_epochs_after_a_restore_are_deduplicated_last_report_wins(tmp_path):

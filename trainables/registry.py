@@ -132,8 +132,22 @@ class Dataset:
     origin: str = BUILT_IN
 
 
+@dataclasses.dataclass(frozen=True)
+class TrialCallback:
+    """Keras callbacks a plugin adds to every trial's fit: `build(config) -> [keras.callbacks.Callback]`,
+    called in the trial's process as the trial starts (Keras imports inside it). They run after the
+    trial's own reporter, so an epoch's `on_epoch_end` sees that epoch reported; nothing of the tables
+    comes from them. What they are for: a trial's own logging, and the fault tests' injected kills
+    (tests/fault_plugin.py)."""
+
+    name: str
+    build: Callable[[Any], list[Any]]
+    origin: str = BUILT_IN
+
+
 MODELS: dict[str, Model] = {}
 DATASETS: dict[str, Dataset] = {}
+CALLBACKS: dict[str, TrialCallback] = {}  # none built in
 KNOBS: dict[str, Knob] = {}  # knobs declared by search spaces, beyond TrialConfig's own fields
 # TrialConfig's field names: a space may not declare a knob that already exists (set by config.py).
 RESERVED_KNOBS: set[str] = set()
@@ -181,6 +195,15 @@ def register_model(model: Model) -> Model:
 
 def register_dataset(dataset: Dataset) -> Dataset:
     return _add(DATASETS, "dataset", dataset)
+
+
+def register_callback(callback: TrialCallback) -> TrialCallback:
+    return _add(CALLBACKS, "callback", callback)
+
+
+def trial_callbacks(config: Any) -> list[Any]:
+    """The Keras callbacks every registered TrialCallback builds for the trial of `config`."""
+    return [c for entry in CALLBACKS.values() for c in entry.build(config)]
 
 
 def register_knob(knob: Knob) -> Knob:

@@ -65,7 +65,8 @@ def train_trial(
     keras.utils.set_random_seed(config.seed)
     import tensorflow as tf
 
-    from trainables.callbacks import EpochReporter, fault_hooks
+    from trainables import registry
+    from trainables.callbacks import EpochReporter
 
     try:
         model, start_epoch = _restore(tune.get_checkpoint())
@@ -78,7 +79,8 @@ def train_trial(
         train_ds, val_ds, test_ds = _datasets(config, data, shuffle_seed=epoch_seed(config.seed, start_epoch))
 
         reporter = EpochReporter(config, test_ds, gpus, checkpoint_every)
-        callbacks: list[keras.callbacks.Callback] = [*fault_hooks(), reporter]
+        # A plugin's callbacks (registry.TrialCallback) after the reporter: its epoch hooks see the epoch reported.
+        callbacks: list[keras.callbacks.Callback] = [reporter, *registry.trial_callbacks(config)]
         if config.patience:
             callbacks.insert(0, keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.patience))
         model.fit(
@@ -137,6 +139,11 @@ def _restore(checkpoint):  # noqa: ANN001, ANN202 - tune.Checkpoint | None -> (k
         return None, 0
     import keras
 
+    # Imported for what they register with Keras (the label-smoothing loss, the learning-rate schedule):
+    # a fresh worker restoring a checkpoint has built no model yet, and load_model finds only classes
+    # already registered.
+    import trainables.losses
+    import trainables.schedules  # noqa: F401
     from trainables.callbacks import CHECKPOINT_MODEL, CHECKPOINT_STATE
 
     with checkpoint.as_directory() as folder:

@@ -14,19 +14,35 @@ a trial ASHA stops at its first rung (one checkpoint) forces none, and the perio
 retried trial restores its latest checkpoint, which Tune tracks in memory; a resumed experiment
 restores the latest checkpoint the last snapshot names, which is kept on disk until then.
 
-The per-result loggers: the tables read result.json (JsonLoggerCallback) and users read TensorBoard's
-event files (TBXLoggerCallback: per-epoch scalars, the trial's knobs as hparams); Tune's CSV logger
-wrote the same rows once more per result and is off.
+The per-result loggers: the tables read result.json (KeepingJsonLogger, Tune's JsonLoggerCallback
+with the restore below) and users read TensorBoard's event files (TBXLoggerCallback: per-epoch scalars,
+the trial's knobs as hparams); Tune's CSV logger wrote the same rows once more per result and is off.
+
+Why not Tune's JsonLoggerCallback as it is (issue 24): the driver appends each result to result.json in
+its local staging folder, which reaches the storage path only with an experiment snapshot (every >= 10 s,
+or forced every `num_to_keep` checkpoints of a trial). When a trial restarts after its worker died, Tune's
+`JsonLoggerCallback.log_trial_start` calls `LoggerCallback._restore_from_remote`, which, for a trial with
+a checkpoint, copies the storage's result.json over the driver's own: the lines written since the last
+snapshot were gone. A trial killed after reporting and checkpointing epoch 5 continued from that
+checkpoint with no epoch 5 in its table, so it counted one epoch short of its budget: `stopped`, no test
+accuracy.
 """
 
 from __future__ import annotations
 
 import errno
+import logging
 import os
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
+from ray.air.constants import EXPR_RESULT_FILE
+from ray.tune.logger import JsonLoggerCallback
+
 from tuning import METRIC, MODE
+
+logger = logging.getLogger(__name__)
 
 # Checkpoints kept per trial (Tune deletes older ones): the latest, plus the one before, which an
 # experiment-state snapshot taken since the previous forced one may still name.
@@ -48,11 +64,68 @@ def checkpoint_config(kept: int = CHECKPOINTS_KEPT):  # noqa: ANN201 - tune.Chec
 def result_loggers() -> list:
     """The per-result loggers: result.json for the tables and TensorBoard event files for people, with
     Tune's automatic loggers (which add a CSV copy) switched off (Tune's documented
-    TUNE_DISABLE_AUTO_CALLBACK_LOGGERS, read by the driver when the run starts)."""
-    from ray.tune.logger import JsonLoggerCallback, TBXLoggerCallback
+    TUNE_DISABLE_AUTO_CALLBACK_LOGGERS, read by the driver when the run starts). Tune would not add its
+    own JsonLoggerCallback beside KeepingJsonLogger anyway: it adds one only when no callback is an
+    instance of that class (ray.tune.utils.callback._create_default_callbacks)."""
+    from ray.tune.logger import TBXLoggerCallback
 
     os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
-    return [JsonLoggerCallback(), TBXLoggerCallback(), stop_when_storage_full()]
+    return [KeepingJsonLogger(), TBXLoggerCallback(), stop_when_storage_full()]
+
+
+class KeepingJsonLogger(JsonLoggerCallback):
+    """Tune's result.json logger, except that a restarted trial never loses the lines the driver holds.
+
+    Where Tune copies the storage's result.json over the driver's (see the module docstring), this keeps
+    whichever holds every line: the driver's own file while the storage's copy is an older sync of it (a
+    worker died, this driver lives on), the storage's copy where the driver has none (a driver resumed
+    in a new session or on another machine, s3:// storage), and both, the storage's lines first, where
+    neither is a copy of the other. Module-level, so the Tuner's pickle (tuner.pkl, which --resume
+    unpickles) names this class rather than holding a copy of its code."""
+
+    def _restore_from_remote(self, file_name: str, trial: Any) -> None:
+        if file_name != EXPR_RESULT_FILE:
+            super()._restore_from_remote(file_name, trial)
+            return
+        if not trial.checkpoint:
+            return  # as Tune: a trial restarting from scratch reports every epoch again
+        local = Path(trial.local_path, file_name)
+        remote = Path(trial.storage.trial_fs_path, file_name).as_posix()
+        try:
+            with trial.storage.storage_filesystem.open_input_stream(remote) as f:
+                stored: bytes | None = f.read()
+        except FileNotFoundError:
+            stored = None  # never synced: the driver's file is all there is
+        except OSError:
+            logger.exception("cannot read %s; keeping the driver's own result.json", remote)
+            return
+        own = local.read_bytes() if local.exists() else None
+        kept = kept_results(own, stored)
+        if kept is not None and kept != own:
+            tmp = local.with_name(f".{local.name}.tmp")
+            tmp.write_bytes(kept)
+            tmp.replace(local)  # the logger opens it to append next; never half-written
+
+
+def kept_results(own: bytes | None, stored: bytes | None) -> bytes | None:
+    """What a restarted trial's result.json holds, from the driver's file (`own`) and the storage's copy
+    (`stored`); None when neither exists. Only ever lines added, never lines dropped: the table builder
+    keeps the later of two reports of an epoch (analysis.tables)."""
+    if not stored:
+        return own
+    if not own or stored.startswith(own):
+        return whole_lines(stored)
+    if own.startswith(stored):  # an older sync of this very file (cut mid-line, even)
+        return own
+    # Two histories (an earlier driver's lines in storage, this driver's own since): both, the earlier
+    # first.
+    return whole_lines(stored) + own
+
+
+def whole_lines(text: bytes) -> bytes:
+    """`text` ending with a newline, so what is appended next is a line of its own: a line a killed
+    writer left cut short is then skipped alone (analysis.tables), not glued to the next report."""
+    return text if text.endswith(b"\n") else text + b"\n"
 
 
 class StorageFull(OSError):

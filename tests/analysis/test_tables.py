@@ -198,3 +198,49 @@ def test_a_trial_tune_failed_before_it_ran_is_a_row_with_its_knobs_from_tunes_sn
     assert rows.loc["aborted", "seed"] == 6 and rows.loc["aborted", "model"] == "basenet"
     assert rows.loc["aborted", "epochs_completed"] == 0
     assert set(epochs.to_pandas()["trial_id"]) == {"ran"}
+
+
+def experiment_with(tmp_path: Path, max_epochs: int) -> Path:
+    root = tmp_path / "exp"
+    root.mkdir()
+    meta = {"experiment": "exp", "space": "basenet", "max_epochs": max_epochs, "config_version": tables.CONFIG_VERSION}
+    (root / storage.EXPERIMENT_FILE).write_text(json.dumps(meta))
+    return root
+
+
+def rewrite_result(root: Path, trial_id: str, keep) -> list[dict]:
+    """Keep the result.json lines of trial `trial_id` for which keep(row) is true."""
+    path = root / "search" / trial_id / "result.json"
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    kept = [r for r in rows if keep(r)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+    return kept
+
+
+def test_status_and_test_accuracy_follow_the_last_epoch_reached_not_the_rows_counted(tmp_path: Path) -> None:
+    """Issue 24's second trial: epochs 1-10 trained, epoch 5's row lost by Tune's logger before the fix
+    (the trial restored the epoch-5 checkpoint). Ten epochs were reached: completed, with its test
+    accuracy; the lost row stays lost (nothing else holds it), the nine others are there once."""
+    root = experiment_with(tmp_path, max_epochs=10)
+    write_trial(root, "t", {"dataset": "digits", "max_epochs": 10, "model": "basenet"}, epochs=10)
+    rewrite_result(root, "t", keep=lambda r: r["epoch"] != 5)
+    trials, epochs = (t.to_pandas() for t in tables.build_tables(root))
+    row = trials.iloc[0]
+    assert (row["status"], row["epochs_completed"], row["test_accuracy"]) == ("completed", 10, 0.55)
+    assert list(epochs["epoch"]) == [1, 2, 3, 4, 6, 7, 8, 9, 10]
+
+
+def test_an_epoch_reported_twice_is_one_row_the_later_report(tmp_path: Path) -> None:
+    """A worker killed between report 2 and the registration of its checkpoint: the retry restores
+    checkpoint 1 and reports epoch 2 again; the table keeps the later report, whose weights epoch 3
+    was trained from."""
+    root = experiment_with(tmp_path, max_epochs=3)
+    write_trial(root, "t", {"dataset": "digits", "max_epochs": 3, "model": "basenet"}, epochs=3)
+    path = root / "search" / "t" / "result.json"
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    replay = {**rows[1], "val_accuracy": 0.61, "iterations_since_restore": 1}
+    path.write_text("".join(json.dumps(r) + "\n" for r in [rows[0], rows[1], replay, rows[2]]))
+    trials, epochs = (t.to_pandas() for t in tables.build_tables(root))
+    assert list(epochs["epoch"]) == [1, 2, 3]
+    assert epochs.set_index("epoch").loc[2, "val_accuracy"] == 0.61
+    assert trials.iloc[0]["epochs_completed"] == 3 and trials.iloc[0]["status"] == "completed"

@@ -1,15 +1,22 @@
 """The experiment lock (experiment.lock): held by a real second process, on a local folder and in a real
-S3-compatible bucket (moto on loopback); a holder killed outright never blocks the next driver."""
+S3-compatible bucket (moto on loopback); a holder killed outright never blocks the next driver. No test
+waits on the wall clock: processes say where they are on their stdout and wait on their stdin, the
+bucket's clock is moved by the test, and the heartbeat is counted by the holder."""
 
+import datetime as dt
+import email.utils
 import hashlib
+import io
 import json
 import os
 import signal
 import socket
 import subprocess
 import sys
-import time
+import threading
+import uuid
 from pathlib import Path
+from types import SimpleNamespace
 
 import boto3
 import pytest
@@ -20,12 +27,12 @@ from tests.conftest import BUCKET
 
 PROJECT = Path(__file__).resolve().parents[2]
 HOLDER = """
-import sys, time
+import sys
 from experiment import lock, storage
 fs, path = storage.resolve(sys.argv[1])
 held = lock.acquire(fs, path, sys.argv[1])
 print("held", flush=True)
-time.sleep(600)
+sys.stdin.readline()  # holds until the test closes its stdin, or kills it
 """
 
 
@@ -33,6 +40,7 @@ def hold_in_another_process(where: str, env: dict | None = None) -> subprocess.P
     proc = subprocess.Popen(
         [sys.executable, "-c", HOLDER, where],
         cwd=PROJECT,
+        stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -149,62 +157,154 @@ def test_s3_lock_refuses_a_second_driver_then_a_killed_holder_is_stale_at_once_o
         client.get_object(Bucket=BUCKET, Key="exp/driver.lock")
 
 
-def test_s3_lock_of_another_host_is_held_until_its_heartbeat_is_stale(bucket):
+def bucket_clock_moved_on(monkeypatch, seconds: float) -> None:
+    """Make the bucket's clock read `seconds` later than it does: every lock object looks that much older
+    (lock.read_s3 measures an object's age by the bucket's own clock)."""
+    real = lock.read_s3
+
+    def later(client, bucket, key):
+        current = real(client, bucket, key)
+        return None if current is None else (current[0], current[1], current[2] + seconds)
+
+    monkeypatch.setattr(lock, "read_s3", later)
+
+
+def test_s3_lock_of_another_host_is_held_until_its_heartbeat_is_stale(bucket, monkeypatch):
     _, _, fs, client = bucket
     uri, path = f"s3://{BUCKET}/exp", f"{BUCKET}/exp"
     other = {"host": "elsewhere", "pid": 1, "started_at": "2026-01-01T00:00:00+00:00", "token": "t"}
     client.put_object(Bucket=BUCKET, Key="exp/driver.lock", Body=json.dumps(other).encode())
     with pytest.raises(lock.LockHeld, match="pid 1 on host elsewhere"):
         lock.acquire(fs, path, uri)
-    time.sleep(2.5)  # the bucket's clock has a resolution of one second
-    with lock.acquire(fs, path, uri, stale_after_s=1.0):
+    # Last written well within the rule (the margin: the real seconds this test takes, at 1 s resolution).
+    bucket_clock_moved_on(monkeypatch, lock.STALE_AFTER_S - 10)
+    with pytest.raises(lock.LockHeld, match="pid 1 on host elsewhere"):
+        lock.acquire(fs, path, uri)
+    bucket_clock_moved_on(monkeypatch, 11)  # and now past it: the other host's driver died
+    with lock.acquire(fs, path, uri):
         record = json.loads(client.get_object(Bucket=BUCKET, Key="exp/driver.lock")["Body"].read())
         assert record["host"] == socket.gethostname() and record["pid"] == os.getpid()
 
 
-def test_s3_lock_heartbeat_keeps_it_fresh(bucket, monkeypatch):
-    _, _, fs, client = bucket
-    monkeypatch.setattr(lock, "HEARTBEAT_S", 0.5)
-    uri, path = f"s3://{BUCKET}/exp", f"{BUCKET}/exp"
-    with lock.acquire(fs, path, uri):
-        time.sleep(3.5)
-        _, _, age_s = lock.read_s3(client, BUCKET, "exp/driver.lock")
-        assert age_s <= 1.5, age_s  # rewritten in the last heartbeat or two, not 3.5 s ago
-        # So a driver on another host, with a short staleness rule, still finds it held.
-        other = {"host": "elsewhere", "pid": 1}
-        assert not lock.stale(other, age_s, stale_after_s=2.0)
+class FakeBucket:
+    """A boto3 S3 client of one bucket with a clock the test moves and writes it can hold back:
+    conditional puts (If-None-Match: *, If-Match: ETag) as S3 does them, LastModified and the Date
+    header from the clock."""
+
+    def __init__(self) -> None:
+        self.now = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+        self.objects: dict[str, tuple[bytes, str, dt.datetime]] = {}
+        self.lock = threading.Lock()  # the holder's heartbeat thread writes while the test reads
+        self.writable = threading.Event()  # cleared: a put waits (the heartbeat is held back)
+        self.writable.set()
+        self.exceptions = SimpleNamespace(ClientError=ClientError, NoSuchKey=type("NoSuchKey", (Exception,), {}))
+
+    def advance(self, seconds: float) -> None:
+        with self.lock:
+            self.now += dt.timedelta(seconds=seconds)
+
+    def put_object(self, Bucket, Key, Body, IfNoneMatch=None, IfMatch=None):
+        self.writable.wait()
+        with self.lock:
+            current = self.objects.get(Key)
+            if (IfNoneMatch == "*" and current) or (IfMatch is not None and (not current or current[1] != IfMatch)):
+                failed = {"Error": {"Code": "PreconditionFailed"}, "ResponseMetadata": {"HTTPStatusCode": 412}}
+                raise ClientError(failed, "PutObject")
+            etag = uuid.uuid4().hex
+            self.objects[Key] = (Body, etag, self.now)
+            return {"ETag": etag}
+
+    def get_object(self, Bucket, Key):
+        with self.lock:
+            if Key not in self.objects:
+                raise self.exceptions.NoSuchKey(Key)
+            body, etag, written = self.objects[Key]
+            headers = {"date": email.utils.format_datetime(self.now, usegmt=True)}
+            return {
+                "Body": io.BytesIO(body),
+                "ETag": etag,
+                "LastModified": written,
+                "ResponseMetadata": {"HTTPHeaders": headers},
+            }
+
+    def delete_object(self, Bucket, Key):
+        with self.lock:
+            self.objects.pop(Key, None)
+
+
+def test_s3_lock_heartbeat_keeps_it_fresh(monkeypatch):
+    """With its heartbeat held back, a lock the bucket's clock has moved 150 s past is stale to a driver
+    on another host; let the holder beat once and it is fresh again: held."""
+    fake = FakeBucket()
+    monkeypatch.setattr(lock, "s3_client", lambda _fs: fake)
+    monkeypatch.setattr(lock, "HEARTBEAT_S", 0.01)  # beats as fast as the test lets it; no clock read
+    key = "exp/driver.lock"
+
+    def seen_from_another_host() -> tuple[dict, float, bool]:
+        holder, _, age_s = lock.read_s3(fake, BUCKET, key)
+        return holder, age_s, lock.stale({**holder, "host": "elsewhere"}, age_s, lock.STALE_AFTER_S)
+
+    with lock.S3Lock.acquire(None, f"{BUCKET}/{key}", f"s3://{BUCKET}/exp") as held:
+        assert held.wait_for_beats(1, timeout=60)
+        fake.writable.clear()
+        fake.advance(lock.STALE_AFTER_S + 30)
+        _, age_s, is_stale = seen_from_another_host()
+        assert age_s == lock.STALE_AFTER_S + 30 and is_stale
+        beats = held.beats
+        fake.writable.set()
+        assert held.wait_for_beats(beats + 1, timeout=60)  # written by the moved clock
+        holder, age_s, is_stale = seen_from_another_host()
+        assert holder["pid"] == os.getpid() and age_s == 0 and not is_stale
+    assert key not in fake.objects  # released: deleted
 
 
 RACER = """
-import sys, time
+import sys
 from experiment import lock, storage
 fs, path = storage.resolve(sys.argv[1])
-start = float(sys.argv[2])
-time.sleep(max(0.0, start - time.time()))  # all racers try at the same moment
+print("ready", flush=True)
+sys.stdin.readline()  # go: every racer has imported and waits here
 try:
     held = lock.acquire(fs, path, sys.argv[1])
 except lock.LockHeld:
     print("refused", flush=True)
 else:
     print("held", flush=True)
-    time.sleep(3)  # still holding while the others try
+    sys.stdin.readline()  # holds until every racer has answered
     held.release()
 """
 
 
 def race(where: str, env: dict | None = None, racers: int = 4) -> list[str]:
-    start = time.time() + 4  # after every racer has imported
+    """Start `racers` processes, tell them all to acquire once every one is ready, and have the one that
+    holds it hold it until every other has answered: whatever the interleaving, one answer per racer."""
     procs = [
         subprocess.Popen(
-            [sys.executable, "-c", RACER, where, str(start)],
+            [sys.executable, "-c", RACER, where],
             cwd=PROJECT,
+            stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
             env={**os.environ, "PYTHONPATH": str(PROJECT), **(env or {})},
         )
         for _ in range(racers)
     ]
-    return sorted(p.communicate(timeout=60)[0].strip() for p in procs)
+    try:
+        assert [p.stdout.readline().strip() for p in procs] == ["ready"] * racers
+        for p in procs:
+            p.stdin.write("go\n")
+            p.stdin.flush()
+        answers = [p.stdout.readline().strip() for p in procs]
+        for p, answer in zip(procs, answers, strict=True):
+            if answer == "held":
+                p.stdin.write("release\n")
+                p.stdin.flush()
+        for p in procs:
+            assert p.wait(timeout=60) == 0
+    finally:
+        for p in procs:
+            p.kill()
+    return sorted(answers)
 
 
 def test_of_drivers_starting_together_exactly_one_holds_the_local_lock(tmp_path):

@@ -1,13 +1,16 @@
 """The trainable's failure behaviour: a diverged loss and an out-of-memory error each end the trial
-with a recorded error and no retry; the restore reseed and the fault hook's spec."""
+with a recorded error and no retry; the restore reseed; the fault plugin's plan."""
 
 import json
+from pathlib import Path
 
 import pytest
 
 from analysis.tables import build_tables
-from trainables.callbacks import InjectedFault
+from tests import fault_plugin
 from trainables.trainable import epoch_seed
+
+FAULT_PLUGIN = Path(fault_plugin.__file__)
 
 
 def test_epoch_seed_is_the_seed_at_epoch_zero_and_distinct_per_epoch_and_seed():
@@ -17,20 +20,57 @@ def test_epoch_seed_is_the_seed_at_epoch_zero_and_distinct_per_epoch_and_seed():
     assert all(0 <= s < 2**32 for s in seeds) and 0 <= epoch_seed(2**32 - 1, 3) < 2**32
 
 
-def test_fault_hook_spec():
-    hook = InjectedFault("oom@epoch2:once=/tmp/claim")
-    assert (hook.epoch, hook.once) == (2, "/tmp/claim")
-    assert InjectedFault("oom@epoch3").once is None
-    for bad in ("kill@epoch2", "oom@2", "oom@epoch2:twice=x"):
-        with pytest.raises(ValueError, match="KERAS_HPO_FAULT"):
-            InjectedFault(bad)
+SAVE = """
+import json
+from pathlib import Path
+from trainables.callbacks import CHECKPOINT_MODEL, CHECKPOINT_STATE
+from trainables.config import TrialConfig
+from trainables.data import load_digits
+from trainables.trainable import _compile
+knobs = {"label_smoothing": 0.1, "lr_schedule": "cosine", "warmup_epochs": 1}
+config = TrialConfig.from_params({"model": "basenet", "dataset": "digits", "max_epochs": 3, **knobs})
+folder = Path(FOLDER)
+_compile(config, load_digits()).save(folder / CHECKPOINT_MODEL)
+(folder / CHECKPOINT_STATE).write_text(json.dumps({"epoch": 2, "seed": 0}))
+"""
+RESTORE = """
+from ray import tune
+from trainables.trainable import _restore
+model, epoch = _restore(tune.Checkpoint.from_directory(FOLDER))
+print(epoch, type(model.loss).__name__, type(model.optimizer._learning_rate).__name__)
+"""
+
+
+def test_a_fresh_worker_restores_a_checkpoint_with_the_custom_loss_and_schedule(tmp_path):
+    """A retried trial's new worker loads the checkpoint before it builds any model: the loss and the
+    learning-rate schedule classes must be registered with Keras by then (the chaos test's trials with
+    label smoothing or a schedule failed every retry with 'Could not locate class')."""
+    from tests.trainables.test_runtime import run_fresh_python
+
+    run_fresh_python(SAVE.replace("FOLDER", repr(str(tmp_path))))
+    restored = run_fresh_python(RESTORE.replace("FOLDER", repr(str(tmp_path))))
+    assert restored.stdout.split() == ["2", "SmoothedSparseCrossentropy", "BudgetSchedule"]
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        {"at": "mid_epochs", "epoch": 1},  # no such moment
+        {"at": "report_done"},  # which epoch?
+        {"at": "report_done", "epoch": 2, "do": "oom"},  # TensorFlow raises it while an epoch trains
+        {"at": "mid_epoch", "epoch": 2, "do": "explode"},
+    ],
+)
+def test_a_fault_plan_that_names_no_real_moment_is_refused(fault, tmp_path):
+    with pytest.raises(ValueError, match="bad fault"):
+        fault_plugin.write_plan(tmp_path / "plan.json", [fault])
 
 
 @pytest.mark.slow
 def test_nan_loss_and_out_of_memory_are_recorded_errors_and_the_search_goes_on(tmp_path, monkeypatch):
     """Three trials, one at a time: a learning rate of 1e30 overflows the weights in epoch 1 (the loss
     Keras reports stays finite, as it clips the cross-entropy); the first healthy trial to begin
-    epoch 2 gets the out-of-memory error TensorFlow raises (injected by the documented test hook,
+    epoch 2 gets the out-of-memory error TensorFlow raises (injected by tests/fault_plugin.py as epoch 2 trains,
     through the real except clause); the last one completes."""
     import ray
     from ray import tune
@@ -41,7 +81,8 @@ def test_nan_loss_and_out_of_memory_are_recorded_errors_and_the_search_goes_on(t
     exp = tmp_path / "exp"
     exp.mkdir()
     (exp / "experiment.json").write_text(json.dumps({"experiment": "exp", "space": "test", "max_epochs": 2}))
-    monkeypatch.setenv("KERAS_HPO_FAULT", f"oom@epoch2:once={tmp_path / 'oom-claimed'}")  # workers inherit it
+    plan = fault_plugin.write_plan(tmp_path / "plan.json", [{"at": "mid_epoch", "epoch": 2, "do": "oom"}])
+    monkeypatch.setenv(fault_plugin.PLAN_ENV, str(plan))  # workers inherit it
     ray.init(address="local", include_dashboard=False, log_to_driver=False, logging_level="WARNING")
     try:
         base = {
@@ -54,7 +95,7 @@ def test_nan_loss_and_out_of_memory_are_recorded_errors_and_the_search_goes_on(t
             "optimizer": "sgd",
         }
         tuner = tune.Tuner(
-            tune.with_parameters(train_trial, data=load_digits()),
+            tune.with_parameters(train_trial, data=load_digits(), plugins=(str(FAULT_PLUGIN),)),
             param_space={**base, "learning_rate": tune.grid_search([1e30, 0.01, 0.02])},
             tune_config=tune.TuneConfig(metric="val_accuracy", mode="max", max_concurrent_trials=1, reuse_actors=False),
             run_config=tune.RunConfig(
