@@ -35,6 +35,7 @@ from experiment.folder import Experiment
 from tuning import cluster
 from tuning.study import OptunaStudy, open_study, upload_study
 from tuning.tune_settings import trainable
+from tuning.tune_settings import trial_dirname as trial_dirname  # named so in tuner.pkl of older experiments
 
 __all__ = ["EXIT_ALL_FAILED", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_USAGE", "Interrupted", "Request", "UsageError"]
 

@@ -240,6 +240,15 @@ def restore_tuner(path: str, trainable: Any) -> Any:
     """The Tuner stored at `path` (a phase folder), for --resume: the searcher's and scheduler's state
     and the trials come back; finished trials are not re-run, errored ones continue from their last
     checkpoint."""
+    import sys
+
     from ray import tune
 
+    from tuning import optuna_search, schedulers
+
+    # Experiments started before the Tune side had its own package pickled its searcher and scheduler
+    # under their old module paths; the same classes live here now.
+    for old, module in (("search_spaces.optuna_search", optuna_search), ("search_spaces.schedulers", schedulers)):
+        sys.modules.setdefault(old, module)
+    sys.modules.setdefault("trainables.tune_settings", sys.modules[__name__])
     return tune.Tuner.restore(path, trainable=trainable, resume_errored=True)
