@@ -324,10 +324,7 @@ def verdict(
     looks = f" over {design.looks} looks" if design.looks > 1 else ""
     mdd_text = f"smallest difference {iv.n} seeds detect (power {POWER:g}): {points(row['mdd'])} points"
     if row["outcome"] == BETTER:
-        if iv.mean >= 0:
-            win, lose, lo, hi, d = level_a, level_b, iv.ci_low, iv.ci_high, iv.mean
-        else:
-            win, lose, lo, hi, d = level_b, level_a, -iv.ci_high, -iv.ci_low, -iv.mean
+        win, lose, lo, hi, d = stats.oriented(level_a, level_b, iv)
         return (
             f"{knob}: {win} beats {lose} by {points(d)} points of {metric}, "
             f"95 % CI {points(lo)} to {points(hi)} (n={iv.n} seed pairs, Holm p={p_holm:.2g}{looks}; {mdd_text})"

@@ -90,15 +90,19 @@ def points(x: float) -> str:
     return f"{100 * x:.1f}"
 
 
+def oriented(level_a: str, level_b: str, diff: Interval) -> tuple[str, str, float, float, float]:
+    """(winner, loser, CI low, CI high, mean) of the difference a - b, turned so the winner leads."""
+    if diff.mean >= 0:
+        return level_a, level_b, diff.ci_low, diff.ci_high, diff.mean
+    return level_b, level_a, -diff.ci_high, -diff.ci_low, -diff.mean
+
+
 def verdict(knob: str, level_a: str, level_b: str, diff: Interval, p_holm: float, metric: str) -> str:
     """One line: who wins by how much with what interval, or that no difference was detected."""
     if diff.n < 2:
         return f"{knob}: {level_a} vs {level_b}: too few seed-paired runs to compare (n={diff.n})"
     if math.isfinite(p_holm) and p_holm < ALPHA and diff.excludes_zero:
-        if diff.mean >= 0:
-            win, lose, lo, hi, d = level_a, level_b, diff.ci_low, diff.ci_high, diff.mean
-        else:
-            win, lose, lo, hi, d = level_b, level_a, -diff.ci_high, -diff.ci_low, -diff.mean
+        win, lose, lo, hi, d = oriented(level_a, level_b, diff)
         return (
             f"{knob}: {win} beats {lose} by {points(d)} points of {metric}, "
             f"95 % CI {points(lo)} to {points(hi)} (n={diff.n} seed pairs, Holm p={p_holm:.2g})"

@@ -26,7 +26,7 @@ from driver.guards import (
     write_report,
 )
 from driver.record import record
-from driver.request import Plan, Request, check_name, plan, race_design, resumed, use_s3_endpoint, with_absolute_plugins
+from driver.request import Plan, Request, check_name, plan, resumed, use_s3_endpoint, with_absolute_plugins
 from driver.signals import EXIT_ALL_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, Interrupted, StopSignal
 from driver.signals import sigterm_as_sigint as sigterm_as_sigint
 from experiment import folder, storage
@@ -108,7 +108,7 @@ def run_phases(
         upload_study(study)
     _, trials, _ = export_tables(exp.uri)
     if request.confirm_top:
-        confirm = confirm_phase(request, trials.to_pandas(), exp, p.max_epochs)
+        confirm = confirm_phase(request, p, trials.to_pandas(), exp)
         if confirm is not None:
             run_phase(confirm, trainable, request, exp, stop, hint)
         _, trials, _ = export_tables(exp.uri)
@@ -174,13 +174,13 @@ def searcher(request: Request, p: Plan, study: OptunaStudy | None) -> tuple[Any,
     )
 
 
-def confirm_phase(request: Request, trials: Any, exp: Experiment, max_epochs: int) -> Phase | None:
+def confirm_phase(request: Request, p: Plan, trials: Any, exp: Experiment) -> Phase | None:
     """The confirmation run: the best configs as fixed points, FIFO, full budget (analysis.selection)."""
     from ray.tune.schedulers import FIFOScheduler
 
     from tuning.optuna_search import fixed_configs_search
 
-    race = race_design(request)
+    race, max_epochs = p.race, p.max_epochs
     configs = selection.confirm_configs(trials, request.confirm_top, 1 if race else int(request.repeats), max_epochs)
     if not configs:
         print("confirmation skipped: no search trial finished without error")

@@ -208,7 +208,8 @@ def plan(request: Request) -> Plan:
     space = resolve_space(request)
     dataset = resolve_dataset(request, space)
     max_epochs = request.max_epochs or space.max_epochs
-    num_samples = check_search_flags(request, space, dataset, max_epochs)
+    race = race_design(request)
+    num_samples = check_search_flags(request, space, dataset, max_epochs, race)
     asha = scheduler_settings(request, space, max_epochs)
     goals = tuple(objectives(request.objective))
     if request.checkpoint_every < 1:
@@ -219,7 +220,7 @@ def plan(request: Request) -> Plan:
     check_storage_writable(request.storage_path)
     check_s3_endpoint(request)
     fixed = {"dataset": dataset, "seed": request.seed, "max_epochs": max_epochs, **fixed_knobs(request)}
-    return Plan(space, dataset, max_epochs, num_samples, asha, goals, fixed, cell_filter(request), race_design(request))
+    return Plan(space, dataset, max_epochs, num_samples, asha, goals, fixed, cell_filter(request), race)
 
 
 def resolve_space(request: Request) -> SearchSpace:
@@ -268,10 +269,9 @@ def fixed_knobs(request: Request) -> dict[str, Any]:
     return knobs
 
 
-def check_search_flags(request: Request, space: SearchSpace, dataset: str, max_epochs: int) -> int:
+def check_search_flags(request: Request, space: SearchSpace, dataset: str, max_epochs: int, race: Any = None) -> int:
     """Checks of --search, --repeats, --confirm-top, --cells, --patience, --weights, --input-size against
-    the space; returns how many trials the search phase runs."""
-    race = race_design(request)
+    the space; returns how many trials the search phase runs. `race`: race_design(request)."""
     if race is not None and request.search == "grid" and request.scheduler != "fifo":
         raise UsageError("--repeats auto races full-budget runs of every cell; add --scheduler fifo (ASHA stops some)")
     for flag in ("repeats", "confirm_top", "patience"):

@@ -5,8 +5,6 @@ without re-running a seed. Then the flags' checks (exit 2, nothing started)."""
 from __future__ import annotations
 
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -16,8 +14,6 @@ import pytest
 
 from analysis import sequential
 from tests.test_faults import assert_one_row_per_trial_and_epoch, finished, reap, reports, resume_to_end, start, tables
-
-PROJECT = Path(__file__).resolve().parents[1]
 
 # Three BaseNet cells on digits: `patience` 0 and 50 train alike (early stopping never triggers in two
 # epochs), so their comparison is settled as equivalent (identical on every seed) at the first look;
@@ -41,16 +37,6 @@ register_space(
 )
 """
 RACE = ("--search", "grid", "--repeats", "auto", "--min-repeats", "2", "--max-repeats", "4", "--scheduler", "fifo")
-
-
-def search(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, str(PROJECT / "run_search.py"), *args],
-        cwd=PROJECT,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
 
 
 def seeds_per_cell(trials: pd.DataFrame) -> dict[tuple[float, int], list[int]]:
@@ -131,7 +117,7 @@ def test_a_raced_digits_grid_resumed_after_ctrl_c_gives_seeds_where_comparisons_
     assert "Seeds were raced (`--repeats auto`, 2 to 4" in md
 
 
-def test_race_flags_are_checked_before_anything_starts(tmp_path: Path) -> None:
+def test_race_flags_are_checked_before_anything_starts(search, tmp_path: Path) -> None:
     base = ("--space", "reference", "--search", "grid", "--dataset", "digits", "--storage-path", str(tmp_path))
     for extra, words in (
         (("--repeats", "auto"), ("--scheduler fifo",)),

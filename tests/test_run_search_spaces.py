@@ -96,7 +96,7 @@ def test_basenet_space_writes_the_recipe_knobs_as_typed_columns(search, tmp_path
             "--search",
             "random",
             "--seed",
-            "3",
+            "28",
             "--storage-path",
             str(tmp_path),
             "--name",
@@ -109,6 +109,8 @@ def test_basenet_space_writes_the_recipe_knobs_as_typed_columns(search, tmp_path
     assert str(schema.field("label_smoothing").type) == "double"
     trials = trials_of(tmp_path, "b")
     assert len(trials) == 4 and (trials["status"] == "completed").all(), trials[["status", "error"]]
+    # Seed 28 draws every schedule and both optimizers, so each branch below checks a real trial.
+    assert set(trials["lr_schedule"]) == {"constant", "cosine", "step"} and set(trials["optimizer"]) == {"sgd", "adam"}
     assert trials["lr_schedule"].notna().all() and trials["label_smoothing"].between(0, 0.2).all()
     assert (trials["warmup_epochs"].isna() == (trials["lr_schedule"] == "constant")).all()
     assert (trials["momentum"].isna() == (trials["optimizer"] == "adam")).all()

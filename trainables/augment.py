@@ -113,6 +113,23 @@ def random_flip(mode: str, seed: int | None = None) -> BatchFn | None:
     return flip
 
 
+def _scale_and_shift(
+    images: tf.Tensor, scale: tf.Tensor, dx: tf.Tensor, dy: tf.Tensor, interpolation: str, fill_mode: str
+) -> tf.Tensor:
+    """Per image i, output pixel (x, y) samples the input at (scale[i] x + dx[i], scale[i] y + dy[i]),
+    as float32; where that falls outside the image, `fill_mode` decides (CONSTANT fills 0)."""
+    zeros = tf.zeros_like(scale)
+    transforms = tf.stack([scale, zeros, dx, zeros, scale, dy, zeros, zeros], axis=1)
+    return tf.raw_ops.ImageProjectiveTransformV3(
+        images=tf.cast(images, tf.float32),
+        transforms=transforms,
+        output_shape=tf.shape(images)[1:3],
+        fill_value=0.0,
+        interpolation=interpolation,
+        fill_mode=fill_mode,
+    )
+
+
 def random_zoom(zoom_range: float, seed: int | None = None) -> BatchFn | None:
     """Each image zoomed in or out independently by up to `zoom_range` of its side (aspect kept,
     bilinear, borders reflected, so shape and value range are kept); None for 0. The same
@@ -130,16 +147,7 @@ def random_zoom(zoom_range: float, seed: int | None = None) -> BatchFn | None:
         # Output pixel (x, y) samples the input at (f x + dx, f y + dy): f > 1 zooms out about the centre.
         dx = (tf.cast(width, tf.float32) - 1.0) / 2.0 * (1.0 - factor)
         dy = (tf.cast(height, tf.float32) - 1.0) / 2.0 * (1.0 - factor)
-        zeros = tf.zeros_like(factor)
-        transforms = tf.stack([factor, zeros, dx, zeros, factor, dy, zeros, zeros], axis=1)
-        return tf.raw_ops.ImageProjectiveTransformV3(
-            images=tf.cast(images, tf.float32),
-            transforms=transforms,
-            output_shape=shape[1:3],
-            fill_value=0.0,
-            interpolation="BILINEAR",
-            fill_mode="REFLECT",
-        )
+        return _scale_and_shift(images, factor, dx, dy, interpolation="BILINEAR", fill_mode="REFLECT")
 
     zoom.seeded = True  # type: ignore[attr-defined]
     return zoom
@@ -158,17 +166,9 @@ def random_crop(padding: int, seed: int | None = None) -> BatchFn | None:
         shape = tf.shape(images)
         shifts = tf.random.stateless_uniform([shape[0], 2], _seed_of(base, batch_seed), -padding, padding + 1, tf.int32)
         shifts = tf.cast(shifts, tf.float32)
-        ones, zeros = tf.ones_like(shifts[:, 0]), tf.zeros_like(shifts[:, 0])
         # Output pixel (x, y) takes the input's (x + dx, y + dy); outside the image it is 0, the padding.
-        transforms = tf.stack([ones, zeros, shifts[:, 0], zeros, ones, shifts[:, 1], zeros, zeros], axis=1)
-        return tf.raw_ops.ImageProjectiveTransformV3(
-            images=tf.cast(images, tf.float32),
-            transforms=transforms,
-            output_shape=shape[1:3],
-            fill_value=0.0,
-            interpolation="NEAREST",
-            fill_mode="CONSTANT",
-        )
+        ones = tf.ones_like(shifts[:, 0])
+        return _scale_and_shift(images, ones, shifts[:, 0], shifts[:, 1], interpolation="NEAREST", fill_mode="CONSTANT")
 
     crop.seeded = True  # type: ignore[attr-defined]
     return crop
