@@ -190,7 +190,12 @@ def resumed(request: Request, given: frozenset[str], stored: Any, exp_uri: str) 
             f"--resume continues {exp_uri} with its stored settings, but {', '.join(conflicts)} differ; "
             "drop those flags"
         )
-    return dataclasses.replace(before, **{k: getattr(request, k) for k in RESUME_MAY_CHANGE})
+    # What may change is this call's only where given: a resume that omits --data-dir reads the data the
+    # experiment was started on, not Keras' download. Where the experiment is comes from this call always.
+    now = {k for k in RESUME_MAY_CHANGE if k in given} | {"resume", "name", "storage_path"}
+    if now & {"verbose", "quiet"}:  # -v and -q count against each other: one verbosity, this call's
+        now |= {"verbose", "quiet"}
+    return dataclasses.replace(before, **{k: getattr(request, k) for k in now})
 
 
 def load_plugins(refs: tuple[str, ...]) -> None:

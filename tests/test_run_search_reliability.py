@@ -266,6 +266,8 @@ def test_resume_takes_the_stored_settings_and_refuses_contradictions():
                 "2",
                 "--seed",
                 "7",
+                "--data-dir",
+                "/data/cifar",
                 "--name",
                 "x",
             ]
@@ -281,6 +283,8 @@ def test_resume_takes_the_stored_settings_and_refuses_contradictions():
     assert args.verbose == 1
     assert resume("--num-samples", "3").num_samples == 3  # repeating a stored value is fine
     assert resume("--storage-path", "elsewhere").storage_path == "elsewhere"
+    # What --resume may change keeps its stored value unless given again.
+    assert (args.data_dir, resume("--data-dir", "/mnt/cifar").data_dir) == ("/data/cifar", "/mnt/cifar")
     with pytest.raises(UsageError, match=r"--num-samples 4 .*stored: 3.*drop those flags"):
         resume("--num-samples", "4")
     with pytest.raises(UsageError, match="--seed"):
