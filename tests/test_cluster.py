@@ -29,7 +29,7 @@ import driver
 import run_search
 from analysis.tables import read_table
 from search_spaces import SPACES
-from tests.test_faults import reports
+from tests.search_runs import reports
 from tuning import cluster
 
 PROJECT = Path(__file__).resolve().parents[1]

@@ -19,7 +19,7 @@ import pytest
 
 from tests import fault_plugin
 from tests.conftest import BUCKET
-from tests.test_faults import (
+from tests.search_runs import (
     FAULT_PLUGIN,
     assert_one_row_per_trial_and_epoch,
     assert_study_matches,

@@ -16,7 +16,7 @@ import pytest
 
 from analysis.tables import export_tables
 from experiment import lock, storage
-from tests.test_faults import SEARCH, assert_one_row_per_trial_and_epoch, finished, reap, reports, start, wait_for
+from tests.search_runs import SEARCH, assert_one_row_per_trial_and_epoch, finished, reap, reports, start, wait_for
 
 PROJECT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow

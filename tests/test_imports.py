@@ -157,3 +157,16 @@ def test_nothing_below_the_command_lines_takes_an_argparse_namespace():
         name for name, path in project_modules().items() if name not in command_lines and "argparse" in path.read_text()
     )
     assert not users, f"argparse below the command line: {users}"
+
+
+def test_no_test_module_imports_from_another():
+    """Shared test helpers live in helper modules (tests/search_runs.py, tests/fresh_python.py, ...) or
+    conftest, so a test module can be run, moved or deleted alone."""
+    offenders = []
+    for path in (PROJECT / "tests").rglob("test_*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            names += [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if any(n.split(".")[-1].startswith("test_") for n in names):
+                offenders.append(f"{path.relative_to(PROJECT)} imports {names}")
+    assert not offenders, offenders

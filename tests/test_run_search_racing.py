@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from analysis import sequential
-from tests.test_faults import assert_one_row_per_trial_and_epoch, finished, reap, reports, resume_to_end, start, tables
+from tests.search_runs import assert_one_row_per_trial_and_epoch, finished, reap, reports, resume_to_end, start, tables
 
 # Three BaseNet cells on digits: `patience` 0 and 50 train alike (early stopping never triggers in two
 # epochs), so their comparison is settled as equivalent (identical on every seed) at the first look;

@@ -8,23 +8,9 @@ from pathlib import Path
 import nbformat
 import pandas as pd
 import pytest
-from nbclient import NotebookClient
 
 from analysis import report
-
-PROJECT = Path(__file__).resolve().parents[2]
-NOTEBOOK = PROJECT / "notebooks" / "explore_results.ipynb"
-
-
-def run_notebook(experiment: Path, monkeypatch: pytest.MonkeyPatch) -> nbformat.NotebookNode:
-    """Execute the notebook with EXPERIMENT_DIR set; raises CellExecutionError on the first failing cell."""
-    monkeypatch.setenv("EXPERIMENT_DIR", str(experiment))
-    nb = nbformat.read(NOTEBOOK, as_version=4)
-    # "python3" is the kernel ipykernel provides for the interpreter running the tests (the venv's).
-    NotebookClient(
-        nb, timeout=180, kernel_name="python3", resources={"metadata": {"path": str(NOTEBOOK.parent)}}
-    ).execute()
-    return nb
+from tests.analysis.notebook_runner import NOTEBOOK, run_notebook
 
 
 def outputs_text(nb: nbformat.NotebookNode) -> str:

@@ -11,9 +11,9 @@ from pathlib import Path
 import duckdb
 import pyarrow.parquet as pq
 import pytest
-from test_notebook import run_notebook
 
 from analysis import summary
+from tests.analysis.notebook_runner import run_notebook
 
 PROJECT = Path(__file__).resolve().parents[2]
 FIGURES = ("learning_curves.png", "best_configs.png", "knob_effects.png", "asha_rungs.png", "parallel_coordinates.png")

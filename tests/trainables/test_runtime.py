@@ -8,11 +8,10 @@ accepts thread settings only before its runtime starts).
 import json
 import math
 import os
-import subprocess
-import sys
 
 import pytest
 
+from tests.fresh_python import run_fresh_python
 from trainables.runtime import (
     GPU_RESERVE_MB,
     TRIAL_EXIT_TIMEOUT_ENV,
@@ -25,20 +24,6 @@ from trainables.runtime import (
 )
 
 GIB = 1024  # MiB
-
-
-def run_fresh_python(code: str) -> subprocess.CompletedProcess:
-    """`code` in a fresh CPU-only Python (TensorFlow takes thread settings only before its runtime
-    starts, and gc state is per process); asserts it succeeded."""
-    proc = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "CUDA_VISIBLE_DEVICES": "", "TF_CPP_MIN_LOG_LEVEL": "3"},
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    return proc
 
 
 H100 = 80 * GIB  # an 80 GiB device, in MiB

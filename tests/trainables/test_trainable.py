@@ -45,7 +45,7 @@ def test_a_fresh_worker_restores_a_checkpoint_with_the_custom_loss_and_schedule(
     """A retried trial's new worker loads the checkpoint before it builds any model: the loss and the
     learning-rate schedule classes must be registered with Keras by then (the chaos test's trials with
     label smoothing or a schedule failed every retry with 'Could not locate class')."""
-    from tests.trainables.test_runtime import run_fresh_python
+    from tests.fresh_python import run_fresh_python
 
     run_fresh_python(SAVE.replace("FOLDER", repr(str(tmp_path))))
     restored = run_fresh_python(RESTORE.replace("FOLDER", repr(str(tmp_path))))
