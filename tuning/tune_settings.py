@@ -15,8 +15,8 @@ retried trial restores its latest checkpoint, which Tune tracks in memory; a res
 restores the latest checkpoint the last snapshot names, which is kept on disk until then.
 
 The per-result loggers: the tables read result.json (KeepingJsonLogger, Tune's JsonLoggerCallback
-with the restore below) and users read TensorBoard's event files (TBXLoggerCallback: per-epoch scalars,
-the trial's knobs as hparams); Tune's CSV logger wrote the same rows once more per result and is off.
+with the restore below) and users read TensorBoard's event files (EventsLogger, i.e. Tune's TBXLoggerCallback:
+per-epoch scalars, the trial's knobs as hparams); Tune's CSV logger wrote the same rows once more per result and is off.
 
 Why not Tune's JsonLoggerCallback as it is (issue 24): the driver appends each result to result.json in
 its local staging folder, which reaches the storage path only with an experiment snapshot (every >= 10 s,
@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from ray.air.constants import EXPR_RESULT_FILE
-from ray.tune.logger import JsonLoggerCallback
+from ray.tune.logger import JsonLoggerCallback, LoggerCallback
 
 from tuning import METRIC, MODE
 
@@ -67,10 +67,29 @@ def result_loggers() -> list:
     TUNE_DISABLE_AUTO_CALLBACK_LOGGERS, read by the driver when the run starts). Tune would not add its
     own JsonLoggerCallback beside KeepingJsonLogger anyway: it adds one only when no callback is an
     instance of that class (ray.tune.utils.callback._create_default_callbacks)."""
-    from ray.tune.logger import TBXLoggerCallback
-
     os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
-    return [KeepingJsonLogger(), TBXLoggerCallback(), stop_when_storage_full()]
+    return [KeepingJsonLogger(), EventsLogger(), stop_when_storage_full()]
+
+
+class EventsLogger(LoggerCallback):
+    """TensorBoard's event files, written by Tune's TBXLoggerCallback (per-epoch scalars, the knobs as
+    hparams), held rather than subclassed: Tune prints a `tensorboard --logdir` line naming its
+    /tmp/ray staging folder whenever a callback *is* a TBXLoggerCallback (ray.tune.tune,
+    `tensorboard_path`), while the events land in the experiment folder, the one the driver names."""
+
+    def __init__(self) -> None:
+        from ray.tune.logger import TBXLoggerCallback
+
+        self.events = TBXLoggerCallback()
+
+    def log_trial_start(self, trial: Any) -> None:
+        self.events.log_trial_start(trial)
+
+    def log_trial_result(self, iteration: int, trial: Any, result: dict) -> None:
+        self.events.log_trial_result(iteration, trial, result)
+
+    def log_trial_end(self, trial: Any, failed: bool = False) -> None:
+        self.events.log_trial_end(trial, failed)
 
 
 class KeepingJsonLogger(JsonLoggerCallback):

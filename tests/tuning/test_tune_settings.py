@@ -27,7 +27,9 @@ def test_result_loggers_are_json_and_tensorboard_with_tunes_automatic_ones_off(m
     monkeypatch.delenv("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", raising=False)
     loggers = tune_settings.result_loggers()
     kinds = {type(cb) for cb in loggers}
-    assert {tune_settings.KeepingJsonLogger, TBXLoggerCallback} <= kinds
+    assert {tune_settings.KeepingJsonLogger, tune_settings.EventsLogger} <= kinds
+    # Tune prints a TensorBoard line naming its /tmp staging folder for any TBXLoggerCallback it is given.
+    assert not any(isinstance(cb, TBXLoggerCallback) for cb in loggers)
     assert os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] == "1"
 
 
