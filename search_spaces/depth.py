@@ -50,16 +50,64 @@ POOL_PATTERNS: tuple[str, ...] = tuple(
 )
 
 
-def define_shape(trial: optuna.Trial) -> None:
-    """Sample pool_after, depth, kernel_size and base_width so that the ConvNet always fits."""
-    pool_after = trial.suggest_categorical("pool_after", POOL_PATTERNS)
+def conv_macs(depth: int, kernel_size: int, pool_after: str, base_width: int, image_size: int = IMAGE_SIZE) -> int:
+    """Multiply-accumulates per RGB image of the ConvNet's conv blocks (filters base_width * 2**i), the
+    count trainables.cost makes of the built model less its dense head and BatchNorms (<1 % of it)."""
+    config = TrialConfig(depth=depth, kernel_size=kernel_size, pool_after=pool_after, base_width=base_width)
+    total, side, channels = 0, image_size, 3
+    for block in range(1, depth + 1):
+        side = side - kernel_size + 1
+        filters = base_width * 2 ** (block - 1)
+        total += side * side * kernel_size * kernel_size * channels * filters
+        channels = filters
+        if block in config.pools:
+            side //= 2
+    return total
+
+
+# The reference ConvNet's conv MACs per 32px image (depth 5, base width 16, 3x3, pools after 2 and 5):
+# 32.9 M. The unit of a space's compute cap.
+REFERENCE_MACS = conv_macs(5, 3, "2,5", 16)
+
+
+def _allowed(depth: int, kernel_size: int, pool_after: str, base_width: int, max_macs: float | None) -> bool:
+    if not fits(depth, kernel_size, pool_after):
+        return False
+    return max_macs is None or conv_macs(depth, kernel_size, pool_after, base_width) <= max_macs
+
+
+WIDTH_STEP = 8  # base widths under a compute cap: 8, 16, 24, 32, cut to the cap
+
+
+def pool_patterns(max_macs: float | None = None) -> tuple[str, ...]:
+    """The patterns that admit at least the narrowest, shallowest shape under the cap."""
+    narrowest = min(BASE_WIDTHS)
+    return tuple(p for p in POOL_PATTERNS if _allowed(_min_depth(p), min(KERNEL_SIZES), p, narrowest, max_macs))
+
+
+def define_shape(trial: optuna.Trial, max_macs: float | None = None) -> None:
+    """Sample pool_after, depth, kernel_size and base_width so that the ConvNet always fits.
+
+    Given max_macs, the shape also costs at most that many conv MACs per image: depth and kernel are
+    narrowed to what the narrowest width allows, then the width to what the shape allows. Optuna keeps a
+    categorical's choices fixed but accepts integer ranges that vary, so under a cap base_width is an
+    integer in steps of WIDTH_STEP instead of the categorical 8 | 16 | 32.
+    """
+    patterns = POOL_PATTERNS if max_macs is None else pool_patterns(max_macs)
+    pool_after = trial.suggest_categorical("pool_after", patterns)
+    narrowest = min(BASE_WIDTHS)
     low = _min_depth(pool_after)
-    high = max(d for d in range(low, MAX_DEPTH + 1) if fits(d, min(KERNEL_SIZES), pool_after))
+    high = max(d for d in range(low, MAX_DEPTH + 1) if _allowed(d, min(KERNEL_SIZES), pool_after, narrowest, max_macs))
     depth = trial.suggest_int("depth", low, high)
     # kernel_size is 3 or 5: an integer range with step 2, capped at 3 where 5 would not fit.
-    kernels = [k for k in KERNEL_SIZES if fits(depth, k, pool_after)]
-    trial.suggest_int("kernel_size", min(kernels), max(kernels), step=2)
-    trial.suggest_categorical("base_width", BASE_WIDTHS)
+    kernels = [k for k in KERNEL_SIZES if _allowed(depth, k, pool_after, narrowest, max_macs)]
+    kernel_size = trial.suggest_int("kernel_size", min(kernels), max(kernels), step=2)
+    if max_macs is None:
+        trial.suggest_categorical("base_width", BASE_WIDTHS)
+        return
+    widths = range(narrowest, max(BASE_WIDTHS) + 1, WIDTH_STEP)
+    widest = max(w for w in widths if _allowed(depth, kernel_size, pool_after, w, max_macs))
+    trial.suggest_int("base_width", narrowest, widest, step=WIDTH_STEP)
 
 
 def define(trial: optuna.Trial) -> dict[str, Any]:
