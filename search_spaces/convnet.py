@@ -26,7 +26,6 @@ from search_spaces.depth import REFERENCE_MACS, define_shape
 from search_spaces.training import define_recipe
 from trainables.config import AUGMENTATIONS, BN_POSITIONS
 
-
 MAX_MACS = 1.0 * REFERENCE_MACS  # conv MACs per 32px image; see the module's docstring
 
 
@@ -40,7 +39,8 @@ def define(trial: optuna.Trial) -> dict[str, Any]:
 
 SPACE = SearchSpace(
     name="convnet",
-    description="ConvNet (at most the reference's MACs): depth, width, kernel, pools, BN, augmentation (incl. crop_flip), optimizer, lr, batch, "
+    description="ConvNet (at most the reference's MACs): depth, width, kernel, pools, BN, augmentation "
+    "(incl. crop_flip), optimizer, lr, batch, "
     "decay, lr schedule (warm-up), label smoothing",
     define=define,
     dataset="cifar100_25",
