@@ -70,6 +70,8 @@ def backbone_entry(name: str, module: str, constructor: str, min_input_size: int
         input_shape=lambda config, _image_shape: (config.input_size,) * 2 + (3,),
         preprocess=input_transform,
         check=check,
+        min_input_size=min_input_size,
+        channels=(3,),  # ImageNet backbones take RGB; the input transform resizes but keeps the channels
         description=description,
     )
 
