@@ -92,9 +92,11 @@ def check_arrays(name: str, data: ImageDataset) -> None:
 
 
 def check_labels(name: str, data: ImageDataset, declared: int) -> None:
-    """Labels are integers 0..K-1, K the entry's num_classes (what the model's output layer is built for)."""
+    """Labels are integers 0..K-1, K the loaded ImageDataset's num_classes (what the model's output layer
+    is built for), which is the entry's num_classes or fewer: a loader may load a subset (a CUB folder of
+    fewer species: trainables.cub counts the classes it finds), never more classes than its entry says."""
     k = data.num_classes
-    if k != declared:
+    if k > declared:
         raise UsageError(
             f"dataset {name!r}: its loader's ImageDataset says num_classes={k} but its entry "
             f"(register_dataset) says {declared}; make the two agree"
