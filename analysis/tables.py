@@ -205,6 +205,23 @@ def legacy_params(meta: dict[str, Any], params: dict[str, Any]) -> dict[str, Any
     return filled
 
 
+def config_row(params: dict[str, Any]) -> dict[str, Any]:
+    """A trial's knob columns: its config's row (null where the trial does not read a knob). A config
+    that does not validate (its trial ended with a `bad config` error, trainables.failures) is still a
+    row: each knob as given where it has the column's type, null where not."""
+    try:
+        return TrialConfig.from_params(params).to_row()
+    except (ValueError, TypeError):
+        types, row = knob_types(), {}
+        for name, value in params.items():
+            if name in types and not registry.is_null(value):
+                try:
+                    row[name] = registry.coerce(name, types[name], value)
+                except (ValueError, TypeError):
+                    row[name] = None
+        return row
+
+
 def trial_record(
     meta: dict[str, Any],
     phase: str,
@@ -220,7 +237,7 @@ def trial_record(
     epochs = _epochs_of(rows)
     if tune_status == "TERMINATED":
         ray_error = None
-    config = TrialConfig.from_params(legacy_params(meta, params)).to_row() if params else {}
+    config = config_row(legacy_params(meta, params)) if params else {}
     trial_id = next((r["trial_id"] for r in rows if "trial_id" in r), posixpath.basename(trial_dir))
     last = epochs[-1] if epochs else {}
     max_epochs = config.get("max_epochs", meta.get("max_epochs"))

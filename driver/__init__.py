@@ -2,7 +2,8 @@
 and resumes them. run_search.py is its command line; docs/design.md draws the whole flow.
 
 Read `run` top to bottom: the request is checked (driver.request: cheapest first; nothing is written
-under --storage-path until every check has passed), the data is loaded, Ray is joined, the experiment is
+under --storage-path until every check has passed), the data is loaded and checked against what its
+trials will ask of it (driver.data_checks), Ray is joined, the experiment is
 locked and recorded (experiment.json), the phases run, and the tables and the report are written. No
 module-level mutable state: the SIGTERM flag lives in a `StopSignal` the caller owns.
 """
@@ -17,6 +18,7 @@ from typing import Any
 
 from analysis import selection
 from analysis.tables import export_tables
+from driver.data_checks import check_data
 from driver.guards import (
     check_free,
     export_best_effort,
@@ -70,6 +72,7 @@ def run(request: Request, given: frozenset[str], argv: list[str], stop: StopSign
         raise UsageError(f"experiment {exp.uri} already exists; pick another --name, or add --resume to continue it")
     study = None if request.search == "grid" else open_study(exp, request.optuna_storage, request.resume)
     data = load_data(p.dataset, request.data_dir)
+    check_data(p, data, request.search)  # a user's own data, before Ray starts (driver.data_checks)
     cluster.connect_ray(request.address, os.environ, request.plugin, request.verbose > 0)
     gpus = cluster.trial_gpus(request.gpus_per_trial, p.space.gpus_per_trial, cluster.cluster_gpus())
     cluster.check_resources(request.cpus_per_trial, gpus, request.address is not None)

@@ -90,13 +90,33 @@ class SearchSpace:
 
     def examples(self, n: int = 64, seed: int = 0) -> list[dict[str, Any]]:
         """n configs from a seeded random sampler, plus the grid's cells: what the driver checks
-        flags that fix a knob (--input-size, --weights, --patience) against before any trial starts."""
+        flags that fix a knob (--input-size, --weights, --patience) and the dataset against before any
+        trial starts."""
+        return [knobs for knobs, _ in self._asked(n, seed)] + self.cells()
+
+    def largest(self, knob: str, n: int = 64, seed: int = 0) -> Any:
+        """The largest value the space can give `knob`: the top of each Optuna distribution it was drawn
+        from in n seeded random trials (a categorical's largest choice, a range's `high`, which a random
+        draw may miss), the values `define` fixed, and the grid's cells; None if the space never sets it."""
+        values: list[Any] = [c[knob] for c in self.cells() if knob in c]
+        for knobs, distributions in self._asked(n, seed):
+            dist = distributions.get(knob)
+            if isinstance(dist, optuna.distributions.CategoricalDistribution):
+                values += [v for v in dist.choices if v is not None]
+            elif dist is not None:
+                values.append(dist.high)
+            elif knob in knobs:
+                values.append(knobs[knob])
+        return max(values, default=None)
+
+    def _asked(self, n: int, seed: int) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+        """(knobs, their Optuna distributions) of n trials of a seeded random sampler."""
         verbosity = optuna.logging.get_verbosity()
         optuna.logging.set_verbosity(optuna.logging.WARNING)  # a throwaway study: no "study created" line
         try:
             study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
             # Trials are left open: the study is thrown away.
-            return [self.sample(study.ask()) for _ in range(n)] + self.cells()
+            return [(self.sample(trial), dict(trial.distributions)) for trial in (study.ask() for _ in range(n))]
         finally:
             optuna.logging.set_verbosity(verbosity)
 

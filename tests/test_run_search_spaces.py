@@ -127,7 +127,8 @@ def test_basenet_space_writes_the_recipe_knobs_as_typed_columns(search, tmp_path
 
 @pytest.mark.slow
 def test_transfer_space_runs_end_to_end_on_a_tiny_cub_folder(search, tmp_path):
-    make_cub_folder(tmp_path / "data", n_classes=3, per_class=15, size=40)
+    # 12 training images per class: after the 10 % validation split, one batch of 32 (the driver checks it).
+    make_cub_folder(tmp_path / "data", n_classes=3, per_class=18, size=40)
     ok(
         search(
             "--space",

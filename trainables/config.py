@@ -259,3 +259,15 @@ def conv_feature_sizes(config: TrialConfig, image_size: int) -> list[int]:
             side //= 2
         sizes.append(side)
     return sizes
+
+
+def min_image_size(config: TrialConfig) -> int:
+    """The smallest image side a ConvNet of `config` keeps at least 1x1 after its last block: the
+    inverse of conv_feature_sizes, from the last block back (a 2x2 pool halves, rounding down, so it needs
+    twice the side after it; a 'valid' conv needs kernel_size - 1 pixels more)."""
+    side = 1
+    for block in range(config.depth, 0, -1):
+        if block in config.pools:
+            side *= 2
+        side += config.kernel_size - 1
+    return side

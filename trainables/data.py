@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import math
 import os
 import pickle
 from pathlib import Path
@@ -22,6 +23,8 @@ CIFAR_DIRNAME = "cifar-100-python"
 CIFAR_URL = "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz"
 DIGITS_TEST_FRACTION = 0.2
 DIGITS_SPLIT_SEED = 0  # fixed: the digits test split never depends on the trial seed
+# Of the training split, held out (stratified, fixed by the trial's seed) for every search decision.
+VALIDATION_FRACTION = 0.1
 
 
 class DatasetUnavailable(Exception):
@@ -207,7 +210,24 @@ def load_cifar100(data_dir: str | os.PathLike | None, num_classes: int = 100, na
     return ImageDataset(name, x_tr, y_tr, x_te, y_te, num_classes, names)
 
 
-def validation_split(labels: np.ndarray, seed: int, fraction: float = 0.1) -> tuple[np.ndarray, np.ndarray]:
+def validation_size(n: int, fraction: float = VALIDATION_FRACTION) -> int:
+    """Images of `n` that validation_split holds out: scikit-learn's rule for a fractional test_size
+    (rounded up, after the float product: 0.1 * 30 holds out 4)."""
+    return math.ceil(fraction * n)
+
+
+def images_for_split(num_classes: int, fraction: float = VALIDATION_FRACTION) -> int:
+    """The fewest training images validation_split can split with each of `num_classes` classes on
+    both sides (scikit-learn refuses a side smaller than the number of classes), 2 per class at least."""
+    n = 2 * num_classes
+    while min(validation_size(n, fraction), n - validation_size(n, fraction)) < num_classes:
+        n += 1
+    return n
+
+
+def validation_split(
+    labels: np.ndarray, seed: int, fraction: float = VALIDATION_FRACTION
+) -> tuple[np.ndarray, np.ndarray]:
     """Indices (train, val): a stratified hold-out of `fraction`, fixed by the trial's seed."""
     from sklearn.model_selection import train_test_split
 

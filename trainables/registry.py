@@ -106,6 +106,11 @@ class Model:
     rule (None: the dataset's images as they are). `preprocess(config) -> batch transform`: a fixed
     input transform that replaces the augmentation policy's normalisation (a pretrained backbone's own
     preprocess_input); None: the policy's. `check(config)`: rules of its own, raising ValueError.
+
+    What input it can take, which the driver checks against the dataset for every model a space can
+    sample before any trial starts (`refusal`): `min_input_size`, the smallest side in pixels of what it
+    is fed (after `input_shape`), a number or a rule of the config (a ConvNet's depth, kernel and pools
+    set it); `channels`, the image channels it takes.
     """
 
     name: str
@@ -115,8 +120,25 @@ class Model:
     input_shape: Callable[[Any, tuple[int, ...]], tuple[int, ...]] | None = None
     preprocess: Callable[[Any], Any] | None = None
     check: Callable[[Any], None] | None = None
+    min_input_size: int | Callable[[Any], int] = 1
+    channels: tuple[int, ...] = (1, 3)
     description: str = ""
     origin: str = BUILT_IN
+
+    def smallest_input(self, config: Any) -> int:
+        """The smallest image side (pixels) this model can be fed under `config`."""
+        return self.min_input_size(config) if callable(self.min_input_size) else self.min_input_size
+
+    def refusal(self, config: Any, image_shape: tuple[int, ...]) -> str | None:
+        """Why this model, under `config`, cannot take a dataset's images of `image_shape` (H, W, C), as a
+        phrase ("needs images of at least 16x16 pixels"); None when it can."""
+        if image_shape[-1] not in self.channels:
+            return f"takes images of {' or '.join(map(str, self.channels))} channels only"
+        fed = tuple(image_shape) if self.input_shape is None else self.input_shape(config, tuple(image_shape))
+        least = self.smallest_input(config)
+        if min(fed[:2]) < least:
+            return f"needs images of at least {least}x{least} pixels"
+        return None
 
 
 @dataclasses.dataclass(frozen=True)

@@ -18,10 +18,12 @@ from `epoch_seed(seed, k)` and shuffles from it too, so a resumed trial is
 deterministic given where it resumed, though not bit-identical to an
 uninterrupted run.
 
-Failures: a NaN/inf loss (callbacks.EpochReporter) and an out-of-memory error
-(tf.errors.ResourceExhaustedError, MemoryError) end the trial with an `error`
-field in its last report and no retry (the same config would fail again); any
-other exception fails the attempt and Ray Tune retries it from the last
+Failures: a NaN/inf loss (callbacks.EpochReporter), an out-of-memory error
+(tf.errors.ResourceExhaustedError, MemoryError), a bad config, a model that
+cannot be built and a validation split that cannot be made
+(trainables.failures.CannotHeal) end the trial with an `error` field in its last
+report and no retry (the same config would fail again); any other exception, and
+a worker that dies, fails the attempt and Ray Tune retries it from the last
 checkpoint (--max-failures).
 """
 
@@ -35,6 +37,7 @@ import numpy as np
 
 from trainables.config import TrialConfig
 from trainables.data import ImageDataset, validation_split
+from trainables.failures import CannotHeal, cannot_heal, first_line
 
 
 def train_trial(
@@ -58,44 +61,55 @@ def train_trial(
     configure_tensorflow(cpus, gpus)  # before any TensorFlow op in this process; once per process
     reset_trial_state()  # nothing of an earlier trial in this (reused) worker reaches this one
 
-    import keras
+    import tensorflow as tf
     from ray import tune
 
-    config = TrialConfig.from_params(params)
-    keras.utils.set_random_seed(config.seed)
-    import tensorflow as tf
+    try:
+        _train(params, data, gpus, checkpoint_every)
+    except (tf.errors.ResourceExhaustedError, MemoryError) as e:
+        # Recorded, not retried: the same config would exhaust memory again. No `epoch` key, so the
+        # epochs table and ASHA ignore this row; val_accuracy is present because Tune requires the metric.
+        tune.report({"val_accuracy": float("nan"), "error": f"out of memory ({type(e).__name__}): {first_line(e)}"})
+    except CannotHeal as e:  # a bad config, a model that cannot be built, a split that cannot be made
+        tune.report({"val_accuracy": float("nan"), "error": str(e)})  # recorded as the one above
+
+
+def _train(params: dict[str, Any], data: ImageDataset, gpus: float, checkpoint_every: int) -> None:
+    """The trial itself; a failure that retrying cannot heal raises CannotHeal (trainables.failures)."""
+    import keras
+    from ray import tune
 
     from trainables import registry
     from trainables.callbacks import EpochReporter
 
-    try:
-        model, start_epoch = _restore(tune.get_checkpoint())
-        if model is None:
-            model = _compile(config, data)
-        if start_epoch >= config.max_epochs:
-            return
-        if start_epoch:
-            keras.utils.set_random_seed(epoch_seed(config.seed, start_epoch))
-        train_ds, val_ds, test_ds = _datasets(config, data, shuffle_seed=epoch_seed(config.seed, start_epoch))
+    # TypeError too: a knob of a type that no coercion takes (a plugin space's list, say).
+    with cannot_heal("bad config", (ValueError, TypeError)):
+        config = TrialConfig.from_params(params)
+    keras.utils.set_random_seed(config.seed)
+    model, start_epoch = _restore(tune.get_checkpoint())
+    if start_epoch >= config.max_epochs:
+        return
+    if start_epoch:
+        keras.utils.set_random_seed(epoch_seed(config.seed, start_epoch))
+    with cannot_heal("the validation split cannot be made", (ValueError,)):
+        split = validation_split(data.y_train, config.seed)
+    if model is None:
+        model = _compile(config, data, len(split[0]))
+    train_ds, val_ds, test_ds = _datasets(config, data, split, shuffle_seed=epoch_seed(config.seed, start_epoch))
 
-        reporter = EpochReporter(config, test_ds, gpus, checkpoint_every)
-        # A plugin's callbacks (registry.TrialCallback) after the reporter: its epoch hooks see the epoch reported.
-        callbacks: list[keras.callbacks.Callback] = [reporter, *registry.trial_callbacks(config)]
-        if config.patience:
-            callbacks.insert(0, keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.patience))
-        model.fit(
-            train_ds,
-            validation_data=val_ds,
-            epochs=config.max_epochs,
-            initial_epoch=start_epoch,
-            callbacks=callbacks,
-            verbose=0,
-        )
-    except (tf.errors.ResourceExhaustedError, MemoryError) as e:
-        # Recorded, not retried: the same config would exhaust memory again. No `epoch` key, so the
-        # epochs table and ASHA ignore this row; val_accuracy is present because Tune requires the metric.
-        message = (getattr(e, "message", None) or str(e) or type(e).__name__).strip().splitlines()[0]
-        tune.report({"val_accuracy": float("nan"), "error": f"out of memory ({type(e).__name__}): {message}"})
+    reporter = EpochReporter(config, test_ds, gpus, checkpoint_every)
+    # A plugin's callbacks (registry.TrialCallback) after the reporter: its epoch hooks see the epoch reported.
+    callbacks: list[keras.callbacks.Callback] = [reporter, *registry.trial_callbacks(config)]
+    if config.patience:
+        callbacks.insert(0, keras.callbacks.EarlyStopping(monitor="val_loss", patience=config.patience))
+    model.fit(
+        train_ds,
+        validation_data=val_ds,
+        epochs=config.max_epochs,
+        initial_epoch=start_epoch,
+        callbacks=callbacks,
+        verbose=0,
+    )
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
@@ -104,28 +118,35 @@ def epoch_seed(seed: int, epoch: int) -> int:
     return (seed + 1_000_003 * epoch) % 2**32
 
 
-def _compile(config: TrialConfig, data: ImageDataset):  # noqa: ANN202 - keras.Model
+def _compile(config: TrialConfig, data: ImageDataset, train_images: int):  # noqa: ANN202 - keras.Model
+    """The trial's model, compiled; raises CannotHeal when it cannot be built."""
+    import tensorflow as tf
+
     from trainables.architectures import build_model, build_optimizer, input_shape
     from trainables.losses import build_loss
 
-    model = build_model(config, input_shape(config, data.image_shape), data.num_classes)
-    optimizer = build_optimizer(config, steps_per_epoch(config, data))
-    model.compile(optimizer=optimizer, loss=build_loss(config), metrics=["accuracy"])
+    # A builder is a pure function of the config and the input shape (trainables.architectures), so what
+    # it raises repeats on a retry (Keras' "Computed output size would be zero or negative" for images
+    # too small), except I/O (a weights download, a file system) and TensorFlow's runtime errors (out of
+    # memory: recorded as such by train_trial), which may not.
+    with cannot_heal("the model cannot be built", (Exception,), unless=(OSError, tf.errors.OpError, MemoryError)):
+        model = build_model(config, input_shape(config, data.image_shape), data.num_classes)
+        optimizer = build_optimizer(config, steps_per_epoch(config, train_images))
+        model.compile(optimizer=optimizer, loss=build_loss(config), metrics=["accuracy"])
     return model
 
 
-def steps_per_epoch(config: TrialConfig, data: ImageDataset) -> int:
-    """Optimizer steps per epoch: batches of the training part of the trial's validation split
-    (the last one may be partial), what a learning-rate schedule counts its budget in."""
-    train_idx, _ = validation_split(data.y_train, config.seed)
-    return -(-len(train_idx) // config.batch_size)
+def steps_per_epoch(config: TrialConfig, train_images: int) -> int:
+    """Optimizer steps per epoch: batches of the `train_images` of the training part of the trial's
+    validation split (the last one may be partial), what a learning-rate schedule counts its budget in."""
+    return -(-train_images // config.batch_size)
 
 
-def _datasets(config: TrialConfig, data: ImageDataset, shuffle_seed: int):  # noqa: ANN202
+def _datasets(config: TrialConfig, data: ImageDataset, split: tuple[np.ndarray, np.ndarray], shuffle_seed: int):  # noqa: ANN202
     from trainables.augment import policy_inputs
     from trainables.pipeline import make_dataset
 
-    train_idx, val_idx = validation_split(data.y_train, config.seed)
+    train_idx, val_idx = split
     inputs = policy_inputs(config, data, train_idx)  # whitening: the dataset whitened once, cached
     x_train, train_tf, eval_tf = inputs.x_train, inputs.train_transform, inputs.eval_transform
     train = make_dataset(x_train, data.y_train, train_idx, config.batch_size, train_tf, shuffle_seed)

@@ -35,6 +35,11 @@ class WeightsUnavailable(Exception):
     """The backbone's weights cannot be obtained; the message names the file or the fix (exit 2)."""
 
 
+class WeightsDownloadFailed(WeightsUnavailable, ConnectionError):
+    """The ImageNet weights could not be downloaded: an OSError, so a trial that meets it is retried
+    (trainables.failures: a network may come back) where a bad weights file ends the trial once."""
+
+
 def check_weights(weights: str) -> None:
     """Driver-side check of `--weights` before any trial starts; never imports TensorFlow.
 
@@ -70,6 +75,8 @@ def backbone_entry(name: str, module: str, constructor: str, min_input_size: int
         input_shape=lambda config, _image_shape: (config.input_size,) * 2 + (3,),
         preprocess=input_transform,
         check=check,
+        min_input_size=min_input_size,
+        channels=(3,),  # ImageNet backbones take RGB; the input transform resizes but keeps the channels
         description=description,
     )
 
@@ -103,7 +110,7 @@ def transfer_model(config: TrialConfig, num_classes: int):  # noqa: ANN201 - ker
         try:
             backbone = build_backbone(config, "imagenet")
         except Exception as e:  # noqa: BLE001 - a failed download surfaces as many exception types
-            raise WeightsUnavailable(
+            raise WeightsDownloadFailed(
                 f"ImageNet weights for {config.model} could not be downloaded ({type(e).__name__}: {e}); {WEIGHTS_HELP}"
             ) from None
     else:

@@ -169,6 +169,27 @@ def test_a_failure_tune_retried_is_not_the_trials_error(tmp_path: Path) -> None:
     assert rows.loc["unknown", "status"] == "error"
 
 
+def test_a_trial_ended_by_a_bad_config_is_a_row_with_its_knobs_as_given(tmp_path: Path) -> None:
+    """A config the trial refused (trainables.failures: `bad config`, one report, no epoch) still makes a
+    row: the knobs as given where they have the column's type, null where not, and the error."""
+    root = tmp_path / "exp"
+    root.mkdir()
+    (root / storage.EXPERIMENT_FILE).write_text(json.dumps({"experiment": "exp", "space": "convnet", "max_epochs": 2}))
+    params = {"dataset": "digits", "max_epochs": 2, "seed": 0, "model": "convnet", "kernel_size": 0, "depth": "deep"}
+    folder = root / "search" / "bad"
+    folder.mkdir(parents=True)
+    (folder / "params.json").write_text(json.dumps(params))
+    error = "bad config (ValueError): kernel_size must be >= 1, got 0"
+    (folder / "result.json").write_text(json.dumps({"trial_id": "bad", "val_accuracy": None, "error": error}) + "\n")
+    write_trial(root, "good", {**params, "kernel_size": 3, "depth": 2})
+    trials, epochs = tables.build_tables(root)
+    rows = trials.to_pandas().set_index("trial_id")
+    assert rows.loc["bad", "status"] == "error" and rows.loc["bad", "error"] == error
+    assert rows.loc["bad", "kernel_size"] == 0 and pd.isna(rows.loc["bad", "depth"])
+    assert rows.loc["bad", "epochs_completed"] == 0 and rows.loc["good", "status"] == "completed"
+    assert set(epochs.to_pandas()["trial_id"]) == {"good"}
+
+
 def test_a_trial_tune_failed_before_it_ran_is_a_row_with_its_knobs_from_tunes_snapshot(tmp_path: Path) -> None:
     """A trial Tune aborted before its trainable ran (a reused worker it could not reset) leaves only
     error.txt in its folder: it is an error row, with the knobs Tune's snapshot recorded, not lost."""

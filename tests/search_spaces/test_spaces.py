@@ -201,3 +201,23 @@ def test_grid_cells_are_valid_and_only_some_spaces_have_one():
         for cell in SPACES[name].cells():
             TrialConfig.from_params({"input_size": 224, **cell})
     assert [c["augmentation"] for c in SPACES["augmentation"].cells()] == ["simple", "complex", "whitening"]
+
+
+def test_largest_is_the_top_of_every_distribution_a_knob_is_drawn_from():
+    """What the driver checks one batch against (driver.data_checks): a range's `high` even where no
+    random draw reaches it, a categorical's largest choice, a grid's cells, None where never set."""
+    from search_spaces.base import SearchSpace
+
+    def ranges(trial):
+        if trial.suggest_categorical("optimizer", ["sgd", "adam"]) == "sgd":
+            trial.suggest_int("batch_size", 16, 10_000)
+        else:
+            trial.suggest_int("batch_size", 8, 24)
+
+    space = SearchSpace("t", "", ranges, dataset="digits", num_samples=1, max_epochs=1)
+    assert space.largest("batch_size", n=8) == 10_000
+    gridded = SearchSpace("t", "", ranges, dataset="digits", num_samples=1, max_epochs=1, grid=[{"batch_size": 20_000}])
+    assert gridded.largest("batch_size", n=8) == 20_000
+    assert SPACES["basenet"].largest("batch_size") == 256  # a categorical's largest choice
+    assert SPACES["reference"].largest("batch_size") == 32  # fixed by `define` and in every cell
+    assert SPACES["basenet"].largest("no_such_knob") is None

@@ -83,6 +83,22 @@ def test_convnet_refuses_a_map_shrinking_below_one_pixel():
         convnet(TrialConfig(depth=6, kernel_size=5, pool_after="1,2,3"), (32, 32, 3), 10)
 
 
+@pytest.mark.parametrize(
+    "config",
+    [TrialConfig(model="basenet"), TrialConfig(), TrialConfig(depth=3, kernel_size=5, pool_after="1,3")],
+    ids=["basenet", "convnet", "convnet_k5"],
+)
+def test_a_models_declared_smallest_input_is_what_keras_builds(config):
+    """The declaration the driver checks datasets against (registry.Model.min_input_size) is the truth:
+    the model builds at that side and Keras (or the builder) refuses one pixel less."""
+    from trainables import registry
+
+    least = registry.model(config.model).smallest_input(config)
+    assert build_model(config, (least, least, 1), 10).output_shape == (None, 10)
+    with pytest.raises(ValueError, match="negative|shrinks"):
+        build_model(config, (least - 1, least - 1, 1), 10)
+
+
 def test_build_model_dispatches_on_model():
     assert build_model(TrialConfig(model="basenet"), (32, 32, 3), 25).name == "basenet"
     assert build_model(TrialConfig(model="convnet"), (32, 32, 3), 25).name == "convnet"

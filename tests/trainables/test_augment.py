@@ -375,8 +375,9 @@ def test_policies_feed_a_convnet_through_the_trial_pipeline(digits, digits_cache
             bn_position="none",
         )
         keras.utils.set_random_seed(0)
-        model = _compile(config, digits)
-        train, val, test = _datasets(config, digits, shuffle_seed=0)
+        split = validation_split(digits.y_train, config.seed)
+        model = _compile(config, digits, len(split[0]))
+        train, val, test = _datasets(config, digits, split, shuffle_seed=0)
         # shuffle=False: the pipeline shuffles its indices each epoch itself.
         history = model.fit(train, validation_data=val, epochs=2, shuffle=False, verbose=0)
         assert np.isfinite(history.history["loss"]).all()

@@ -2,7 +2,7 @@ import dataclasses
 
 import pytest
 
-from trainables.config import TrialConfig, conv_feature_sizes, knob_types
+from trainables.config import TrialConfig, conv_feature_sizes, knob_types, min_image_size
 
 
 def test_defaults_are_the_reference_convnet():
@@ -70,6 +70,18 @@ def test_conv_feature_sizes_of_the_reference_convnet():
     # 32 -> 30 -> 28 -> pool 14 -> 12 -> 10 -> 8 -> pool 4
     assert conv_feature_sizes(TrialConfig(), 32) == [30, 14, 12, 10, 4]
     assert min(conv_feature_sizes(TrialConfig(depth=6, kernel_size=5, pool_after="1,2"), 32)) < 1
+
+
+@pytest.mark.parametrize(
+    "shape",
+    [{}, {"depth": 2, "pool_after": "2"}, {"depth": 6, "kernel_size": 5, "pool_after": "1,2,3"}, {"pool_after": ""}],
+)
+def test_min_image_size_is_the_smallest_side_conv_feature_sizes_keeps_at_one_pixel(shape):
+    config = TrialConfig(**shape)
+    least = min_image_size(config)
+    assert min(conv_feature_sizes(config, least)) >= 1
+    assert min(conv_feature_sizes(config, least - 1)) < 1
+    assert min_image_size(TrialConfig()) == 20  # 20 -> 18 -> 16, pool 8 -> 6 -> 4 -> 2, pool 1
 
 
 def test_new_knobs_are_null_where_nothing_reads_them():

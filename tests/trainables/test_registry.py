@@ -21,6 +21,18 @@ def test_unknown_model_and_dataset_name_the_known_ones():
         TrialConfig(dataset="mnist")
 
 
+def test_a_model_says_why_it_cannot_take_a_datasets_images():
+    basenet, resnet = registry.model("basenet"), registry.model("resnet50")
+    assert basenet.refusal(TrialConfig(model="basenet"), (8, 8, 1)) == "needs images of at least 16x16 pixels"
+    assert basenet.refusal(TrialConfig(model="basenet"), (16, 16, 3)) is None
+    assert registry.model("convnet").refusal(TrialConfig(), (19, 19, 3)) == "needs images of at least 20x20 pixels"
+    # A backbone is fed input_size pixels whatever the dataset's side, but only RGB.
+    config = TrialConfig(model="resnet50", input_size=32)
+    assert resnet.refusal(config, (8, 8, 3)) is None
+    assert resnet.refusal(config, (32, 32, 1)) == "takes images of 3 channels only"
+    assert Model("any", build=print).refusal(config, (1, 1, 1)) is None  # a plugin's model declares nothing
+
+
 @pytest.fixture
 def declared(isolated_registry):
     registry.register_model(Model("toy", build=print, knobs=("dense_units",)))

@@ -30,7 +30,7 @@ from trainables.trainable import _compile
 knobs = {"label_smoothing": 0.1, "lr_schedule": "cosine", "warmup_epochs": 1}
 config = TrialConfig.from_params({"model": "basenet", "dataset": "digits", "max_epochs": 3, **knobs})
 folder = Path(FOLDER)
-_compile(config, load_digits()).save(folder / CHECKPOINT_MODEL)
+_compile(config, load_digits(), 1000).save(folder / CHECKPOINT_MODEL)
 (folder / CHECKPOINT_STATE).write_text(json.dumps({"epoch": 2, "seed": 0}))
 """
 RESTORE = """
@@ -184,3 +184,55 @@ def test_a_reused_worker_leaks_nothing_between_trials(tmp_path):
     first, other, again = (f[keys].reset_index(drop=True) for f in runs)
     assert not first.equals(other)  # B really is a different trial
     assert first.equals(again), f"A first in the worker:\n{first}\nA after B:\n{again}"
+
+
+@pytest.mark.slow
+def test_a_trial_that_cannot_heal_ends_once_while_a_killed_worker_is_retried(tmp_path, monkeypatch):
+    """A real Ray run, one trial at a time, --max-failures 2: a ConvNet whose 17-pixel kernels cannot be
+    built on 32px digits and a config Ray hands over that does not validate (kernel_size 0) each end
+    their trial once, with the error in trials.parquet and nothing for Tune to retry; the healthy trial's
+    worker, SIGKILLed as epoch 2 trains (tests/fault_plugin.py), is retried from its epoch-1 checkpoint."""
+    import ray
+    from ray import tune
+
+    from trainables.data import load_digits
+    from trainables.trainable import train_trial
+
+    exp = tmp_path / "exp"
+    exp.mkdir()
+    (exp / "experiment.json").write_text(json.dumps({"experiment": "exp", "space": "test", "max_epochs": 3}))
+    plan = fault_plugin.write_plan(tmp_path / "plan.json", [{"at": "mid_epoch", "epoch": 2}])
+    monkeypatch.setenv(fault_plugin.PLAN_ENV, str(plan))  # workers inherit it
+    ray.init(address="local", include_dashboard=False, log_to_driver=False, logging_level="WARNING")
+    try:
+        base = {"model": "convnet", "dataset": "digits", "max_epochs": 3, "depth": 2, "base_width": 8}
+        tuner = tune.Tuner(
+            tune.with_parameters(train_trial, data=load_digits(), plugins=(str(FAULT_PLUGIN),)),
+            param_space={**base, "pool_after": "2", "batch_size": 64, "kernel_size": tune.grid_search([3, 17, 0])},
+            tune_config=tune.TuneConfig(metric="val_accuracy", mode="max", max_concurrent_trials=1, reuse_actors=False),
+            run_config=tune.RunConfig(
+                name="search", storage_path=str(exp), verbose=0, failure_config=tune.FailureConfig(max_failures=2)
+            ),
+        )
+        grid = tuner.fit()
+    finally:
+        ray.shutdown()
+    assert grid.num_errors == 0  # the two that cannot heal ended cleanly: Tune had nothing to retry
+    trials, epochs = (t.to_pandas() for t in build_tables(exp))
+    by_kernel = trials.set_index("kernel_size")
+    assert by_kernel.loc[17, "error"].startswith("the model cannot be built (ValueError): ConvNet with depth=2")
+    assert by_kernel.loc[0, "error"].startswith("bad config (ValueError): kernel_size must be >= 1")
+    for kernel in (17, 0):
+        assert by_kernel.loc[kernel, "status"] == "error" and by_kernel.loc[kernel, "epochs_completed"] == 0
+    folders = [d for d in (exp / "search").iterdir() if (d / "params.json").exists()]
+    results = {json.loads((d / "params.json").read_text())["kernel_size"]: d for d in folders}
+    for kernel in (17, 0):  # one attempt, one report; a retry would have left Tune's error.txt
+        assert len((results[kernel] / "result.json").read_text().splitlines()) == 1
+        assert not (results[kernel] / "error.txt").exists()
+    # The killed one: a second process took over from the epoch-1 checkpoint and completed the trial.
+    (hit,) = fault_plugin.fired(plan)
+    rows = [json.loads(line) for line in (results[3] / "result.json").read_text().splitlines()]
+    assert [r["epoch"] for r in rows if r["pid"] == hit["pid"]] == [1]
+    retried = [r for r in rows if r["pid"] != hit["pid"]]
+    assert [r["epoch"] for r in retried] == [2, 3] and retried[0]["iterations_since_restore"] == 1
+    assert by_kernel.loc[3, "status"] == "completed" and list(epochs["epoch"]) == [1, 2, 3]

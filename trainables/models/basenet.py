@@ -38,6 +38,8 @@ MODEL = register_model(
         build=build,
         knobs=("bn_position",),
         defaults={"bn_position": "none"},
+        # Two 5x5 'valid' convs, each followed by a 2x2 pool: 16 -> 12 -> 6 -> 2 -> 1 pixels.
+        min_input_size=16,
         description="the reference BaseNet (two 5x5 convs, dense 50)",
     )
 )

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from trainables.config import min_image_size
 from trainables.registry import Model, register_model
 
 if TYPE_CHECKING:
@@ -48,6 +49,7 @@ MODEL = register_model(
         build=build,
         knobs=("bn_position", "depth", "base_width", "kernel_size", "pool_after", "dense_units"),
         defaults={"bn_position": "after_relu"},
+        min_input_size=min_image_size,
         description="the reference ConvNet (3x3 convs 16..256, BN after ReLU)",
     )
 )
