@@ -72,6 +72,8 @@ def train_trial(
         model, start_epoch = _restore(tune.get_checkpoint())
         if model is None:
             model = _compile(config, data)
+        else:
+            set_perturbable(model.optimizer, config, steps_per_epoch(config, data))
         if start_epoch >= config.max_epochs:
             return
         if start_epoch:
@@ -96,6 +98,23 @@ def train_trial(
         # epochs table and ASHA ignore this row; val_accuracy is present because Tune requires the metric.
         message = (getattr(e, "message", None) or str(e) or type(e).__name__).strip().splitlines()[0]
         tune.report({"val_accuracy": float("nan"), "error": f"out of memory ({type(e).__name__}): {message}"})
+
+
+def set_perturbable(optimizer, config: TrialConfig, steps: int) -> None:  # noqa: ANN001 - keras optimizer
+    """The config's perturbable knobs (trainables.config.PERTURBABLE_KNOBS) over what a checkpoint restored.
+
+    Population-based training restarts a trial from another trial's checkpoint with that trial's config
+    perturbed; the checkpoint's optimizer holds the old values, so the new ones are set here, before fit
+    traces its step. The optimizer's state (momentum slots, the step count a schedule follows) is kept.
+    A plain retry restores its own values: setting them again changes nothing."""
+    from trainables.schedules import learning_rate
+
+    # A float is assigned to the optimizer's learning-rate variable; a schedule (the config's lr_schedule,
+    # which PBT never changes) replaces the restored one: the same shape over the same steps, a new base rate.
+    optimizer.learning_rate = learning_rate(config, steps)
+    if config.optimizer == "sgd":
+        optimizer.momentum = config.momentum
+    optimizer.weight_decay = config.weight_decay or None  # as build_optimizer: 0 means none
 
 
 def epoch_seed(seed: int, epoch: int) -> int:

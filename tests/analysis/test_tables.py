@@ -56,7 +56,7 @@ def test_written_table_has_nulls_where_a_trial_read_no_knob(tmp_path: Path) -> N
     write_trial(root, "convnet_whitening", {**base, "model": "convnet", "augmentation": "whitening"})
     tables.export_tables(root)
     trials = pd.read_parquet(root / "tables" / "trials.parquet").set_index("trial_id")
-    assert pq.read_schema(root / "tables" / "trials.parquet").metadata[b"schema_version"] == b"2"
+    assert pq.read_schema(root / "tables" / "trials.parquet").metadata[b"schema_version"] == b"3"
 
     basenet = trials.loc["basenet_adam"]
     for knob in (
@@ -99,7 +99,7 @@ def test_an_experiment_written_before_schema_2_rebuilds_with_its_own_defaults(tm
     assert (trials["augmentation"] == "complex").all() and trials["zca_epsilon"].isna().all()
     assert trials["zoom_range"].notna().all() and trials["momentum"].notna().all()  # sgd, complex
     assert (exp / "report" / "report.md").exists() and len(result["summary"])
-    assert pq.read_schema(exp / "tables" / "trials.parquet").metadata[b"schema_version"] == b"2"
+    assert pq.read_schema(exp / "tables" / "trials.parquet").metadata[b"schema_version"] == b"3"
 
 
 def test_cost_columns_come_from_the_last_report_that_carries_them(tmp_path: Path) -> None:
