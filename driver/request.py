@@ -241,6 +241,7 @@ def plan(request: Request) -> Plan:
         raise UsageError(f"--keep-checkpoints must be >= 0 (0 keeps every checkpoint), got {request.keep_checkpoints}")
     check_study_flags(request)
     check_pbt(request, space, race)
+    check_mlflow(request)
     check_storage_writable(request.storage_path)
     check_s3_endpoint(request)
     fixed = {"dataset": dataset, "seed": request.seed, "max_epochs": max_epochs, **fixed_knobs(request)}
@@ -433,6 +434,17 @@ def check_study_flags(request: Request) -> None:
             raise UsageError(
                 f"--warm-start {ref}: that is this experiment (--name {request.name}); name an earlier one"
             )
+
+
+def check_mlflow(request: Request) -> None:
+    """--mlflow-uri needs MLflow's client, an optional dependency: said before anything starts."""
+    import importlib.util
+
+    if request.mlflow_uri is not None and importlib.util.find_spec("mlflow") is None:
+        raise UsageError(
+            f"--mlflow-uri {request.mlflow_uri}: MLflow's client is not installed; pip install -e '.[mlflow]' "
+            "(or mlflow-skinny), or drop --mlflow-uri"
+        )
 
 
 def check_pbt(request: Request, space: SearchSpace, race: Any) -> None:
