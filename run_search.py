@@ -127,7 +127,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="checkpoints kept per trial (Tune deletes older ones); 0 keeps every one, which "
                         "spares Tune a snapshot of the whole experiment each time a trial has made N "
                         "(5x less driver time per trial at 1,000 small trials; costs disk) "
-                        f"(default: {d.keep_checkpoints})")
+                        "(default: 2; every one with --scheduler pbt)")
     p.add_argument("--fresh-workers", action="store_true",
                    help="one fresh worker process per trial (returns all its memory, GPU too, when it "
                         "ends) (default: reuse a worker for the next trial that asks the same resources)")

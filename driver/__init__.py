@@ -233,7 +233,7 @@ def run_phase(phase: Phase, trainable: Any, request: Request, exp: Experiment, s
             param_space=phase.param_space,
             max_concurrent=request.max_concurrent,
             reuse_actors=not request.fresh_workers,
-            keep_checkpoints=request.keep_checkpoints,
+            keep_checkpoints=request.checkpoints_kept,
             max_failures=request.max_failures,
             verbose=request.verbosity,
             callbacks=loggers(request, exp, phase.name),

@@ -99,7 +99,7 @@ class Request:
     resume: bool = False
     max_failures: int = 2
     checkpoint_every: int = 1  # epochs
-    keep_checkpoints: int = 2  # 0 keeps all
+    keep_checkpoints: int | None = None  # 0 keeps all; None: 2, or all under --scheduler pbt (checkpoints_kept)
     fresh_workers: bool = False
     mlflow_uri: str | None = None  # None: nothing is logged to MLflow
     verbose: int = 0
@@ -124,6 +124,17 @@ class Request:
         return {
             k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(self).items() if k != "resume"
         }
+
+    @property
+    def checkpoints_kept(self) -> int:
+        """Checkpoints Tune keeps per trial (0: all): --keep-checkpoints, else 2, or all under population-based
+        training, whose weak trials restart from a strong trial's checkpoint of a few epochs back, which
+        keeping 2 may have deleted by then (Ray's PBT warns of it)."""
+        from tuning.tune_settings import CHECKPOINTS_KEPT
+
+        if self.keep_checkpoints is not None:
+            return self.keep_checkpoints
+        return 0 if self.scheduler == "pbt" else CHECKPOINTS_KEPT
 
     @property
     def verbosity(self) -> int:
@@ -237,7 +248,7 @@ def plan(request: Request) -> Plan:
     goals = tuple(objectives(request.objective))
     if request.checkpoint_every < 1:
         raise UsageError(f"--checkpoint-every must be >= 1 epoch, got {request.checkpoint_every}")
-    if request.keep_checkpoints < 0:
+    if request.keep_checkpoints is not None and request.keep_checkpoints < 0:
         raise UsageError(f"--keep-checkpoints must be >= 0 (0 keeps every checkpoint), got {request.keep_checkpoints}")
     check_study_flags(request)
     check_pbt(request, space, race)
@@ -453,7 +464,7 @@ def check_pbt(request: Request, space: SearchSpace, race: Any) -> None:
         if request.perturbation_interval is not None:
             raise UsageError("--perturbation-interval applies to --scheduler pbt; drop it or add --scheduler pbt")
         return
-    from tuning.schedulers import perturbation_bounds
+    from tuning.schedulers import default_interval, perturbation_bounds
 
     refusals = (
         (
@@ -483,6 +494,13 @@ def check_pbt(request: Request, space: SearchSpace, race: Any) -> None:
         ) from None
     if request.perturbation_interval is not None and request.perturbation_interval < 1:
         raise UsageError(f"--perturbation-interval must be >= 1 epoch, got {request.perturbation_interval}")
+    interval = request.perturbation_interval or default_interval(request.max_epochs or space.max_epochs)
+    if interval % request.checkpoint_every:
+        raise UsageError(
+            f"--scheduler pbt perturbs every {interval} epochs from the checkpoint of that epoch, but trials "
+            f"checkpoint every {request.checkpoint_every}: make --perturbation-interval a multiple of "
+            "--checkpoint-every"
+        )
 
 
 def check_storage_writable(storage_path: str) -> None:

@@ -244,3 +244,19 @@ def test_an_epoch_reported_twice_is_one_row_the_later_report(tmp_path: Path) -> 
     assert list(epochs["epoch"]) == [1, 2, 3]
     assert epochs.set_index("epoch").loc[2, "val_accuracy"] == 0.61
     assert trials.iloc[0]["epochs_completed"] == 3 and trials.iloc[0]["status"] == "completed"
+
+
+def test_a_phase_run_again_is_read_from_its_own_folder(tmp_path):
+    """An extended search's second Ray Tune run (search-2) belongs to the search phase; folders that only
+    look alike do not."""
+    import pyarrow.fs as pafs
+
+    from analysis.tables import phase_of, phase_runs, run_name
+
+    for name in ("search", "search-2", "search-10", "confirm", "search-x", "searching", "tables"):
+        (tmp_path / name).mkdir()
+    fs = pafs.LocalFileSystem()
+    assert phase_runs(fs, str(tmp_path), "search") == ["search", "search-2", "search-10"]
+    assert phase_runs(fs, str(tmp_path), "confirm") == ["confirm"]
+    assert [run_name("search", n) for n in (1, 2)] == ["search", "search-2"]
+    assert (phase_of("search-2"), phase_of("confirm-3"), phase_of("search")) == ("search", "confirm", "search")
