@@ -56,13 +56,18 @@ def best_rows(trials: pd.DataFrame, top: int) -> list[dict[str, Any]]:
 
 
 def known_knobs(row: Mapping[str, Any], names: list[str]) -> dict[str, Any]:
-    """The knobs a table row holds a value for, as plain Python values (Optuna stores them as JSON)."""
+    """The knobs a table row holds a value for, as plain Python values of the knob's type (Optuna stores
+    them as JSON): an integer column with nulls reads back as floats, e.g. warmup_epochs 3.0."""
+    types = knob_types()
     out = {}
     for name in names:
         value = row.get(name)
         if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA:
             continue
-        out[name] = value.item() if hasattr(value, "item") else value
+        value = value.item() if hasattr(value, "item") else value
+        if types.get(name) is int and isinstance(value, float) and value.is_integer():
+            value = int(value)
+        out[name] = value
     return out
 
 

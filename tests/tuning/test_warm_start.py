@@ -46,6 +46,16 @@ def test_a_knob_the_space_cannot_take_is_refused_by_name(change, words):
         as_point(SPACES["basenet"], knobs, "first/a")
 
 
+def test_an_integer_knob_read_back_as_a_float_is_an_integer_again():
+    """An int64 column with nulls (warmup_epochs is null under a constant schedule) reads as float64."""
+    from tuning.warm_start import known_knobs
+
+    rows = pd.DataFrame([{**SGD, "warmup_epochs": 3}, {**SGD, "lr_schedule": "constant", "warmup_epochs": None}])
+    knobs = known_knobs(rows.to_dict("records")[0], list(SGD))
+    assert knobs["warmup_epochs"] == 3 and isinstance(knobs["warmup_epochs"], int)
+    assert as_point(SPACES["basenet"], knobs, "first/a").params["warmup_epochs"] == 3
+
+
 def test_the_best_distinct_search_configurations_come_first():
     rows = [
         {
