@@ -130,8 +130,11 @@ def run_phases(
         upload_study(study)
     _, trials, _ = export_tables(exp.uri)
     if request.confirm_top:
-        confirm = confirm_phase(request, p, trials.to_pandas(), exp, runs.confirm_afresh or extended)
+        afresh = runs.confirm_afresh or extended or search_ran_after_confirm(runs.targets)
+        confirm = confirm_phase(request, p, trials.to_pandas(), exp, afresh)
         if confirm is not None:
+            if not confirm.restore:
+                note_run(exp, runs, confirm.name, confirm.num_samples)
             run_phase(confirm, trainable, request, exp, stop, hint)
         _, trials, _ = export_tables(exp.uri)
         print("\n".join(selection.confirmed_lines(trials.to_pandas())))
@@ -176,7 +179,8 @@ def run_search(
             hint,
         )
         return False
-    names = phase_runs(exp.fs, exp.root, "search")
+    # A run folder without tuner.pkl: Tune never started it (a driver killed just before); run it anew.
+    names = [n for n in phase_runs(exp.fs, exp.root, "search") if exp.exists(n, "tuner.pkl")]
     last = names[-1]
     run_phase(
         Phase(last, runs.targets.get(last, p.num_samples), search_alg, param_space, None, True),
@@ -206,6 +210,20 @@ def run_search(
     )
     run_phase(Phase(name, more, search_alg, param_space, scheduler, False), trainable, request, exp, stop, hint)
     return True
+
+
+def search_ran_after_confirm(targets: dict[str, int]) -> bool:
+    """Whether the newest search run started after the newest confirmation run (experiment.json `runs`
+    keeps their order): an extension interrupted before its confirmation, whose resume must confirm the
+    extended search afresh rather than continue the confirmation of the search before it."""
+    from analysis.tables import phase_of
+
+    order = [phase_of(name) for name in targets]
+    if "confirm" not in order or "search" not in order:
+        return False
+    return max(i for i, ph in enumerate(order) if ph == "search") > max(
+        i for i, ph in enumerate(order) if ph == "confirm"
+    )
 
 
 def note_run(exp: Experiment, runs: Runs, name: str, num_samples: int) -> None:

@@ -63,7 +63,9 @@ def test_resume_with_more_samples_extends_the_same_study_and_confirms_afresh(fir
     assert len(search) == 6 and trials["trial_id"].is_unique
     assert set(before["trial_id"]) <= set(trials["trial_id"])  # the first three kept, not run again
     record = json.loads((first / "experiment.json").read_text())
-    assert record["runs"] == {"search": 3, "search-2": 3} and record["num_samples"] == 6
+    # Each Ray Tune run and its trial count, in the order they started (the confirmation afresh last).
+    assert list(record["runs"]) == ["search", "confirm", "search-2", "confirm-2"] and record["num_samples"] == 6
+    assert (record["runs"]["search"], record["runs"]["confirm"], record["runs"]["search-2"]) == (3, 1, 3)
     assert record["args"]["num_samples"] == 6 and record["args"]["confirm_top"] == 2
 
     # The study holds every trial once, and the last three were asked knowing the first three's results.
@@ -79,7 +81,7 @@ def test_resume_with_more_samples_extends_the_same_study_and_confirms_afresh(fir
     confirm = trials[trials["phase"] == "confirm"]
     names = [k for k in knob_types() if k in confirm]
     assert 2 <= len(confirm) <= 3 and not confirm[names].astype(str).duplicated().any()
-    assert (first / "confirm-2").is_dir() or len(confirm) == 1
+    assert (first / "confirm-2").is_dir() and record["runs"]["confirm-2"] == len(confirm) - 1
 
 
 @pytest.mark.slow
@@ -145,3 +147,13 @@ def test_bad_warm_starts_exit_2(search, tmp_path: Path, flags, words) -> None:
     out = search(*DIGITS, *flags, "--storage-path", str(tmp_path / "res"), "--name", "x", timeout=300)
     assert out.returncode == 2 and words in out.stderr, out.stderr[-2000:]
     assert "Traceback" not in out.stderr and not (tmp_path / "res").exists()
+
+
+def test_an_extension_interrupted_before_its_confirmation_confirms_afresh_on_resume() -> None:
+    """experiment.json `runs` keeps the runs in the order they started: a search run after the newest
+    confirmation run means that confirmation is of a smaller search."""
+    from driver import search_ran_after_confirm
+
+    assert search_ran_after_confirm({"search": 3, "confirm": 1, "search-2": 3})
+    assert not search_ran_after_confirm({"search": 3, "confirm": 1, "search-2": 3, "confirm-2": 2})
+    assert not search_ran_after_confirm({"search": 3, "search-2": 3})
