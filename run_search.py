@@ -36,11 +36,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                      "plugin's (default: the space's own)")
     p.add_argument("--data-dir", help="folder holding the dataset in its standard format, e.g. the folder with "
                                       "cifar-100-python/ in it (default: Keras' cache, downloading if needed)")
-    p.add_argument("--num-samples", type=int, help="trials to sample (default: the space's own)")
+    p.add_argument("--num-samples", type=int, help="trials to sample; with --resume, a larger N extends a finished "
+                                                   "search by N minus the trials it has, with the same Optuna study "
+                                                   "(default: the space's own)")
     p.add_argument("--max-epochs", type=int, help="full budget of a trial, ASHA's max_t (default: the space's own)")
-    p.add_argument("--scheduler", choices=("asha", "fifo"),
-                   help=f"asha stops hopeless trials early at its rungs; fifo runs every trial to its budget "
+    p.add_argument("--scheduler", choices=("asha", "fifo", "pbt"),
+                   help=f"asha stops hopeless trials early at its rungs; fifo runs every trial to its budget; pbt "
+                        f"(population-based training, with --search random or grid) has weak trials continue "
+                        f"from strong ones' checkpoints with perturbed learning rate, momentum, weight decay "
                         f"(default: {d.scheduler})")
+    p.add_argument("--perturbation-interval", type=int, metavar="EPOCHS",
+                   help="pbt: epochs between two perturbations of a trial (default: a quarter of the budget)")
     p.add_argument("--grace-period", type=int, metavar="EPOCHS",
                    help="ASHA: epochs before a trial's first judgement (default: the space's own)")
     p.add_argument("--reduction-factor", type=int, metavar="RF",
@@ -77,6 +83,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--cells", action="append", metavar="KNOB=VALUE",
                    help="with --search grid: run only the cells whose KNOB is VALUE (repeatable; all must "
                         "match), e.g. --cells model=basenet")
+    p.add_argument("--warm-start", action="append", metavar="EXP",
+                   help="start the search with the best configurations of experiment EXP (a name in "
+                        "--storage-path, or its folder; repeatable); Optuna evaluates them first and learns from "
+                        "them; trials.parquet's warm_start column names where each came from")
+    p.add_argument("--warm-start-top", type=int, metavar="K",
+                   help=f"--warm-start: how many of each experiment's best configurations "
+                        f"(default: {d.warm_start_top})")
     p.add_argument("--confirm-top", type=int, metavar="K",
                    help="after the search, retrain the best K configs --repeats times with new seeds, "
                         "full budget, no early stopping (phase 'confirm')")
@@ -102,7 +115,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                   "digits, ., _, - (default: <space>-<UTC timestamp>)")
     p.add_argument("--resume", action="store_true",
                    help="continue the experiment --name after a crash or Ctrl-C, with its stored settings "
-                        "(its plugins included)")
+                        "(its plugins included); a larger --num-samples extends it, and --confirm-top/--repeats "
+                        "given anew confirm afresh")
     p.add_argument("--max-failures", type=int,
                    help=f"retries of a failed trial, each from its last checkpoint (default: {d.max_failures})")
     p.add_argument("--checkpoint-every", type=int, metavar="EPOCHS",
@@ -113,10 +127,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="checkpoints kept per trial (Tune deletes older ones); 0 keeps every one, which "
                         "spares Tune a snapshot of the whole experiment each time a trial has made N "
                         "(5x less driver time per trial at 1,000 small trials; costs disk) "
-                        f"(default: {d.keep_checkpoints})")
+                        "(default: 2; every one with --scheduler pbt)")
     p.add_argument("--fresh-workers", action="store_true",
                    help="one fresh worker process per trial (returns all its memory, GPU too, when it "
                         "ends) (default: reuse a worker for the next trial that asks the same resources)")
+    p.add_argument("--mlflow-uri", metavar="URI",
+                   help="log every trial as an MLflow run (params: its knobs; metrics: each epoch; tags: experiment, "
+                        "phase, trial_id) to this tracking URI, e.g. http://127.0.0.1:5000 or sqlite:///mlflow.db "
+                        "(default: nothing logged)")
     p.add_argument("-v", "--verbose", action="count", help="more progress output")
     p.add_argument("-q", "--quiet", action="count", help="less progress output")
     # fmt: on

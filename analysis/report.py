@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from analysis import against as against_reference
-from analysis import pareto, questions, rungs, sequential, stats, summary, tables
+from analysis import pareto, questions, rungs, schedules, sequential, stats, summary, tables
 from experiment import storage
 from trainables import registry
 
@@ -148,6 +148,7 @@ def build_report(experiment: str, rebuild_tables: bool = False, against: Sequenc
         rungs.rung_markdown(trials, epochs, scheduler),
         pareto_markdown(front, goals, len(pool)) if front is not None else "",
         ([] if comparison is None else comparison.lines()) + race_lines(design),
+        schedules.schedule_markdown(epochs),
     )
     storage.write_text(fs, storage.join(folder, "report.md"), md)
     written.append(storage.join(folder, "report.md"))
@@ -307,6 +308,7 @@ def markdown(
     rung_section: str = "",
     pareto_section: str = "",
     headline: Sequence[str] = (),
+    schedule_section: str = "",
 ) -> str:
     name = trials["experiment"].iloc[0] if len(trials) and "experiment" in trials else experiment
     counts = ", ".join(f"{n} {st}" for st, n in trials["status"].value_counts().items())
@@ -404,6 +406,9 @@ def markdown(
 
     if rung_section:
         out.append(rung_section)
+
+    if schedule_section:
+        out.append(schedule_section)
 
     errors = trials[trials["status"] == "error"]
     if len(errors):

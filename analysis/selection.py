@@ -37,6 +37,15 @@ def confirm_configs(trials: pd.DataFrame, top: int, repeats: int, max_epochs: in
     ]
 
 
+def not_confirmed(configs: list[dict[str, Any]], trials: pd.DataFrame) -> list[dict[str, Any]]:
+    """The confirmation configs (seed included) that no earlier confirmation trial ran: a confirmation
+    asked afresh (docs/searches.md, "Extending a search") never runs a trial twice."""
+    confirm = trials[trials["phase"] == "confirm"]
+    names = [k for k in knob_types() if k in confirm]
+    done = [TrialConfig.from_params({k: row[k] for k in names}).to_dict() for row in confirm.to_dict("records")]
+    return [c for c in configs if TrialConfig.from_params(c).to_dict() not in done]
+
+
 def confirmed_lines(trials: pd.DataFrame) -> list[str]:
     """Test accuracy of each confirmed config over its seeds, as printable lines."""
     confirm = trials[trials["phase"] == "confirm"]

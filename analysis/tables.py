@@ -28,12 +28,17 @@ import pyarrow.parquet as pq
 
 from experiment import storage
 from trainables import registry
-from trainables.config import TrialConfig, knob_types
+from trainables.config import PERTURBABLE_KNOBS, WARM_START, TrialConfig, knob_types
 
 # 2: knobs a trial did not read are null (were their defaults); summary.parquet gained `question`;
 #    trials.parquet gained the cost columns (param_count ... inference_device).
-SCHEMA_VERSION = "2"
+# 3: trials.parquet gained `warm_start`; epochs.parquet the knob values in force (`set_learning_rate`, ...).
+SCHEMA_VERSION = "3"
 PHASES = ("search", "confirm")  # sub-folders of the experiment, one Ray Tune run each
+# A phase run again later (a search extended with --resume --num-samples, a confirmation given afresh) is a
+# Ray Tune run of its own in `<phase>-2`, `<phase>-3`, ...: Tune keeps one experiment state per folder, and
+# each run's trials stay where Tune put them. Its trials belong to the phase.
+RUN_SEPARATOR = "-"
 STATUSES = ("completed", "stopped", "error")
 
 _ARROW = {str: pa.string(), int: pa.int64(), float: pa.float64(), bool: pa.bool_()}
@@ -48,6 +53,11 @@ TRIAL_HEAD = [
     ("status", pa.string(), "'completed' (full budget), 'stopped' (ASHA or patience), 'error'"),
 ]
 TRIAL_TAIL = [
+    (
+        WARM_START,
+        pa.string(),
+        "'<experiment>/<trial id>' whose configuration --warm-start queued as this trial; null otherwise",
+    ),
     ("epochs_completed", pa.int64(), "last epoch the trial reached (each epoch counts once, however often reported)"),
     ("stopped_early", pa.bool_(), "ended before max_epochs without error"),
     ("best_val_accuracy", pa.float64(), "best validation accuracy over epochs"),
@@ -100,6 +110,15 @@ EPOCH_COLUMNS = [
     ("val_accuracy", pa.float64(), "validation accuracy"),
     ("learning_rate", pa.float64(), "optimizer learning rate at the epoch's end"),
     ("epoch_time_s", pa.float64(), "seconds the epoch took, validation included"),
+    *(
+        (
+            f"set_{knob}",
+            pa.float64(),
+            f"the {knob} knob in force during the epoch (--scheduler pbt changes it mid-run); null where the "
+            "trial does not read it",
+        )
+        for knob in PERTURBABLE_KNOBS
+    ),
 ]
 
 
@@ -267,6 +286,7 @@ def trial_record(
         "trial_id": trial_id,
         "status": status,
         **config,
+        WARM_START: params.get(WARM_START),
         "epochs_completed": done,
         "stopped_early": status == "stopped",
         "best_val_accuracy": max(val_accs) if val_accs else None,
@@ -294,10 +314,18 @@ def trial_record(
                 k: _num(r.get(k))
                 for k in ("loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "epoch_time_s")
             },
+            **knobs_in_force(r, config),
         }
         for r in epochs
     ]
     return record, epoch_rows
+
+
+def knobs_in_force(row: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
+    """The perturbable knobs during an epoch: the config Tune reported with it (population-based training
+    changes it mid-run), else the trial's own; null where the trial does not read the knob."""
+    reported: dict[str, Any] = row["config"] if isinstance(row.get("config"), dict) else {}
+    return {f"set_{k}": None if config.get(k) is None else _num(reported.get(k, config[k])) for k in PERTURBABLE_KNOBS}
 
 
 COST_FIELDS = (
@@ -369,9 +397,9 @@ def build_tables(experiment: str | Path) -> tuple[pa.Table, pa.Table]:
     declared = registry.declare_recorded(meta.get("plugin_declarations"))
     trials: list[dict[str, Any]] = []
     epochs: list[dict[str, Any]] = []
-    for phase in PHASES:
-        records = tune_records(fs, storage.join(root, phase))
-        for trial_dir in storage.list_dirs(fs, storage.join(root, phase)):
+    for phase, run in ((p, r) for p in PHASES for r in phase_runs(fs, root, p)):
+        records = tune_records(fs, storage.join(root, run))
+        for trial_dir in storage.list_dirs(fs, storage.join(root, run)):
             if not is_trial_dir(fs, trial_dir):
                 continue
             params, reported, ray_error = read_trial_dir(fs, trial_dir)
@@ -385,6 +413,25 @@ def build_tables(experiment: str | Path) -> tuple[pa.Table, pa.Table]:
         pa.Table.from_pylist(trials, schema=trials_schema(declared)),
         pa.Table.from_pylist(epochs, schema=EPOCHS_SCHEMA),
     )
+
+
+def run_name(phase: str, number: int) -> str:
+    """The folder of a phase's `number`-th Ray Tune run (1: the phase's own name)."""
+    return phase if number == 1 else f"{phase}{RUN_SEPARATOR}{number}"
+
+
+def phase_of(run: str) -> str:
+    """The phase a run folder belongs to ("search-2" -> "search")."""
+    return next((p for p in PHASES if run == p or run.startswith(p + RUN_SEPARATOR)), run)
+
+
+def phase_runs(fs: pafs.FileSystem, root: str, phase: str) -> list[str]:
+    """The folder names of a phase's Ray Tune runs that exist, in the order they ran."""
+    names = {posixpath.basename(d) for d in storage.list_dirs(fs, root)}
+    numbered = [(1, phase)] if phase in names else []
+    prefix = phase + RUN_SEPARATOR
+    numbered += [(int(n[len(prefix) :]), n) for n in names if n.startswith(prefix) and n[len(prefix) :].isdigit()]
+    return [name for _, name in sorted(numbered)]
 
 
 def write_table(table: pa.Table, fs: pafs.FileSystem, path: str) -> None:

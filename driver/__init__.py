@@ -46,7 +46,7 @@ __all__ = ["EXIT_ALL_FAILED", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_USAGE", "Inte
 class Phase:
     """One Ray Tune run of the experiment, in `<experiment>/<name>`."""
 
-    name: str  # "search" or "confirm"
+    name: str  # the run's folder: "search" or "confirm", or "search-2", ... for a phase run again
     num_samples: int
     search_alg: Any
     param_space: dict[str, Any] | None
@@ -65,12 +65,19 @@ def run(request: Request, given: frozenset[str], argv: list[str], stop: StopSign
         exp, before = resumable(request)
         request = resumed(request, given, before.get("args"), exp.uri)
     p = plan(request)
+    if request.resume and "num_samples" in given and p.num_samples < int(before.get("num_samples") or 0):
+        raise UsageError(
+            f"--num-samples {p.num_samples}: {exp.uri if exp else request.name} asked for {before['num_samples']} "
+            "trials already; --resume can extend a search (a larger --num-samples), never shrink it"
+        )
+    warm = warm_points(request, p)
     use_s3_endpoint(request)
     exp = exp or folder.locate(request.storage_path, request.name or default_name(p))
     if not request.resume and exp.exists():
         check_free(exp)
         raise UsageError(f"experiment {exp.uri} already exists; pick another --name, or add --resume to continue it")
-    study = None if request.search == "grid" else open_study(exp, request.optuna_storage, request.resume)
+    asks_optuna = request.search != "grid" and request.scheduler != "pbt"  # PBT: a population, no searcher
+    study = open_study(exp, request.optuna_storage, request.resume) if asks_optuna else None
     data = load_data(p.dataset, request.data_dir)
     check_data(p, data, request.search)  # a user's own data, before Ray starts (driver.data_checks)
     cluster.connect_ray(request.address, os.environ, request.plugin, request.verbose > 0)
@@ -93,26 +100,44 @@ def run(request: Request, given: frozenset[str], argv: list[str], stop: StopSign
             plugins=request.plugin,
             shipped=request.address is not None,
         )
-        return run_phases(request, p, exp, trial, study, stop, hint)
+        stored = before.get("args") or {}
+        afresh = request.resume and any(stored.get(k) != getattr(request, k) for k in ("confirm_top", "repeats"))
+        runs = dict(before.get("runs") or {"search": before.get("num_samples", p.num_samples)})
+        return run_phases(request, p, exp, trial, study, stop, hint, Runs(runs, warm, afresh))
+
+
+@dataclasses.dataclass
+class Runs:
+    """What the phases need beyond the request: each Ray Tune run's trial count (experiment.json `runs`),
+    the --warm-start points of a new search, and whether the confirmation is asked afresh on --resume."""
+
+    targets: dict[str, int]
+    warm: list[Any]  # tuning.warm_start.WarmPoint
+    confirm_afresh: bool = False
 
 
 def run_phases(
-    request: Request, p: Plan, exp: Experiment, trainable: Any, study: OptunaStudy | None, stop: StopSignal, hint: str
+    request: Request,
+    p: Plan,
+    exp: Experiment,
+    trainable: Any,
+    study: OptunaStudy | None,
+    stop: StopSignal,
+    hint: str,
+    runs: Runs,
 ) -> int:
     """The search phase, then the confirmation of its best configurations; the tables and the report."""
-    from tuning.schedulers import build_scheduler
-
-    search_alg, param_space = searcher(request, p, study)
-    scheduler = build_scheduler(request.scheduler, p.asha, p.max_epochs)
     try:
-        search = Phase("search", p.num_samples, search_alg, param_space, scheduler, request.resume)
-        run_phase(search, trainable, request, exp, stop, hint)
+        extended = run_search(request, p, exp, trainable, study, stop, hint, runs)
     finally:
         upload_study(study)
     _, trials, _ = export_tables(exp.uri)
     if request.confirm_top:
-        confirm = confirm_phase(request, p, trials.to_pandas(), exp)
+        afresh = runs.confirm_afresh or extended or search_ran_after_confirm(runs.targets)
+        confirm = confirm_phase(request, p, trials.to_pandas(), exp, afresh)
         if confirm is not None:
+            if not confirm.restore:
+                note_run(exp, runs, confirm.name, confirm.num_samples)
             run_phase(confirm, trainable, request, exp, stop, hint)
         _, trials, _ = export_tables(exp.uri)
         print("\n".join(selection.confirmed_lines(trials.to_pandas())))
@@ -120,6 +145,94 @@ def run_phases(
     print("\n".join(lines))
     write_report(exp.uri)
     return EXIT_ALL_FAILED if all_failed else EXIT_OK
+
+
+def run_search(
+    request: Request,
+    p: Plan,
+    exp: Experiment,
+    trainable: Any,
+    study: OptunaStudy | None,
+    stop: StopSignal,
+    hint: str,
+    runs: Runs,
+) -> bool:
+    """The search phase: a new run; on --resume the newest run continued and, where --num-samples asks for
+    more trials than the phase holds, one more run of the difference (an extension; True when one ran).
+    The extension's searcher opens the same Optuna study, so it samples knowing every earlier trial."""
+    from analysis.tables import phase_runs, run_name
+    from tuning.schedulers import build_scheduler
+
+    search_alg, param_space = searcher(request, p, study, [(w.params, w.origin) for w in runs.warm])
+    if not request.resume:
+        note_run(exp, runs, "search", p.num_samples)
+        scheduler = build_scheduler(
+            request.scheduler,
+            p.asha,
+            p.max_epochs,
+            space=p.space,
+            perturbation_interval=request.perturbation_interval,
+        )
+        run_phase(
+            Phase("search", p.num_samples, search_alg, param_space, scheduler, False),
+            trainable,
+            request,
+            exp,
+            stop,
+            hint,
+        )
+        return False
+    # A run folder without tuner.pkl: Tune never started it (a driver killed just before); run it anew.
+    names = [n for n in phase_runs(exp.fs, exp.root, "search") if exp.exists(n, "tuner.pkl")]
+    last = names[-1]
+    run_phase(
+        Phase(last, runs.targets.get(last, p.num_samples), search_alg, param_space, None, True),
+        trainable,
+        request,
+        exp,
+        stop,
+        hint,
+    )
+    if request.search == "grid":
+        return False
+    _, trials, _ = export_tables(exp.uri)
+    have = int((trials.column("phase").to_pandas() == "search").sum())
+    more = p.num_samples - have
+    if more <= 0:
+        return False
+    name = run_name("search", len(names) + 1)
+    print(f"\nextending the search by {more} trials to {p.num_samples}; its searcher knows the {have} before them")
+    search_alg, param_space = searcher(request, p, study)
+    note_run(exp, runs, name, more)
+    scheduler = build_scheduler(
+        request.scheduler,
+        p.asha,
+        p.max_epochs,
+        space=p.space,
+        perturbation_interval=request.perturbation_interval,
+    )
+    run_phase(Phase(name, more, search_alg, param_space, scheduler, False), trainable, request, exp, stop, hint)
+    return True
+
+
+def search_ran_after_confirm(targets: dict[str, int]) -> bool:
+    """Whether the newest search run started after the newest confirmation run (experiment.json `runs`
+    keeps their order): an extension interrupted before its confirmation, whose resume must confirm the
+    extended search afresh rather than continue the confirmation of the search before it."""
+    from analysis.tables import phase_of
+
+    order = [phase_of(name) for name in targets]
+    if "confirm" not in order or "search" not in order:
+        return False
+    return max(i for i, ph in enumerate(order) if ph == "search") > max(
+        i for i, ph in enumerate(order) if ph == "confirm"
+    )
+
+
+def note_run(exp: Experiment, runs: Runs, name: str, num_samples: int) -> None:
+    """experiment.json's `runs` gains a Ray Tune run and its trial count (what a resume of it expects)."""
+    runs.targets[name] = num_samples
+    folder.note_runs(exp, runs.targets)
 
 
 def run_phase(phase: Phase, trainable: Any, request: Request, exp: Experiment, stop: StopSignal, hint: str) -> None:
@@ -141,9 +254,10 @@ def run_phase(phase: Phase, trainable: Any, request: Request, exp: Experiment, s
             param_space=phase.param_space,
             max_concurrent=request.max_concurrent,
             reuse_actors=not request.fresh_workers,
-            keep_checkpoints=request.keep_checkpoints,
+            keep_checkpoints=request.checkpoints_kept,
             max_failures=request.max_failures,
             verbose=request.verbosity,
+            callbacks=loggers(request, exp, phase.name),
         )
     try:
         grid = tuner.fit()
@@ -156,9 +270,28 @@ def run_phase(phase: Phase, trainable: Any, request: Request, exp: Experiment, s
         raise
 
 
-def searcher(request: Request, p: Plan, study: OptunaStudy | None) -> tuple[Any, dict[str, Any] | None]:
+def loggers(request: Request, exp: Experiment, run: str) -> list[Any]:
+    """The per-result loggers of a run: the ones the tables read, and MLflow's with --mlflow-uri."""
+    from analysis.tables import phase_of
+    from tuning.tune_settings import result_loggers
+
+    if request.mlflow_uri is None:
+        return result_loggers()
+    from tuning.mlflow_logging import TrialRunsLogger
+
+    return [*result_loggers(), TrialRunsLogger(request.mlflow_uri, experiment=exp.name, phase=phase_of(run))]
+
+
+def searcher(
+    request: Request, p: Plan, study: OptunaStudy | None, warm: list[tuple[dict[str, Any], str]] | None = None
+) -> tuple[Any, dict[str, Any] | None]:
     """The search phase's (search_alg, param_space): a grid whose cells race their seeds (--repeats
-    auto), else tuning.optuna_search's Optuna, random or grid searcher."""
+    auto), a population drawn from the space for population-based training, else tuning.optuna_search's
+    Optuna, random or grid searcher (`warm`: configurations Optuna asks first, --warm-start)."""
+    if request.scheduler == "pbt" and request.search != "grid":
+        from tuning.optuna_search import fixed_configs_search, population
+
+        return fixed_configs_search(population(p.space, p.fixed, p.num_samples, request.seed))
     if request.search == "grid" and p.race is not None:
         from tuning.racing import grid_race
 
@@ -174,13 +307,17 @@ def searcher(request: Request, p: Plan, study: OptunaStudy | None) -> tuple[Any,
         cells=p.cell_filter,
         objectives=p.objectives,
         study=study,
+        warm=warm or (),
     )
 
 
-def confirm_phase(request: Request, p: Plan, trials: Any, exp: Experiment) -> Phase | None:
-    """The confirmation run: the best configs as fixed points, FIFO, full budget (analysis.selection)."""
+def confirm_phase(request: Request, p: Plan, trials: Any, exp: Experiment, afresh: bool = False) -> Phase | None:
+    """The confirmation run: the best configs as fixed points, FIFO, full budget (analysis.selection).
+    On --resume the newest confirmation run continues, unless the confirmation is asked `afresh` (an
+    extended search, or other --confirm-top/--repeats): then a new run confirms what no earlier one ran."""
     from ray.tune.schedulers import FIFOScheduler
 
+    from analysis.tables import phase_runs, run_name
     from tuning.optuna_search import fixed_configs_search
 
     race, max_epochs = p.race, p.max_epochs
@@ -188,20 +325,27 @@ def confirm_phase(request: Request, p: Plan, trials: Any, exp: Experiment) -> Ph
     if not configs:
         print("confirmation skipped: no search trial finished without error")
         return None
-    restore = request.resume and exp.exists("confirm", "tuner.pkl")
+    names = phase_runs(exp.fs, exp.root, "confirm")
+    restore = request.resume and bool(names) and not afresh and exp.exists(names[-1], "tuner.pkl")
+    name = names[-1] if restore else run_name("confirm", len(names) + 1)
+    if not restore and names:  # afresh: no trial twice, so no configuration and seed an earlier run confirmed
+        configs = selection.not_confirmed(configs, trials)
+        if not configs:
+            print("confirmation: every one of the best configs was confirmed with these seeds already")
+            return None
     if race is not None:  # --repeats auto: the configs race seed by seed (tuning.racing)
         from tuning.racing import confirm_race, max_trials
 
         racer = confirm_race(configs, race)
         print(f"\nracing the best {len(configs)} configs, {race.min_repeats} to {race.max_repeats} seeds each")
-        return Phase("confirm", max_trials(racer), racer, None, FIFOScheduler(), restore)
+        return Phase(name, max_trials(racer), racer, None, FIFOScheduler(), restore)
     first = configs[0]["seed"]
     print(
         f"\nconfirming the best {len(configs) // int(request.repeats)} configs, {request.repeats} seeds each "
         f"(seeds {first}..{first + int(request.repeats) - 1}), {max_epochs} epochs"
     )
     search_alg, param_space = fixed_configs_search(configs)
-    return Phase("confirm", len(configs), search_alg, param_space, FIFOScheduler(), restore)
+    return Phase(name, len(configs), search_alg, param_space, FIFOScheduler(), restore)
 
 
 # ---- the steps `run` names ----------------------------------------------------------------------------
@@ -215,6 +359,31 @@ def resumable(request: Request) -> tuple[Experiment, dict[str, Any]]:
     exp = folder.locate(request.storage_path, request.name)
     check_free(exp)
     return exp, read_resumable(exp)
+
+
+def warm_points(request: Request, p: Plan) -> list[Any]:
+    """--warm-start: the best configurations of the experiments named, as points of this search's space
+    (tuning.warm_start), read before anything is written; none on --resume (the study holds them)."""
+    if not request.warm_start or request.resume:
+        return []
+    from analysis.tables import build_tables
+    from tuning.warm_start import warm_points as points
+
+    experiments = {}
+    for ref in request.warm_start:
+        parent, _, name = ref.rstrip("/").rpartition("/")  # a name in --storage-path, or a folder's path
+        source = folder.locate(parent or request.storage_path, name)
+        if not source.exists(storage.EXPERIMENT_FILE):
+            raise UsageError(
+                f"--warm-start {ref}: no experiment {source.uri} (no {storage.EXPERIMENT_FILE}); name one in "
+                "--storage-path or give its folder"
+            )
+        trials, _ = build_tables(source.uri)  # from its folder: tables of a run still going may lag
+        experiments[source.name] = trials.to_pandas()
+    try:
+        return points(p.space, experiments, request.warm_start_top)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
 
 
 def default_name(p: Plan) -> str:

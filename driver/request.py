@@ -36,7 +36,20 @@ OBJECTIVE_METRICS = {
 }
 # Settings --resume may change: where things are and how much is printed. Every other stored
 # setting (space, budget, seeds, searcher, resources, retries, plugins) shapes the experiment and must match.
-RESUME_MAY_CHANGE = ("resume", "name", "storage_path", "s3_endpoint", "address", "data_dir", "verbose", "quiet")
+RESUME_MAY_CHANGE = (
+    "resume",
+    "name",
+    "storage_path",
+    "s3_endpoint",
+    "address",
+    "data_dir",
+    "verbose",
+    "quiet",
+    "mlflow_uri",
+)
+# Settings --resume may change to extend the experiment: more trials (never fewer than it has; the driver
+# checks that against its tables) and a confirmation given afresh.
+RESUME_MAY_EXTEND = ("num_samples", "confirm_top", "repeats")
 # Flags that fix a knob only some models read: refused for a space none of whose models reads it.
 MODEL_KNOB_FLAGS = {"weights": "--weights", "input_size": "--input-size"}
 # An experiment name is one folder (one key prefix) inside --storage-path: no separator, no '..', only
@@ -60,6 +73,7 @@ class Request:
     reduction_factor: int | None = None
     brackets: int | None = None
     stop_on: str | None = None
+    perturbation_interval: int | None = None  # epochs; PBT's; None: a quarter of the budget
     search: str = "optuna"
     objective: str = f"{METRIC}:{MODE}"
     optuna_storage: str | None = None
@@ -69,6 +83,8 @@ class Request:
     max_repeats: int | None = None
     resolution: float | None = None  # accuracy points within which a difference counts as none
     cells: tuple[str, ...] = ()
+    warm_start: tuple[str, ...] = ()  # experiments whose best configs the searcher evaluates first
+    warm_start_top: int = 3  # how many of each one's best configs
     confirm_top: int = 0
     patience: int = 0  # epochs
     weights: str | None = None
@@ -83,8 +99,9 @@ class Request:
     resume: bool = False
     max_failures: int = 2
     checkpoint_every: int = 1  # epochs
-    keep_checkpoints: int = 2  # 0 keeps all
+    keep_checkpoints: int | None = None  # 0 keeps all; None: 2, or all under --scheduler pbt (checkpoints_kept)
     fresh_workers: bool = False
+    mlflow_uri: str | None = None  # None: nothing is logged to MLflow
     verbose: int = 0
     quiet: int = 0
 
@@ -92,6 +109,7 @@ class Request:
         # Lists from the parser or a stored experiment.json become tuples: the request is hashable and frozen.
         object.__setattr__(self, "plugin", tuple(self.plugin or ()))
         object.__setattr__(self, "cells", tuple(self.cells or ()))
+        object.__setattr__(self, "warm_start", tuple(self.warm_start or ()))
 
     @classmethod
     def from_flags(cls, given: Mapping[str, Any]) -> Request:
@@ -106,6 +124,17 @@ class Request:
         return {
             k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(self).items() if k != "resume"
         }
+
+    @property
+    def checkpoints_kept(self) -> int:
+        """Checkpoints Tune keeps per trial (0: all): --keep-checkpoints, else 2, or all under population-based
+        training, whose weak trials restart from a strong trial's checkpoint of a few epochs back, which
+        keeping 2 may have deleted by then (Ray's PBT warns of it)."""
+        from tuning.tune_settings import CHECKPOINTS_KEPT
+
+        if self.keep_checkpoints is not None:
+            return self.keep_checkpoints
+        return 0 if self.scheduler == "pbt" else CHECKPOINTS_KEPT
 
     @property
     def verbosity(self) -> int:
@@ -182,7 +211,7 @@ def resumed(request: Request, given: frozenset[str], stored: Any, exp_uri: str) 
     before = Request(**{k: stored.get(k, getattr(request, k)) for k in FIELDS if k != "resume"})
     conflicts = [
         f"--{k.replace('_', '-')} {getattr(request, k)!r} (stored: {getattr(before, k)!r})"
-        for k in sorted(given - set(RESUME_MAY_CHANGE))
+        for k in sorted(given - set(RESUME_MAY_CHANGE) - set(RESUME_MAY_EXTEND))
         if k in stored and getattr(request, k) != getattr(before, k)
     ]
     if conflicts:
@@ -192,7 +221,7 @@ def resumed(request: Request, given: frozenset[str], stored: Any, exp_uri: str) 
         )
     # What may change is this call's only where given: a resume that omits --data-dir reads the data the
     # experiment was started on, not Keras' download. Where the experiment is comes from this call always.
-    now = {k for k in RESUME_MAY_CHANGE if k in given} | {"resume", "name", "storage_path"}
+    now = {k for k in (*RESUME_MAY_CHANGE, *RESUME_MAY_EXTEND) if k in given} | {"resume", "name", "storage_path"}
     if now & {"verbose", "quiet"}:  # -v and -q count against each other: one verbosity, this call's
         now |= {"verbose", "quiet"}
     return dataclasses.replace(before, **{k: getattr(request, k) for k in now})
@@ -219,9 +248,11 @@ def plan(request: Request) -> Plan:
     goals = tuple(objectives(request.objective))
     if request.checkpoint_every < 1:
         raise UsageError(f"--checkpoint-every must be >= 1 epoch, got {request.checkpoint_every}")
-    if request.keep_checkpoints < 0:
+    if request.keep_checkpoints is not None and request.keep_checkpoints < 0:
         raise UsageError(f"--keep-checkpoints must be >= 0 (0 keeps every checkpoint), got {request.keep_checkpoints}")
     check_study_flags(request)
+    check_pbt(request, space, race)
+    check_mlflow(request)
     check_storage_writable(request.storage_path)
     check_s3_endpoint(request)
     fixed = {"dataset": dataset, "seed": request.seed, "max_epochs": max_epochs, **fixed_knobs(request)}
@@ -363,10 +394,11 @@ def scheduler_settings(request: Request, space: SearchSpace, max_epochs: int) ->
     from tuning.schedulers import resolve_settings
 
     given = {k: getattr(request, k) for k in SCHEDULER_FLAGS}
-    if request.scheduler == "fifo" and any(v is not None for v in given.values()):
+    if request.scheduler != "asha" and any(v is not None for v in given.values()):
         flags = ", ".join(f"--{k.replace('_', '-')}" for k, v in given.items() if v is not None)
         raise UsageError(
-            f"{flags} set ASHA's rungs; with --scheduler fifo nothing is stopped: drop them or use --scheduler asha"
+            f"{flags} set ASHA's rungs; with --scheduler {request.scheduler} there are none: drop them or use "
+            "--scheduler asha"
         )
     try:
         return resolve_settings(space, max_epochs, **given)
@@ -401,6 +433,74 @@ def objectives(text: str) -> list[tuple[str, str]]:
 def check_study_flags(request: Request) -> None:
     if request.optuna_storage and request.search == "grid":
         raise UsageError("--optuna-storage: --search grid asks Optuna nothing; drop --optuna-storage")
+    if request.warm_start and request.search == "grid":
+        raise UsageError(
+            "--warm-start queues configurations for Optuna; --search grid asks it nothing: "
+            "use --search optuna or random"
+        )
+    if request.warm_start_top < 1:
+        raise UsageError(f"--warm-start-top must be >= 1 configuration, got {request.warm_start_top}")
+    for ref in request.warm_start:
+        if ref.rstrip("/").rpartition("/")[2] == request.name:
+            raise UsageError(
+                f"--warm-start {ref}: that is this experiment (--name {request.name}); name an earlier one"
+            )
+
+
+def check_mlflow(request: Request) -> None:
+    """--mlflow-uri needs MLflow's client, an optional dependency: said before anything starts."""
+    import importlib.util
+
+    if request.mlflow_uri is not None and importlib.util.find_spec("mlflow") is None:
+        raise UsageError(
+            f"--mlflow-uri {request.mlflow_uri}: MLflow's client is not installed; pip install -e '.[mlflow]' "
+            "(or mlflow-skinny), or drop --mlflow-uri"
+        )
+
+
+def check_pbt(request: Request, space: SearchSpace, race: Any) -> None:
+    """What population-based training cannot be combined with, refused with the reason."""
+    if request.scheduler != "pbt":
+        if request.perturbation_interval is not None:
+            raise UsageError("--perturbation-interval applies to --scheduler pbt; drop it or add --scheduler pbt")
+        return
+    from tuning.schedulers import default_interval, perturbation_bounds
+
+    refusals = (
+        (
+            request.search == "optuna",
+            "--search optuna: Optuna's define-by-run searcher learns a configuration's score, but PBT changes a "
+            "trial's knobs mid-run, so the score belongs to no configuration Optuna proposed; use --search random "
+            "(a population drawn from the space) or --search grid (its cells)",
+        ),
+        (
+            bool(request.confirm_top),
+            "--confirm-top: a PBT trial's result belongs to its schedule of knob values, not to one configuration "
+            "that new seeds could retrain; drop --confirm-top",
+        ),
+        (bool(request.warm_start), "--warm-start: it queues configurations for Optuna, which PBT does without"),
+        (race is not None, "--repeats auto: a race runs fixed cells to their budget, which PBT changes"),
+        (request.optuna_storage is not None, "--optuna-storage: PBT asks Optuna nothing; drop it"),
+    )
+    why = next((reason for refused, reason in refusals if refused), None)
+    if why:
+        raise UsageError(f"--scheduler pbt cannot run with {why}")
+    try:
+        perturbation_bounds(space)
+    except ValueError as e:
+        raise UsageError(
+            f"--scheduler pbt: {e}; spaces that declare some: "
+            + ", ".join(sorted(n for n, s in SPACES.items() if s.perturbable))
+        ) from None
+    if request.perturbation_interval is not None and request.perturbation_interval < 1:
+        raise UsageError(f"--perturbation-interval must be >= 1 epoch, got {request.perturbation_interval}")
+    interval = request.perturbation_interval or default_interval(request.max_epochs or space.max_epochs)
+    if interval % request.checkpoint_every:
+        raise UsageError(
+            f"--scheduler pbt perturbs every {interval} epochs from the checkpoint of that epoch, but trials "
+            f"checkpoint every {request.checkpoint_every}: make --perturbation-interval a multiple of "
+            "--checkpoint-every"
+        )
 
 
 def check_storage_writable(storage_path: str) -> None:

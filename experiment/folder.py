@@ -97,10 +97,18 @@ def write_record(exp: Experiment, record: dict[str, Any]) -> None:
     _write(exp, meta)
 
 
-def note_resumed(exp: Experiment, before: dict[str, Any], argv: list[str]) -> None:
-    """A resume keeps the original record and notes when it was resumed and from what code."""
+def note_runs(exp: Experiment, runs: dict[str, int]) -> None:
+    """experiment.json's `runs`: each Ray Tune run of the experiment (its folder) and how many trials it
+    runs, so a resume knows what a run it continues was asked for after the search was extended."""
+    _write(exp, {**read_record(exp), "runs": runs})
+
+
+def note_resumed(exp: Experiment, before: dict[str, Any], argv: list[str], changed: dict[str, Any]) -> None:
+    """A resume keeps the original record, with what it changed (`changed`, e.g. more trials), and notes
+    when it was resumed and from what code."""
     now = dt.datetime.now(dt.UTC).isoformat()
-    _write(exp, {**before, "resumed": [*before.get("resumed", []), {"at": now, "argv": argv, **provenance()}]})
+    resumed = [*before.get("resumed", []), {"at": now, "argv": argv, **provenance()}]
+    _write(exp, {**before, **changed, "resumed": resumed})
 
 
 def _write(exp: Experiment, meta: dict[str, Any]) -> None:

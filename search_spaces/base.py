@@ -9,6 +9,7 @@ from typing import Any
 
 import optuna
 
+from trainables.config import PERTURBABLE_KNOBS
 from trainables.registry import Knob
 
 DefineByRun = Callable[[optuna.Trial], "dict[str, Any] | None"]
@@ -69,7 +70,9 @@ class SearchSpace:
     """A named space. `define` samples knobs on an Optuna trial (names = TrialConfig fields, or the
     space's own `knobs`) and returns the knobs it fixes; `grid` lists the cells `--search grid` visits.
     `knobs` declares knobs beyond TrialConfig's (a plugin's network's): registered with the space,
-    validated by their declaration, typed columns of trials.parquet."""
+    validated by their declaration, typed columns of trials.parquet. `perturbable` names the knobs
+    population-based training (--scheduler pbt) may change mid-run, within the ranges `define` gives them
+    (a subset of trainables.config.PERTURBABLE_KNOBS)."""
 
     name: str
     description: str
@@ -82,6 +85,14 @@ class SearchSpace:
     scheduler: SchedulerSettings = SchedulerSettings()  # ASHA's defaults for this space (--scheduler asha)
     knobs: tuple[Knob, ...] = ()
     origin: str = "built-in"  # the plugin file that registered it
+    perturbable: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.perturbable) - set(PERTURBABLE_KNOBS))
+        if unknown:
+            raise ValueError(
+                f"space {self.name!r}: perturbable knobs {unknown} are not among {', '.join(PERTURBABLE_KNOBS)}"
+            )
 
     def sample(self, trial: optuna.Trial) -> dict[str, Any]:
         """Every knob this space sets for one trial: sampled ones and fixed ones."""
@@ -117,6 +128,23 @@ class SearchSpace:
             study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
             # Trials are left open: the study is thrown away.
             return [(self.sample(trial), dict(trial.distributions)) for trial in (study.ask() for _ in range(n))]
+        finally:
+            optuna.logging.set_verbosity(verbosity)
+
+    def distributions(self, n: int = 64, seed: int = 0) -> dict[str, optuna.distributions.BaseDistribution]:
+        """Each knob `define` samples in n seeded random draws, with its Optuna distribution (the first met:
+        a space gives one knob one range), e.g. the bounds population-based training keeps a knob in."""
+        verbosity = optuna.logging.get_verbosity()
+        optuna.logging.set_verbosity(optuna.logging.WARNING)  # a throwaway study: no "study created" line
+        try:
+            study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
+            found: dict[str, optuna.distributions.BaseDistribution] = {}
+            for _ in range(n):
+                trial = study.ask()
+                self.define(trial)
+                for name, distribution in trial.distributions.items():
+                    found.setdefault(name, distribution)
+            return found
         finally:
             optuna.logging.set_verbosity(verbosity)
 

@@ -11,7 +11,7 @@ import optuna
 
 from search_spaces.augmentation import define_policy
 from search_spaces.base import SearchSpace
-from search_spaces.training import define_recipe
+from search_spaces.training import PERTURBABLE, define_recipe
 from trainables.config import AUGMENTATIONS, BN_POSITIONS
 
 
@@ -30,4 +30,5 @@ SPACE = SearchSpace(
     dataset="cifar100_25",
     num_samples=30,
     max_epochs=30,
+    perturbable=PERTURBABLE,
 )

@@ -23,7 +23,7 @@ import optuna
 from search_spaces.augmentation import define_policy
 from search_spaces.base import SearchSpace
 from search_spaces.depth import REFERENCE_MACS, define_shape
-from search_spaces.training import define_recipe
+from search_spaces.training import PERTURBABLE, define_recipe
 from trainables.config import AUGMENTATIONS, BN_POSITIONS
 
 MAX_MACS = 1.0 * REFERENCE_MACS  # conv MACs per 32px image; see the module's docstring
@@ -46,4 +46,5 @@ SPACE = SearchSpace(
     dataset="cifar100_25",
     num_samples=60,
     max_epochs=30,
+    perturbable=PERTURBABLE,
 )

@@ -39,4 +39,5 @@ SPACE = SearchSpace(
     dataset="cifar100_25",
     num_samples=30,
     max_epochs=30,
+    perturbable=("learning_rate", "momentum", "weight_decay"),
 )

@@ -26,6 +26,9 @@ import optuna
 from trainables.config import LR_SCHEDULES
 
 BATCH_SIZES = (32, 64, 128, 256)
+# What population-based training may change mid-run (--scheduler pbt), within the ranges above: the
+# optimizer's own numbers, which a checkpoint's weights stay valid under.
+PERTURBABLE = ("learning_rate", "momentum", "weight_decay")
 MAX_WARMUP_EPOCHS = 3
 
 

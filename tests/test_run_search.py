@@ -61,6 +61,9 @@ DESIGN_EPOCH_COLUMNS = [
     "val_accuracy",
     "learning_rate",
     "epoch_time_s",
+    "set_learning_rate",
+    "set_momentum",
+    "set_weight_decay",
 ]
 
 
@@ -169,7 +172,7 @@ def test_batchnorm_search_on_digits_writes_the_design_tables(search, tmp_path):
     assert list(epochs.columns) == DESIGN_EPOCH_COLUMNS
     assert pq.read_schema(tables / "trials.parquet").equals(TRIALS_SCHEMA, check_metadata=False)
     assert pq.read_schema(tables / "epochs.parquet").equals(EPOCHS_SCHEMA, check_metadata=False)
-    assert pq.read_schema(tables / "trials.parquet").metadata[b"schema_version"] == b"2"
+    assert pq.read_schema(tables / "trials.parquet").metadata[b"schema_version"] == b"3"
 
     # Exactly one row per reported epoch, numbered 1..epochs_completed without gaps.
     assert len(epochs) == trials["epochs_completed"].sum()

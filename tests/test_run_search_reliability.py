@@ -285,8 +285,11 @@ def test_resume_takes_the_stored_settings_and_refuses_contradictions():
     assert resume("--storage-path", "elsewhere").storage_path == "elsewhere"
     # What --resume may change keeps its stored value unless given again.
     assert (args.data_dir, resume("--data-dir", "/mnt/cifar").data_dir) == ("/data/cifar", "/mnt/cifar")
-    with pytest.raises(UsageError, match=r"--num-samples 4 .*stored: 3.*drop those flags"):
-        resume("--num-samples", "4")
+    # A larger --num-samples extends the search; --confirm-top/--repeats given anew confirm afresh.
+    assert resume("--num-samples", "4").num_samples == 4
+    assert (resume("--confirm-top", "1", "--repeats", "2").confirm_top, args.confirm_top) == (1, 0)
+    with pytest.raises(UsageError, match=r"--max-epochs 3 .*stored: 2.*drop those flags"):
+        resume("--max-epochs", "3")
     with pytest.raises(UsageError, match="--seed"):
         resume("--seed=8")
     with pytest.raises(UsageError, match="no stored arguments"):

@@ -27,6 +27,14 @@ AUGMENTATIONS = (*STUDY_AUGMENTATIONS, "crop_flip")
 LR_SCHEDULES = ("constant", "cosine", "step")
 FLIPS = ("none", "horizontal", "vertical", "horizontal_and_vertical")
 TRANSFER_MODES = ("extract", "finetune")
+# Config keys that say where a trial came from, not how it trains (--warm-start: "<experiment>/<trial id>"):
+# Tune keeps them in params.json beside the knobs, the tables give each a column, and a config ignores them.
+WARM_START = "warm_start"
+TRIAL_INFO = (WARM_START,)
+# Knobs a space may declare perturbable (population-based training changes them mid-run); the epochs table
+# records each one's value in force at every epoch (`set_<knob>`), so the schedule a trial went through
+# is data. Float knobs of the optimizer only: anything else changes what a checkpoint holds.
+PERTURBABLE_KNOBS = ("learning_rate", "momentum", "weight_decay")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -156,7 +164,7 @@ class TrialConfig:
         """Build from search parameters; unknown keys fail loudly, naming them."""
         known = {f.name: f for f in dataclasses.fields(cls) if f.name != "extra"}
         declared = registry.KNOBS
-        unknown = sorted(set(params) - set(known) - set(declared))
+        unknown = sorted(set(params) - set(known) - set(declared) - set(TRIAL_INFO))
         if unknown:
             raise ValueError(f"unknown config keys {unknown}; known keys: {sorted(knob_types())}")
         # A null knob (a table row's "not read by this trial") takes the default, which the trial ignores.

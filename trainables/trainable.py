@@ -95,6 +95,8 @@ def _train(params: dict[str, Any], data: ImageDataset, gpus: float, checkpoint_e
         split = validation_split(data.y_train, config.seed)
     if model is None:
         model = _compile(config, data, len(split[0]))
+    else:
+        set_perturbable(model.optimizer, config, steps_per_epoch(config, len(split[0])))
     train_ds, val_ds, test_ds = _datasets(config, data, split, shuffle_seed=epoch_seed(config.seed, start_epoch))
 
     reporter = EpochReporter(config, test_ds, gpus, checkpoint_every)
@@ -110,6 +112,23 @@ def _train(params: dict[str, Any], data: ImageDataset, gpus: float, checkpoint_e
         callbacks=callbacks,
         verbose=0,
     )
+
+
+def set_perturbable(optimizer, config: TrialConfig, steps: int) -> None:  # noqa: ANN001 - keras optimizer
+    """The config's perturbable knobs (trainables.config.PERTURBABLE_KNOBS) over what a checkpoint restored.
+
+    Population-based training restarts a trial from another trial's checkpoint with that trial's config
+    perturbed; the checkpoint's optimizer holds the old values, so the new ones are set here, before fit
+    traces its step. The optimizer's state (momentum slots, the step count a schedule follows) is kept.
+    A plain retry restores its own values: setting them again changes nothing."""
+    from trainables.schedules import learning_rate
+
+    # A float is assigned to the optimizer's learning-rate variable; a schedule (the config's lr_schedule,
+    # which PBT never changes) replaces the restored one: the same shape over the same steps, a new base rate.
+    optimizer.learning_rate = learning_rate(config, steps)
+    if config.optimizer == "sgd":
+        optimizer.momentum = config.momentum
+    optimizer.weight_decay = config.weight_decay or None  # as build_optimizer: 0 means none
 
 
 def epoch_seed(seed: int, epoch: int) -> int:

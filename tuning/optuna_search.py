@@ -13,6 +13,12 @@ search runs. Tune pickles the searcher for --resume; the pickle holds the trials
 and the restored searcher re-attaches to the storage (the driver names the current location in
 STORAGE_ENV, since an experiment folder may have moved), so the study is never copied or duplicated.
 
+Learning across runs of one study: a search extended with --resume --num-samples is a new Tune run whose
+searcher opens the same study, so the sampler sees every earlier trial; each Optuna trial records how many
+trials of its study had finished when it was asked (user attr FINISHED_BEFORE), which says what it could
+learn from. --warm-start queues earlier configurations with Optuna's enqueue_trial (tuning.warm_start):
+asked first, each hands its origin to the trial's config.
+
 One number per trial: Optuna scores a trial by its best validation accuracy so far, as ASHA compares it
 (`stop_on` 'best', the default) and the report ranks by it (`best_val_accuracy`): the intermediate value
 at step e is the best epoch up to e, a COMPLETE trial's value its best epoch, a PRUNED one's the best
@@ -39,13 +45,17 @@ from ray.tune.search.basic_variant import BasicVariantGenerator
 from ray.tune.search.optuna import OptunaSearch
 
 from search_spaces.base import SearchSpace
-from trainables.config import TrialConfig
+from trainables.config import WARM_START, TrialConfig
 
 EPOCH = "epoch"  # the trainable's 1-based epoch count, ASHA's time unit
 # Where the study lives now (journal path or RDB URL), set by the driver before it restores a searcher.
 STORAGE_ENV = "HPO_OPTUNA_STORAGE"
 # Searcher attributes that hold the live study; never pickled (see save).
 _LIVE = ("_storage", "_ot_study", "_ot_trials")
+# Trial user attrs: how many trials of the study had finished (COMPLETE or PRUNED) when it was asked, and
+# where a queued configuration came from (tuning.warm_start).
+FINISHED_BEFORE = "finished_before"
+ORIGIN_ATTR = WARM_START
 # The study's user attrs: which number a trial's value is (module docstring).
 VALUE_ATTRS = {
     "value": "best validation accuracy so far (val_accuracy, maximum over the epochs reported)",
@@ -79,10 +89,16 @@ class FidelityOptunaSearch(OptunaSearch):
     in a persistent storage that a restored searcher re-attaches to."""
 
     def __init__(
-        self, *args: Any, max_epochs: int | None = None, storage_spec: str | None = None, **kwargs: Any
+        self,
+        *args: Any,
+        max_epochs: int | None = None,
+        storage_spec: str | None = None,
+        warm: Sequence[tuple[dict[str, Any], str]] = (),
+        **kwargs: Any,
     ) -> None:
         if storage_spec:
             kwargs["storage"] = open_storage(storage_spec)
+        self._warm = list(warm)  # (params, origin) queued in the new study before anything is asked
         super().__init__(*args, **kwargs)
         self._max_epochs = max_epochs
         self._storage_spec = storage_spec
@@ -94,6 +110,16 @@ class FidelityOptunaSearch(OptunaSearch):
         """The Optuna study: every trial with its state, params and intermediate values."""
         self._attach()
         return self._ot_study
+
+    def _setup_study(self, mode: str | list) -> None:
+        """Ray's study setup, then the --warm-start configurations queued (a new searcher only: a restored
+        one unpickles without setting up, and its study holds them already)."""
+        super()._setup_study(mode)
+        study = self._ot_study
+        assert study is not None  # just created
+        for params, origin in self._warm:
+            study.enqueue_trial(params, user_attrs={ORIGIN_ATTR: origin}, skip_if_exists=True)
+        self._warm = []
 
     def _improve(self, trial_id: str, value: float) -> float:
         """The best first-metric value of the trial so far, `value` included (max, or min for mode min)."""
@@ -190,9 +216,15 @@ class FidelityOptunaSearch(OptunaSearch):
         if self._ot_study is not None and not getattr(self, "_described", False):
             self._describe(self._ot_study)  # an in-memory study (no storage) too
             self._described = True
-        if new and trial_id in self._ot_trials:
+        if new and trial_id in self._ot_trials and self._ot_study is not None:
+            ot_trial = self._ot_trials[trial_id]
             # The dashboard's link to trials.parquet and the trial folder, which Tune names by this id.
-            self._ot_trials[trial_id].set_user_attr("trial_id", trial_id)
+            ot_trial.set_user_attr("trial_id", trial_id)
+            done = self._ot_study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+            ot_trial.set_user_attr(FINISHED_BEFORE, len(done))
+            origin = ot_trial.user_attrs.get(ORIGIN_ATTR)
+            if config is not None and origin:
+                config = {**config, WARM_START: origin}
         return config
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
@@ -259,9 +291,11 @@ def build_optuna_search(
     max_epochs: int,
     storage_spec: str | None = None,
     study_name: str | None = None,
+    warm: Sequence[tuple[dict[str, Any], str]] = (),
 ) -> FidelityOptunaSearch:
     """The searcher; with `storage_spec` its study persists there under `study_name`. Lists of metrics
-    and modes make it multi-objective (TPE and random sampling both support that)."""
+    and modes make it multi-objective (TPE and random sampling both support that). `warm`: (params, origin)
+    of configurations it asks first (tuning.warm_start)."""
     import functools
 
     sampler = optuna.samplers.RandomSampler(seed=seed) if random else optuna.samplers.TPESampler(seed=seed)
@@ -273,6 +307,7 @@ def build_optuna_search(
         max_epochs=max_epochs,
         storage_spec=storage_spec,
         study_name=study_name,
+        warm=warm,
     )
 
 
@@ -291,6 +326,19 @@ def fixed_configs_search(configs: Sequence[Mapping[str, Any]]) -> tuple[BasicVar
     points = full_configs(configs)
     param_space = {name: tune.choice(sorted({p[name] for p in points}, key=repr)) for name in points[0]}
     return BasicVariantGenerator(points_to_evaluate=points), param_space
+
+
+def population(space: SearchSpace, fixed: Mapping[str, Any], size: int, seed: int) -> list[dict[str, Any]]:
+    """`size` configurations drawn at random from the space's define-by-run (seeded): the first population
+    of population-based training, which then changes their knobs itself rather than asking a searcher."""
+    sampler = optuna.samplers.RandomSampler(seed=seed)
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # a throwaway study: no "study created" line
+    try:
+        study = optuna.create_study(sampler=sampler)
+        return [{**space.sample(study.ask()), **fixed} for _ in range(size)]
+    finally:
+        optuna.logging.set_verbosity(verbosity)
 
 
 def grid_configs(
@@ -314,6 +362,7 @@ def build_search(
     cells: Mapping[str, str] | None = None,
     objectives: Sequence[tuple[str, str]] = (("val_accuracy", "max"),),
     study: Any = None,
+    warm: Sequence[tuple[dict[str, Any], str]] = (),
 ) -> tuple[Any, dict[str, Any] | None]:
     """(search_alg, param_space) for --search `kind`: Optuna (TPE, or `random`) on the space's
     define-by-run, learning at step = epoch, its study in `study`'s storage (tuning.study.OptunaStudy);
@@ -333,4 +382,5 @@ def build_search(
         max_epochs=int(fixed["max_epochs"]),
         storage_spec=study.spec if study else None,
         study_name=study.name if study else None,
+        warm=warm,
     ), None

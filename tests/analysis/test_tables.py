@@ -56,7 +56,7 @@ def test_written_table_has_nulls_where_a_trial_read_no_knob(tmp_path: Path) -> N
     write_trial(root, "convnet_whitening", {**base, "model": "convnet", "augmentation": "whitening"})
     tables.export_tables(root)
     trials = pd.read_parquet(root / "tables" / "trials.parquet").set_index("trial_id")
-    assert pq.read_schema(root / "tables" / "trials.parquet").metadata[b"schema_version"] == b"2"
+    assert pq.read_schema(root / "tables" / "trials.parquet").metadata[b"schema_version"] == b"3"
 
     basenet = trials.loc["basenet_adam"]
     for knob in (
@@ -99,7 +99,7 @@ def test_an_experiment_written_before_schema_2_rebuilds_with_its_own_defaults(tm
     assert (trials["augmentation"] == "complex").all() and trials["zca_epsilon"].isna().all()
     assert trials["zoom_range"].notna().all() and trials["momentum"].notna().all()  # sgd, complex
     assert (exp / "report" / "report.md").exists() and len(result["summary"])
-    assert pq.read_schema(exp / "tables" / "trials.parquet").metadata[b"schema_version"] == b"2"
+    assert pq.read_schema(exp / "tables" / "trials.parquet").metadata[b"schema_version"] == b"3"
 
 
 def test_cost_columns_come_from_the_last_report_that_carries_them(tmp_path: Path) -> None:
@@ -265,3 +265,19 @@ def test_an_epoch_reported_twice_is_one_row_the_later_report(tmp_path: Path) -> 
     assert list(epochs["epoch"]) == [1, 2, 3]
     assert epochs.set_index("epoch").loc[2, "val_accuracy"] == 0.61
     assert trials.iloc[0]["epochs_completed"] == 3 and trials.iloc[0]["status"] == "completed"
+
+
+def test_a_phase_run_again_is_read_from_its_own_folder(tmp_path):
+    """An extended search's second Ray Tune run (search-2) belongs to the search phase; folders that only
+    look alike do not."""
+    import pyarrow.fs as pafs
+
+    from analysis.tables import phase_of, phase_runs, run_name
+
+    for name in ("search", "search-2", "search-10", "confirm", "search-x", "searching", "tables"):
+        (tmp_path / name).mkdir()
+    fs = pafs.LocalFileSystem()
+    assert phase_runs(fs, str(tmp_path), "search") == ["search", "search-2", "search-10"]
+    assert phase_runs(fs, str(tmp_path), "confirm") == ["confirm"]
+    assert [run_name("search", n) for n in (1, 2)] == ["search", "search-2"]
+    assert (phase_of("search-2"), phase_of("confirm-3"), phase_of("search")) == ("search", "confirm", "search")

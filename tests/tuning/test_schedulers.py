@@ -78,3 +78,28 @@ def test_a_one_epoch_dip_at_the_rung_stops_a_trial_only_on_the_last_value(stop_o
         asha.on_trial_result(None, d, {"epoch": e, "val_accuracy": v}) for e, v in enumerate([0.4, 0.6, 0.1], 1)
     ]  # leads, then dips at the rung (epoch 3)
     assert decisions[-1] == expected
+
+
+def test_pbt_mutates_the_spaces_perturbable_knobs_within_its_ranges():
+    from ray.tune.schedulers import PopulationBasedTraining
+
+    from search_spaces import SPACES
+    from tuning.schedulers import build_scheduler, perturbation_bounds, within
+
+    space = SPACES["basenet"]
+    assert perturbation_bounds(space) == {
+        "learning_rate": (1e-3, 0.3),
+        "momentum": (0.8, 0.95),
+        "weight_decay": (1e-5, 1e-2),
+    }
+    scheduler = build_scheduler("pbt", space.scheduler, 8, space=space)
+    assert isinstance(scheduler, PopulationBasedTraining) and scheduler._perturbation_interval == 2
+    bounds = perturbation_bounds(space)
+    # Kept in range; a 0 (Adam's unread momentum, no weight decay) stays 0.
+    assert within({"learning_rate": 0.36, "momentum": 0.0, "weight_decay": 0.0, "model": "basenet"}, bounds) == {
+        "learning_rate": 0.3,
+        "momentum": 0.0,
+        "weight_decay": 0.0,
+        "model": "basenet",
+    }
+    assert within({"learning_rate": 0.0008, "momentum": 0.76}, bounds) == {"learning_rate": 1e-3, "momentum": 0.8}
