@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from analysis import against as against_reference
-from analysis import pareto, questions, rungs, schedules, sequential, stats, summary, tables
+from analysis import knob_changes, pareto, questions, rungs, sequential, stats, summary, tables
 from experiment import storage
 from trainables import registry
 
@@ -148,7 +148,7 @@ def build_report(experiment: str, rebuild_tables: bool = False, against: Sequenc
         rungs.rung_markdown(trials, epochs, scheduler),
         pareto_markdown(front, goals, len(pool)) if front is not None else "",
         ([] if comparison is None else comparison.lines()) + race_lines(design),
-        schedules.schedule_markdown(epochs),
+        knob_changes.schedule_markdown(epochs),
     )
     storage.write_text(fs, storage.join(folder, "report.md"), md)
     written.append(storage.join(folder, "report.md"))

@@ -2,7 +2,7 @@
 
 import pandas as pd
 
-from analysis.schedules import schedule_markdown, schedules
+from analysis.knob_changes import schedule_markdown, schedules
 
 
 def epochs() -> pd.DataFrame:
