@@ -10,6 +10,7 @@ import pytest
 
 import run_search
 from trainables.data import images_for_split, validation_size, validation_split
+from tuning.optuna_search import STORAGE_ENV
 
 PLUGIN = '''
 """My images (an .npz of 16x16 grayscale digits) and a space over BaseNet and my own network."""
@@ -166,6 +167,10 @@ def user(tmp_path, isolated_registry, monkeypatch):
         raise AssertionError("Ray started")
 
     monkeypatch.setattr(cluster, "connect_ray", no_ray)
+    # A run that passes the checks opens its study and names it in the environment (tuning.study) before
+    # Ray; set here, monkeypatch's teardown removes it, or later tests' searchers would open this test's
+    # journal ("" is no storage: a searcher falls back to its own).
+    monkeypatch.setenv(STORAGE_ENV, "")
     plugin = tmp_path / "my_images_plugin.py"
     plugin.write_text(textwrap.dedent(PLUGIN))
 
