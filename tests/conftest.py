@@ -24,6 +24,19 @@ def run_search(*args: str, timeout: float = 900, env: dict | None = None) -> sub
     )
 
 
+@pytest.fixture(autouse=True)
+def process_environment_restored():
+    """Each test gets the process environment back as it found it. The driver's parts, called in-process
+    by a test, set process-wide variables for the Ray Tune run they prepare: tune_settings.result_loggers
+    sets TUNE_DISABLE_AUTO_CALLBACK_LOGGERS (test_run_search_mlflow builds the loggers), tuning.study
+    HPO_OPTUNA_STORAGE. Left set, later tests' own Tuners wrote no result.json (4 failures, only in the
+    whole suite) and a restored searcher opened another test's journal."""
+    saved = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
+
+
 @pytest.fixture
 def search():
     return run_search
