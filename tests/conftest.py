@@ -24,17 +24,24 @@ def run_search(*args: str, timeout: float = 900, env: dict | None = None) -> sub
     )
 
 
+# Process-wide variables the driver's parts set for the Ray Tune run they prepare, when a test calls them
+# in-process: tune_settings.result_loggers sets TUNE_DISABLE_AUTO_CALLBACK_LOGGERS (test_run_search_mlflow
+# builds the loggers), tuning.study HPO_OPTUNA_STORAGE.
+DRIVER_SET_VARIABLES = ("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "HPO_OPTUNA_STORAGE")
+
+
 @pytest.fixture(autouse=True)
-def process_environment_restored():
-    """Each test gets the process environment back as it found it. The driver's parts, called in-process
-    by a test, set process-wide variables for the Ray Tune run they prepare: tune_settings.result_loggers
-    sets TUNE_DISABLE_AUTO_CALLBACK_LOGGERS (test_run_search_mlflow builds the loggers), tuning.study
-    HPO_OPTUNA_STORAGE. Left set, later tests' own Tuners wrote no result.json (4 failures, only in the
-    whole suite) and a restored searcher opened another test's journal."""
-    saved = dict(os.environ)
+def driver_set_variables_restored():
+    """Each test gets DRIVER_SET_VARIABLES back as it found them. Left set, later tests' own Tuners wrote
+    no result.json (4 failures, only in the whole suite) and a restored searcher opened another test's
+    journal."""
+    saved = {name: os.environ.get(name) for name in DRIVER_SET_VARIABLES}
     yield
-    os.environ.clear()
-    os.environ.update(saved)
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
 
 
 @pytest.fixture
