@@ -134,19 +134,11 @@ class SearchSpace:
     def distributions(self, n: int = 64, seed: int = 0) -> dict[str, optuna.distributions.BaseDistribution]:
         """Each knob `define` samples in n seeded random draws, with its Optuna distribution (the first met:
         a space gives one knob one range), e.g. the bounds population-based training keeps a knob in."""
-        verbosity = optuna.logging.get_verbosity()
-        optuna.logging.set_verbosity(optuna.logging.WARNING)  # a throwaway study: no "study created" line
-        try:
-            study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
-            found: dict[str, optuna.distributions.BaseDistribution] = {}
-            for _ in range(n):
-                trial = study.ask()
-                self.define(trial)
-                for name, distribution in trial.distributions.items():
-                    found.setdefault(name, distribution)
-            return found
-        finally:
-            optuna.logging.set_verbosity(verbosity)
+        found: dict[str, optuna.distributions.BaseDistribution] = {}
+        for _, distributions in self._asked(n, seed):
+            for name, distribution in distributions.items():
+                found.setdefault(name, distribution)
+        return found
 
     def cells(self, where: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
         """The grid's cells, each a dict of knobs, in a stable order; [] without a grid.

@@ -75,6 +75,20 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_for_server(server: subprocess.Popen, port: int, log: Path, timeout: float, poll: float = 0.5) -> None:
+    """Return once `server` accepts connections on loopback `port`; AssertionError with its `log` when it
+    exits first or `timeout` seconds pass (a busy machine starts a server slowly)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline or server.poll() is not None:
+                raise AssertionError(f"{server.args[2]} did not start: {log.read_text()}") from None
+            time.sleep(poll)
+
+
 @pytest.fixture
 def s3_server(tmp_path):
     """(endpoint URL, env with dummy credentials) of a fresh moto S3 server with an empty bucket."""
@@ -85,15 +99,7 @@ def s3_server(tmp_path):
         [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=subprocess.STDOUT
     )
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline or server.poll() is not None:
-                    raise AssertionError(f"moto server did not start: {(tmp_path / 'moto.log').read_text()}") from None
-                time.sleep(0.5)
+        wait_for_server(server, port, tmp_path / "moto.log", timeout=60)
         # Dummy credentials: moto accepts any; the AWS SDK refuses to sign without some.
         env = {
             **os.environ,

@@ -2,16 +2,14 @@
 MLflow's own client; without the flag nothing is logged."""
 
 import os
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from tests.conftest import free_port, run_search
+from tests.conftest import free_port, run_search, wait_for_server
 
 DIGITS = ("--space", "basenet", "--dataset", "digits", "--max-epochs", "2", "--scheduler", "fifo")
 
@@ -19,7 +17,6 @@ DIGITS = ("--space", "basenet", "--dataset", "digits", "--max-epochs", "2", "--s
 @pytest.fixture
 def mlflow_server(tmp_path: Path):
     """The URI of a fresh MLflow tracking server on loopback (a SQLite store in tmp_path)."""
-    pytest.importorskip("mlflow")
     port = free_port()
     log = open(tmp_path / "mlflow.log", "w")  # noqa: SIM115 - closed below
     server = subprocess.Popen(
@@ -45,17 +42,7 @@ def mlflow_server(tmp_path: Path):
     )
     uri = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 180  # the server imports a lot; slow on a busy machine
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline or server.poll() is not None:
-                    raise AssertionError(
-                        f"mlflow server did not start: {(tmp_path / 'mlflow.log').read_text()}"
-                    ) from None
-                time.sleep(1)
+        wait_for_server(server, port, tmp_path / "mlflow.log", timeout=180, poll=1)  # it imports a lot
         yield uri
     finally:
         os.killpg(server.pid, 15)

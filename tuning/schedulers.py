@@ -174,29 +174,40 @@ def population_based_training(space: SearchSpace, interval: int) -> PopulationBa
     the trials running at that moment; with more trials than workers, or trials of uneven speed, a trial may
     finish before another reaches the same epoch and no two are ever compared: on two cores, two digits
     trials of four epochs ran through without one perturbation."""
-    bounds = perturbation_bounds(space)
+    distributions = perturbable_distributions(space)  # sampled once: 64 draws of the space
+    bounds = bounds_of(distributions)
     return PopulationBasedTraining(
         time_attr=TIME_ATTR,
         perturbation_interval=interval,
         synch=True,
-        hyperparam_mutations={k: domain(space.distributions()[k]) for k in bounds},
+        hyperparam_mutations={k: domain(d) for k, d in distributions.items()},
         resample_probability=0.0,
         perturbation_factors=PERTURBATION_FACTORS,
         custom_explore_fn=functools.partial(within, bounds=bounds),
     )
 
 
+def perturbable_distributions(space: SearchSpace) -> dict[str, optuna.distributions.FloatDistribution]:
+    """The Optuna distribution of each perturbable knob the space samples; ValueError when it declares none
+    it samples."""
+    found = space.distributions()
+    chosen = {
+        knob: found[knob]
+        for knob in space.perturbable
+        if isinstance(found.get(knob), optuna.distributions.FloatDistribution)
+    }
+    if not chosen:
+        raise ValueError(f"space {space.name!r} declares no perturbable knob it samples (SearchSpace.perturbable)")
+    return chosen  # type: ignore[return-value]  # narrowed by the isinstance above
+
+
+def bounds_of(distributions: dict[str, optuna.distributions.FloatDistribution]) -> dict[str, tuple[float, float]]:
+    return {knob: (float(d.low), float(d.high)) for knob, d in distributions.items()}
+
+
 def perturbation_bounds(space: SearchSpace) -> dict[str, tuple[float, float]]:
     """(low, high) of each perturbable knob the space samples; ValueError when it declares none it samples."""
-    found = space.distributions()
-    bounds = {}
-    for knob in space.perturbable:
-        distribution = found.get(knob)
-        if isinstance(distribution, optuna.distributions.FloatDistribution):
-            bounds[knob] = (float(distribution.low), float(distribution.high))
-    if not bounds:
-        raise ValueError(f"space {space.name!r} declares no perturbable knob it samples (SearchSpace.perturbable)")
-    return bounds
+    return bounds_of(perturbable_distributions(space))
 
 
 def domain(distribution: optuna.distributions.BaseDistribution) -> Any:

@@ -72,40 +72,25 @@ def test_nan_loss_and_out_of_memory_are_recorded_errors_and_the_search_goes_on(t
     Keras reports stays finite, as it clips the cross-entropy); the first healthy trial to begin
     epoch 2 gets the out-of-memory error TensorFlow raises (injected by tests/fault_plugin.py as epoch 2 trains,
     through the real except clause); the last one completes."""
-    import ray
     from ray import tune
 
-    from trainables.data import load_digits
-    from trainables.trainable import train_trial
-
-    exp = tmp_path / "exp"
-    exp.mkdir()
-    (exp / "experiment.json").write_text(json.dumps({"experiment": "exp", "space": "test", "max_epochs": 2}))
-    plan = fault_plugin.write_plan(tmp_path / "plan.json", [{"at": "mid_epoch", "epoch": 2, "do": "oom"}])
-    monkeypatch.setenv(fault_plugin.PLAN_ENV, str(plan))  # workers inherit it
-    ray.init(address="local", include_dashboard=False, log_to_driver=False, logging_level="WARNING")
-    try:
-        base = {
-            "model": "convnet",
-            "dataset": "digits",
-            "max_epochs": 2,
-            "depth": 2,
-            "pool_after": "2",
-            "batch_size": 64,
-            "optimizer": "sgd",
-        }
-        tuner = tune.Tuner(
-            tune.with_parameters(train_trial, data=load_digits(), plugins=(str(FAULT_PLUGIN),)),
-            param_space={**base, "learning_rate": tune.grid_search([1e30, 0.01, 0.02])},
-            tune_config=tune.TuneConfig(metric="val_accuracy", mode="max", max_concurrent_trials=1, reuse_actors=False),
-            run_config=tune.RunConfig(
-                name="search", storage_path=str(exp), verbose=0, failure_config=tune.FailureConfig(max_failures=2)
-            ),
-        )
-        grid = tuner.fit()
-    finally:
-        ray.shutdown()
+    base = {
+        "model": "convnet",
+        "dataset": "digits",
+        "max_epochs": 2,
+        "depth": 2,
+        "pool_after": "2",
+        "batch_size": 64,
+        "optimizer": "sgd",
+    }
+    grid = run_with_faults(
+        tmp_path,
+        monkeypatch,
+        [{"at": "mid_epoch", "epoch": 2, "do": "oom"}],
+        {**base, "learning_rate": tune.grid_search([1e30, 0.01, 0.02])},
+    )
     assert grid.num_errors == 0  # both failures ended their trial cleanly: nothing for Tune to retry
+    exp = tmp_path / "exp"
     trials, epochs = (t.to_pandas() for t in build_tables(exp))
     by_lr = trials.set_index("learning_rate")
     assert by_lr.loc[1e30, "status"] == "error"
@@ -192,32 +177,17 @@ def test_a_trial_that_cannot_heal_ends_once_while_a_killed_worker_is_retried(tmp
     built on 32px digits and a config Ray hands over that does not validate (kernel_size 0) each end
     their trial once, with the error in trials.parquet and nothing for Tune to retry; the healthy trial's
     worker, SIGKILLed as epoch 2 trains (tests/fault_plugin.py), is retried from its epoch-1 checkpoint."""
-    import ray
     from ray import tune
 
-    from trainables.data import load_digits
-    from trainables.trainable import train_trial
-
-    exp = tmp_path / "exp"
-    exp.mkdir()
-    (exp / "experiment.json").write_text(json.dumps({"experiment": "exp", "space": "test", "max_epochs": 3}))
-    plan = fault_plugin.write_plan(tmp_path / "plan.json", [{"at": "mid_epoch", "epoch": 2}])
-    monkeypatch.setenv(fault_plugin.PLAN_ENV, str(plan))  # workers inherit it
-    ray.init(address="local", include_dashboard=False, log_to_driver=False, logging_level="WARNING")
-    try:
-        base = {"model": "convnet", "dataset": "digits", "max_epochs": 3, "depth": 2, "base_width": 8}
-        tuner = tune.Tuner(
-            tune.with_parameters(train_trial, data=load_digits(), plugins=(str(FAULT_PLUGIN),)),
-            param_space={**base, "pool_after": "2", "batch_size": 64, "kernel_size": tune.grid_search([3, 17, 0])},
-            tune_config=tune.TuneConfig(metric="val_accuracy", mode="max", max_concurrent_trials=1, reuse_actors=False),
-            run_config=tune.RunConfig(
-                name="search", storage_path=str(exp), verbose=0, failure_config=tune.FailureConfig(max_failures=2)
-            ),
-        )
-        grid = tuner.fit()
-    finally:
-        ray.shutdown()
+    base = {"model": "convnet", "dataset": "digits", "max_epochs": 3, "depth": 2, "base_width": 8}
+    grid = run_with_faults(
+        tmp_path,
+        monkeypatch,
+        [{"at": "mid_epoch", "epoch": 2}],
+        {**base, "pool_after": "2", "batch_size": 64, "kernel_size": tune.grid_search([3, 17, 0])},
+    )
     assert grid.num_errors == 0  # the two that cannot heal ended cleanly: Tune had nothing to retry
+    exp = tmp_path / "exp"
     trials, epochs = (t.to_pandas() for t in build_tables(exp))
     by_kernel = trials.set_index("kernel_size")
     assert by_kernel.loc[17, "error"].startswith("the model cannot be built (ValueError): ConvNet with depth=2")
@@ -230,9 +200,40 @@ def test_a_trial_that_cannot_heal_ends_once_while_a_killed_worker_is_retried(tmp
         assert len((results[kernel] / "result.json").read_text().splitlines()) == 1
         assert not (results[kernel] / "error.txt").exists()
     # The killed one: a second process took over from the epoch-1 checkpoint and completed the trial.
-    (hit,) = fault_plugin.fired(plan)
+    (hit,) = fault_plugin.fired(tmp_path / "plan.json")  # where run_with_faults wrote it
     rows = [json.loads(line) for line in (results[3] / "result.json").read_text().splitlines()]
     assert [r["epoch"] for r in rows if r["pid"] == hit["pid"]] == [1]
     retried = [r for r in rows if r["pid"] != hit["pid"]]
     assert [r["epoch"] for r in retried] == [2, 3] and retried[0]["iterations_since_restore"] == 1
     assert by_kernel.loc[3, "status"] == "completed" and list(epochs["epoch"]) == [1, 2, 3]
+
+
+def run_with_faults(tmp_path: Path, monkeypatch, faults: list[dict], param_space: dict):
+    """A real Ray Tune run of train_trial over `param_space` in tmp_path/exp (an experiment folder the
+    tables read), one trial at a time in fresh workers, 2 retries, the fault plugin doing `faults`
+    (tests/fault_plugin.py, its plan in tmp_path/plan.json): the ResultGrid."""
+    import ray
+    from ray import tune
+
+    from trainables.data import load_digits
+    from trainables.trainable import train_trial
+
+    exp = tmp_path / "exp"
+    exp.mkdir()
+    max_epochs = param_space["max_epochs"]
+    (exp / "experiment.json").write_text(json.dumps({"experiment": "exp", "space": "test", "max_epochs": max_epochs}))
+    plan = fault_plugin.write_plan(tmp_path / "plan.json", faults)
+    monkeypatch.setenv(fault_plugin.PLAN_ENV, str(plan))  # workers inherit it
+    ray.init(address="local", include_dashboard=False, log_to_driver=False, logging_level="WARNING")
+    try:
+        tuner = tune.Tuner(
+            tune.with_parameters(train_trial, data=load_digits(), plugins=(str(FAULT_PLUGIN),)),
+            param_space=param_space,
+            tune_config=tune.TuneConfig(metric="val_accuracy", mode="max", max_concurrent_trials=1, reuse_actors=False),
+            run_config=tune.RunConfig(
+                name="search", storage_path=str(exp), verbose=0, failure_config=tune.FailureConfig(max_failures=2)
+            ),
+        )
+        return tuner.fit()
+    finally:
+        ray.shutdown()
