@@ -84,7 +84,7 @@ def test_every_trial_is_an_mlflow_run_with_its_knobs_and_epoch_metrics(mlflow_se
 
 def test_without_the_flag_no_mlflow_logger_is_built() -> None:
     from driver import Request
-    from driver import loggers as run_loggers
+    from driver.phases import loggers as run_loggers
     from experiment.folder import locate
     from tuning.mlflow_logging import TrialRunsLogger
 
