@@ -6,7 +6,8 @@ from __future__ import annotations
 from typing import Any
 
 from analysis.tables import CONFIG_VERSION
-from driver.request import RESUME_MAY_EXTEND, Plan, Request
+from driver.request import Plan, Request
+from driver.resume import RESUME_MAY_EXTEND
 from experiment import folder
 from experiment.folder import Experiment
 from tuning import METRIC, MODE

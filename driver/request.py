@@ -1,8 +1,8 @@
 """The request: what the user asked for, as one frozen, typed object, and every check of it.
 
 `Request` holds one field per flag of run_search.py, with the defaults (written here only: the parser
-leaves an untyped flag out, so `Request(**given)` fills it). `given` (the flags typed) is what --resume
-may not contradict. `plan(request)` runs every usage check that needs no Ray and no data, cheapest
+leaves an untyped flag out, so `Request(**given)` fills it); driver.resume merges a stored one with
+the flags a --resume gives. `plan(request)` runs every usage check that needs no Ray and no data, cheapest
 first, and resolves what the request means for its space: a `Plan`. Nothing here starts Ray or writes
 under --storage-path: a request refused here leaves no trace.
 """
@@ -34,22 +34,6 @@ OBJECTIVE_METRICS = {
     "inference_s_per_image_b1": "min",
     "inference_s_per_image_large": "min",
 }
-# Settings --resume may change: where things are and how much is printed. Every other stored
-# setting (space, budget, seeds, searcher, resources, retries, plugins) shapes the experiment and must match.
-RESUME_MAY_CHANGE = (
-    "resume",
-    "name",
-    "storage_path",
-    "s3_endpoint",
-    "address",
-    "data_dir",
-    "verbose",
-    "quiet",
-    "mlflow_uri",
-)
-# Settings --resume may change to extend the experiment: more trials (never fewer than it has; the driver
-# checks that against its tables) and a confirmation given afresh.
-RESUME_MAY_EXTEND = ("num_samples", "confirm_top", "repeats")
 # Flags that fix a knob only some models read: refused for a space none of whose models reads it.
 MODEL_KNOB_FLAGS = {"weights": "--weights", "input_size": "--input-size"}
 # An experiment name is one folder (one key prefix) inside --storage-path: no separator, no '..', only
@@ -197,34 +181,6 @@ def check_name(name: str | None) -> None:
         f"--name {name!r} {why}: an experiment name is one folder inside --storage-path, made of letters, "
         "digits, '.', '_' and '-' (at most 200, starting with a letter or digit, no '..'), e.g. --name lr-sweep-2"
     )
-
-
-def resumed(request: Request, given: frozenset[str], stored: Any, exp_uri: str) -> Request:
-    """The stored request of the experiment (its plugins included), with what --resume may change taken
-    from this call. A flag given now that contradicts the stored value is refused, not silently ignored."""
-    if not isinstance(stored, dict):
-        raise UsageError(
-            f"{exp_uri}/{storage.EXPERIMENT_FILE} holds no stored arguments ('args'); "
-            "it cannot be resumed, start a new experiment under another --name"
-        )
-    # A setting the record lacks (an experiment from before that flag existed) is this call's.
-    before = Request(**{k: stored.get(k, getattr(request, k)) for k in FIELDS if k != "resume"})
-    conflicts = [
-        f"--{k.replace('_', '-')} {getattr(request, k)!r} (stored: {getattr(before, k)!r})"
-        for k in sorted(given - set(RESUME_MAY_CHANGE) - set(RESUME_MAY_EXTEND))
-        if k in stored and getattr(request, k) != getattr(before, k)
-    ]
-    if conflicts:
-        raise UsageError(
-            f"--resume continues {exp_uri} with its stored settings, but {', '.join(conflicts)} differ; "
-            "drop those flags"
-        )
-    # What may change is this call's only where given: a resume that omits --data-dir reads the data the
-    # experiment was started on, not Keras' download. Where the experiment is comes from this call always.
-    now = {k for k in (*RESUME_MAY_CHANGE, *RESUME_MAY_EXTEND) if k in given} | {"resume", "name", "storage_path"}
-    if now & {"verbose", "quiet"}:  # -v and -q count against each other: one verbosity, this call's
-        now |= {"verbose", "quiet"}
-    return dataclasses.replace(before, **{k: getattr(request, k) for k in now})
 
 
 def load_plugins(refs: tuple[str, ...]) -> None:

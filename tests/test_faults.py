@@ -34,11 +34,17 @@ from tests.search_runs import (
 pytestmark = pytest.mark.slow
 
 
-def start_one_trial(tmp_path, env: dict | None = None, *args: str):
+# Where the fault plugin kills at a moment of a trial's progress, BaseNet trials (about a second an epoch
+# on digits) reach the same moments as SEARCH's, whose first draws are ConvNets of several seconds an
+# epoch. The Ctrl-C and SIGTERM tests keep SEARCH: their signals race the trials' progress.
+BY_PROGRESS = ("--space", "basenet", *SEARCH[2:])
+
+
+def start_one_trial(tmp_path, env: dict | None = None, *args: str, search: tuple[str, ...] = SEARCH):
     """A one-trial, 3-epoch search in experiment `x`: (experiment folder, log, process)."""
     log = tmp_path / "log"
     proc = start(
-        *SEARCH,
+        *search,
         *args,
         "--num-samples",
         "1",
@@ -58,7 +64,7 @@ def test_a_worker_killed_mid_epoch_is_retried_from_its_checkpoint(tmp_path):
     """The trial's worker SIGKILLed while epoch 2 trains: the retry restores the epoch-1 checkpoint and
     goes on from epoch 2, not from scratch."""
     plan, env = fault_env(tmp_path, [{"at": "mid_epoch", "epoch": 2}])
-    exp, log, proc = start_one_trial(tmp_path, env, "--plugin", str(FAULT_PLUGIN))
+    exp, log, proc = start_one_trial(tmp_path, env, "--plugin", str(FAULT_PLUGIN), search=BY_PROGRESS)
     try:
         assert proc.wait(timeout=600) == 0, log.read_text()[-4000:]
     finally:
@@ -89,11 +95,12 @@ def _interrupt_then_resume(
     log = tmp_path / "log"
     env: dict[str, str] = {}
     plugin: tuple[str, ...] = ()
+    search = SEARCH
     if faults:
         _, env = fault_env(tmp_path, faults)
-        plugin = ("--plugin", str(FAULT_PLUGIN))
+        plugin, search = ("--plugin", str(FAULT_PLUGIN)), BY_PROGRESS
     proc = start(
-        *SEARCH,
+        *search,
         *plugin,
         "--num-samples",
         str(TRIALS),
@@ -288,7 +295,7 @@ def test_a_driver_killed_again_and_again_resumes_without_loss_or_rerun(tmp_path)
     trial's second checkpoint) has those before the last as finished: they are never trained again."""
     plan, env = fault_env(tmp_path, driver_kill_plan(DRIVER_KILL_SEED))
     exp = tmp_path / "x"
-    first = (*SEARCH, "--plugin", str(FAULT_PLUGIN), "--num-samples", str(DRIVER_KILL_TRIALS))
+    first = (*BY_PROGRESS, "--plugin", str(FAULT_PLUGIN), "--num-samples", str(DRIVER_KILL_TRIALS))
     first += ("--max-epochs", str(DRIVER_KILL_EPOCHS), "--storage-path", str(tmp_path), "--name", "x")
     resume = ("--resume", "--name", "x", "--storage-path", str(tmp_path))
     finished_at_kill: dict[str, list[dict]] = {}  # trial folder -> its reports when Tune had it finished

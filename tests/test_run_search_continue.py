@@ -152,7 +152,7 @@ def test_bad_warm_starts_exit_2(search, tmp_path: Path, flags, words) -> None:
 def test_an_extension_interrupted_before_its_confirmation_confirms_afresh_on_resume() -> None:
     """experiment.json `runs` keeps the runs in the order they started: a search run after the newest
     confirmation run means that confirmation is of a smaller search."""
-    from driver import search_ran_after_confirm
+    from driver.phases import search_ran_after_confirm
 
     assert search_ran_after_confirm({"search": 3, "confirm": 1, "search-2": 3})
     assert not search_ran_after_confirm({"search": 3, "confirm": 1, "search-2": 3, "confirm-2": 2})

@@ -250,7 +250,7 @@ def test_more_resources_per_trial_than_the_cluster_has(search, store, flag, valu
 
 def test_resume_takes_the_stored_settings_and_refuses_contradictions():
     from driver import UsageError
-    from driver.request import resumed
+    from driver.resume import resumed
     from run_search import request_of
 
     stored = (
