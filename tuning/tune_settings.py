@@ -7,12 +7,12 @@ Profiled (cProfile of the driver, 300 trivial trials, ASHA + Optuna TPE, one che
 benchmarks/README.md): the cost that grew with the number of trials was Tune's experiment-state
 snapshot (every trial's state as JSON plus the pickled searcher, i.e. O(trials) each time), which
 Tune *forces* after every `num_to_keep` checkpoints of a trial, so that the snapshot never names a
-checkpoint that has since been deleted. With num_to_keep=1 that was one snapshot per checkpoint, i.e.
-per epoch per trial. Keeping two checkpoints per trial makes it one per two checkpoints of a trial:
-a trial ASHA stops at its first rung (one checkpoint) forces none, and the periodic snapshot (Tune's
-"auto" period: at least 10 s, about 5 % of the time) does the rest. Fault tolerance is unchanged: a
-retried trial restores its latest checkpoint, which Tune tracks in memory; a resumed experiment
-restores the latest checkpoint the last snapshot names, which is kept on disk until then.
+checkpoint that has since been deleted: about one per trial. So Tune is given no num_to_keep (it
+snapshots on its own period only: at least 10 s, about 5 % of the time), and a callback
+(tuning.checkpoint_pruning) deletes each trial's checkpoints but the newest `--keep-checkpoints`, once no
+snapshot on the storage can name them. Fault tolerance is unchanged: a retried trial restores its latest
+checkpoint, which Tune tracks in memory and which is never deleted; a resumed experiment restores the
+latest checkpoint the last snapshot names, which is kept on the storage until a later snapshot is there.
 
 The per-result loggers: the tables read result.json (KeepingJsonLogger, Tune's JsonLoggerCallback
 with the restore below) and users read TensorBoard's event files (EventsLogger, i.e. Tune's TBXLoggerCallback:
@@ -44,21 +44,20 @@ from tuning import METRIC, MODE
 
 logger = logging.getLogger(__name__)
 
-# Checkpoints kept per trial (Tune deletes older ones): the latest, plus the one before, which an
-# experiment-state snapshot taken since the previous forced one may still name.
+# Checkpoints kept per trial on the storage (older ones are deleted, tuning.checkpoint_pruning): the latest,
+# plus the one before.
 CHECKPOINTS_KEPT = 2
 
 
-def checkpoint_config(kept: int = CHECKPOINTS_KEPT):  # noqa: ANN201 - tune.CheckpointConfig
-    """Tune's checkpoint settings: `kept` checkpoints per trial (run_search --keep-checkpoints), 0 for
-    all. With a number, Tune forces an experiment snapshot (every trial's state: O(trials)) whenever a
-    trial has made that many checkpoints since the last snapshot; with all kept it never has to, and
-    snapshots only on its own period (>= 10 s): 63 against 314 ms of driver time per trial over 1,000
-    trivial trials (benchmarks/bookkeeping.py --keep-all-checkpoints). Each kept checkpoint costs disk:
-    BaseNet's is ~0.14 MB, the reference ConvNet's ~2.4 MB."""
+def checkpoint_config():  # noqa: ANN201 - tune.CheckpointConfig
+    """Tune's checkpoint settings: Tune keeps every checkpoint itself (no num_to_keep), so it never forces
+    an experiment snapshot (every trial's state: O(trials)); the CheckpointPruner callback of build_tuner
+    keeps --keep-checkpoints per trial on the storage instead. Forced, the snapshots cost 314 against
+    63 ms of driver time per trial over 1,000 trivial trials (benchmarks/README.md, issue 11). Each kept
+    checkpoint costs disk: BaseNet's is ~0.14 MB, the reference ConvNet's ~2.4 MB."""
     from ray import tune
 
-    return tune.CheckpointConfig(num_to_keep=kept or None)
+    return tune.CheckpointConfig(num_to_keep=None)
 
 
 def result_loggers() -> list:
@@ -227,9 +226,15 @@ def build_tuner(
     mode: str = MODE,
 ) -> Any:
     """A Tuner for one phase `name` (a folder under `storage_path`): trials named by id, `keep_checkpoints`
-    per trial (0: all), `callbacks` (default: result_loggers(), the per-result loggers the tables read)."""
+    per trial on the storage (0: all), `callbacks` (default: result_loggers(), the per-result loggers the
+    tables read)."""
     from ray import tune
 
+    from tuning.checkpoint_pruning import CheckpointPruner
+
+    callbacks = result_loggers() if callbacks is None else list(callbacks)
+    if keep_checkpoints:
+        callbacks.append(CheckpointPruner(keep_checkpoints))
     return tune.Tuner(
         trainable,
         param_space=param_space,
@@ -247,8 +252,8 @@ def build_tuner(
             name=name,
             storage_path=storage_path,
             stop=stop,
-            checkpoint_config=checkpoint_config(keep_checkpoints),
-            callbacks=result_loggers() if callbacks is None else list(callbacks),
+            checkpoint_config=checkpoint_config(),
+            callbacks=callbacks,
             failure_config=tune.FailureConfig(max_failures=max_failures),
             verbose=verbose,
         ),
