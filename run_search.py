@@ -124,10 +124,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "loses at most the EPOCHS - 1 epochs since its last checkpoint "
                         f"(default: {d.checkpoint_every})")
     p.add_argument("--keep-checkpoints", type=int, metavar="N",
-                   help="checkpoints kept per trial (Tune deletes older ones); 0 keeps every one, which "
-                        "spares Tune a snapshot of the whole experiment each time a trial has made N "
-                        "(5x less driver time per trial at 1,000 small trials; costs disk) "
-                        "(default: 2; every one with --scheduler pbt)")
+                   help="checkpoints kept per trial on the storage (older ones are deleted once no saved "
+                        "experiment state names them: a few snapshot periods later, all by the end); 0 "
+                        "keeps every one (default: 2; every one with --scheduler pbt)")
     p.add_argument("--fresh-workers", action="store_true",
                    help="one fresh worker process per trial (returns all its memory, GPU too, when it "
                         "ends) (default: reuse a worker for the next trial that asks the same resources)")

@@ -15,8 +15,9 @@ checkpoint, which Tune tracks in memory and which is never deleted; a resumed ex
 latest checkpoint the last snapshot names, which is kept on the storage until a later snapshot is there.
 
 The per-result loggers: the tables read result.json (KeepingJsonLogger, Tune's JsonLoggerCallback
-with the restore below) and users read TensorBoard's event files (EventsLogger, i.e. Tune's TBXLoggerCallback:
-per-epoch scalars, the trial's knobs as hparams); Tune's CSV logger wrote the same rows once more per result and is off.
+with the restore below); Tune's CSV logger wrote the same rows once more per result and is off. Users
+read TensorBoard's event files, which each trial writes in its own process (trainables.events, in the form
+Tune's TBXLoggerCallback wrote them from the driver) and Tune copies to the storage (sync_config).
 
 Why not Tune's JsonLoggerCallback as it is (issue 24): the driver appends each result to result.json in
 its local staging folder, which reaches the storage path only with an experiment snapshot (every >= 10 s,
@@ -61,18 +62,28 @@ def checkpoint_config():  # noqa: ANN201 - tune.CheckpointConfig
 
 
 def result_loggers() -> list:
-    """The per-result loggers: result.json for the tables and TensorBoard event files for people, with
-    Tune's automatic loggers (which add a CSV copy) switched off (Tune's documented
-    TUNE_DISABLE_AUTO_CALLBACK_LOGGERS, read by the driver when the run starts). Tune would not add its
-    own JsonLoggerCallback beside KeepingJsonLogger anyway: it adds one only when no callback is an
-    instance of that class (ray.tune.utils.callback._create_default_callbacks)."""
+    """The driver's per-result loggers: result.json for the tables (TensorBoard's event files are the
+    trials' own, trainables.events), with Tune's automatic loggers (which add a CSV copy) switched off
+    (Tune's documented TUNE_DISABLE_AUTO_CALLBACK_LOGGERS, read by the driver when the run starts). Tune
+    would not add its own JsonLoggerCallback beside KeepingJsonLogger anyway: it adds one only when no
+    callback is an instance of that class (ray.tune.utils.callback._create_default_callbacks)."""
     os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
-    return [KeepingJsonLogger(), EventsLogger(), stop_when_storage_full()]
+    return [KeepingJsonLogger(), stop_when_storage_full()]
+
+
+def sync_config():  # noqa: ANN201 - tune.SyncConfig
+    """Tune copies each trial's working folder to its folder on the storage with every checkpoint and when
+    the trial stops: the TensorBoard event files the trial writes itself (trainables.events) get there so."""
+    from ray import tune
+
+    return tune.SyncConfig(sync_artifacts=True)
 
 
 class EventsLogger(LoggerCallback):
-    """TensorBoard's event files, written by Tune's TBXLoggerCallback (per-epoch scalars, the knobs as
-    hparams), held rather than subclassed: Tune prints a `tensorboard --logdir` line naming its
+    """No longer used (trials write their own event files, trainables.events); kept because the tuner.pkl
+    of an experiment started before names it, and --resume unpickles that. TensorBoard's event files,
+    written by Tune's TBXLoggerCallback (per-epoch scalars, the knobs as hparams), held rather than
+    subclassed: Tune prints a `tensorboard --logdir` line naming its
     /tmp/ray staging folder whenever a callback *is* a TBXLoggerCallback (ray.tune.tune,
     `tensorboard_path`), while the events land in the experiment folder, the one the driver names."""
 
@@ -253,6 +264,7 @@ def build_tuner(
             storage_path=storage_path,
             stop=stop,
             checkpoint_config=checkpoint_config(),
+            sync_config=sync_config(),
             callbacks=callbacks,
             failure_config=tune.FailureConfig(max_failures=max_failures),
             verbose=verbose,

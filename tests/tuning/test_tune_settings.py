@@ -40,11 +40,13 @@ def test_kept_checkpoints_are_the_pruners_and_zero_keeps_all(kept, pruned, tmp_p
     assert run_config.checkpoint_config.num_to_keep is None
 
 
-def test_result_loggers_are_json_and_tensorboard_with_tunes_automatic_ones_off(monkeypatch):
+def test_result_loggers_are_json_only_with_tunes_automatic_ones_off(monkeypatch):
+    # TensorBoard's event files are the trials' own (trainables.events), copied by Tune's artifact sync.
     monkeypatch.delenv("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", raising=False)
     loggers = tune_settings.result_loggers()
     kinds = {type(cb) for cb in loggers}
-    assert {tune_settings.KeepingJsonLogger, tune_settings.EventsLogger} <= kinds
+    assert tune_settings.KeepingJsonLogger in kinds and tune_settings.EventsLogger not in kinds
+    assert tune_settings.sync_config().sync_artifacts
     # Tune prints a TensorBoard line naming its /tmp staging folder for any TBXLoggerCallback it is given.
     assert not any(isinstance(cb, TBXLoggerCallback) for cb in loggers)
     assert os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] == "1"
