@@ -197,6 +197,7 @@ def numpy_gather_dataset(x, y, indices, batch_size, transform, shuffle_seed):
             lambda i: (x[i], y[i].astype(np.int32)), [idx], (tf.as_dtype(x.dtype), tf.int32), stateful=False
         )
         images.set_shape((None, *x.shape[1:]))
+        labels.set_shape((None,))
         return images, labels
 
     ds = ds.map(gather_op, num_parallel_calls=tf.data.AUTOTUNE)
