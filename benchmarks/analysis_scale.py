@@ -154,7 +154,8 @@ def run_analysis(exp: Path, timeout: float, *flags: str) -> tuple[float, float, 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--trials", type=int, nargs="+", default=[500, 2000], help="experiment sizes (trials)")
+    p.add_argument("--quick", action="store_true", help="20 and 50 trials (a smoke run)")
+    p.add_argument("--trials", type=int, nargs="+", default=None, help="experiment sizes (default 500 2000)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--timeout", type=float, default=1800, help="seconds per analysis run")
     p.add_argument("--workdir", default=None)
@@ -163,7 +164,8 @@ def main(argv: list[str] | None = None) -> int:
     work = _common.scratch(NAME, args.workdir)
     info = _common.machine()
     rows = []
-    for trials in sorted(args.trials):
+    sizes = args.trials or ([20, 50] if args.quick else [500, 2000])
+    for trials in sorted(sizes):
         t0 = time.perf_counter()
         exp = build_experiment(work, trials, args.seed)
         built = time.perf_counter() - t0
