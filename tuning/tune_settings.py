@@ -7,12 +7,14 @@ Profiled (cProfile of the driver, 300 trivial trials, ASHA + Optuna TPE, one che
 benchmarks/README.md): the cost that grew with the number of trials was Tune's experiment-state
 snapshot (every trial's state as JSON plus the pickled searcher, i.e. O(trials) each time), which
 Tune *forces* after every `num_to_keep` checkpoints of a trial, so that the snapshot never names a
-checkpoint that has since been deleted: about one per trial. So Tune is given no num_to_keep (it
-snapshots on its own period only: at least 10 s, about 5 % of the time), and a callback
+checkpoint that has since been deleted: about one per trial. So Tune is given no num_to_keep, and a callback
 (tuning.checkpoint_pruning) deletes each trial's checkpoints but the newest `--keep-checkpoints`, once no
-snapshot on the storage can name them. Fault tolerance is unchanged: a retried trial restores its latest
-checkpoint, which Tune tracks in memory and which is never deleted; a resumed experiment restores the
-latest checkpoint the last snapshot names, which is kept on the storage until a later snapshot is there.
+snapshot on the storage can name them. The snapshot a trial's `--keep-checkpoints` checkpoints forced is
+still taken (tuning.snapshots), but only while the snapshots have taken at most a tenth of the driver's
+time: a small experiment snapshots as before, a large one in a fixed share of its time. Fault tolerance is
+unchanged: a retried trial restores its latest checkpoint, which Tune tracks in memory and which is never
+deleted; a resumed experiment restores the latest checkpoint the last snapshot names, which is kept on
+the storage until a later snapshot is there.
 
 The per-result loggers: the tables read result.json (KeepingJsonLogger, Tune's JsonLoggerCallback
 with the restore below); Tune's CSV logger wrote the same rows once more per result and is off. Users
@@ -52,8 +54,9 @@ CHECKPOINTS_KEPT = 2
 
 def checkpoint_config():  # noqa: ANN201 - tune.CheckpointConfig
     """Tune's checkpoint settings: Tune keeps every checkpoint itself (no num_to_keep), so it never forces
-    an experiment snapshot (every trial's state: O(trials)); the CheckpointPruner callback of build_tuner
-    keeps --keep-checkpoints per trial on the storage instead. Forced, the snapshots cost 314 against
+    an experiment snapshot (every trial's state: O(trials)) on its own; the CheckpointPruner callback of
+    build_tuner keeps --keep-checkpoints per trial on the storage instead, and tuning.snapshots forces the
+    snapshots within a budget. Forced by Tune at every num_to_keep checkpoints, the snapshots cost 314 against
     63 ms of driver time per trial over 1,000 trivial trials (benchmarks/README.md, issue 11). Each kept
     checkpoint costs disk: BaseNet's is ~0.14 MB, the reference ConvNet's ~2.4 MB."""
     from ray import tune
@@ -241,11 +244,13 @@ def build_tuner(
     tables read)."""
     from ray import tune
 
+    from tuning import snapshots
     from tuning.checkpoint_pruning import CheckpointPruner
 
     callbacks = result_loggers() if callbacks is None else list(callbacks)
     if keep_checkpoints:
         callbacks.append(CheckpointPruner(keep_checkpoints))
+        snapshots.install()  # a snapshot every keep_checkpoints checkpoints of a trial, within a time budget
     return tune.Tuner(
         trainable,
         param_space=param_space,
@@ -280,11 +285,12 @@ def restore_tuner(path: str, trainable: Any) -> Any:
 
     from ray import tune
 
-    from tuning import optuna_search, schedulers
+    from tuning import optuna_search, schedulers, snapshots
 
     # Experiments started before the Tune side had its own package pickled its searcher and scheduler
     # under their old module paths; the same classes live here now.
     for old, module in (("search_spaces.optuna_search", optuna_search), ("search_spaces.schedulers", schedulers)):
         sys.modules.setdefault(old, module)
     sys.modules.setdefault("trainables.tune_settings", sys.modules[__name__])
+    snapshots.install()  # the pickled callbacks hold the CheckpointPruner, if the run had one
     return tune.Tuner.restore(path, trainable=trainable, resume_errored=True)
