@@ -101,6 +101,7 @@ class Request:
     checkpoint_every: int = 1  # epochs
     keep_checkpoints: int | None = None  # 0 keeps all; None: 2, or all under --scheduler pbt (checkpoints_kept)
     fresh_workers: bool = False
+    worker_memory_growth: float = 10.0  # % (tuning.tune_settings.WORKER_MEMORY_GROWTH); 0: never
     mlflow_uri: str | None = None  # None: nothing is logged to MLflow
     verbose: int = 0
     quiet: int = 0
@@ -250,6 +251,8 @@ def plan(request: Request) -> Plan:
         raise UsageError(f"--checkpoint-every must be >= 1 epoch, got {request.checkpoint_every}")
     if request.keep_checkpoints is not None and request.keep_checkpoints < 0:
         raise UsageError(f"--keep-checkpoints must be >= 0 (0 keeps every checkpoint), got {request.keep_checkpoints}")
+    if request.worker_memory_growth < 0:
+        raise UsageError(f"--worker-memory-growth must be >= 0 % (0: never), got {request.worker_memory_growth}")
     check_study_flags(request)
     check_pbt(request, space, race)
     check_mlflow(request)

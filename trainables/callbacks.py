@@ -28,6 +28,7 @@ from ray import tune
 
 from trainables.config import TrialConfig
 from trainables.events import TrialEvents
+from trainables.runtime import RSS_KEY, resident_mb
 
 CHECKPOINT_MODEL = "model.keras"
 CHECKPOINT_STATE = "state.json"
@@ -76,6 +77,9 @@ class EpochReporter(keras.callbacks.Callback):
             "node": self.node,
             "pid": os.getpid(),  # the worker process: what an operator (or a fault test) signals
         }
+        rss = resident_mb()
+        if rss is not None:  # the worker's memory, which the driver limits (--worker-memory-growth)
+            metrics[RSS_KEY] = round(rss, 1)
         if self._cost is None:
             from trainables.cost import measure
 

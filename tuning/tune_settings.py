@@ -50,6 +50,9 @@ logger = logging.getLogger(__name__)
 # Checkpoints kept per trial on the storage (older ones are deleted, tuning.checkpoint_pruning): the latest,
 # plus the one before.
 CHECKPOINTS_KEPT = 2
+# A reused worker is replaced between two trials once its resident memory is this many % above what it was
+# after its first trial (tuning.worker_memory); 0: never.
+WORKER_MEMORY_GROWTH = 10.0
 
 
 def checkpoint_config():  # noqa: ANN201 - tune.CheckpointConfig
@@ -232,6 +235,7 @@ def build_tuner(
     max_concurrent: int | None = None,
     reuse_actors: bool = True,
     keep_checkpoints: int = CHECKPOINTS_KEPT,
+    worker_memory_growth: float = WORKER_MEMORY_GROWTH,
     max_failures: int = 0,
     verbose: int = 0,
     callbacks: Sequence[Any] | None = None,
@@ -240,17 +244,21 @@ def build_tuner(
     mode: str = MODE,
 ) -> Any:
     """A Tuner for one phase `name` (a folder under `storage_path`): trials named by id, `keep_checkpoints`
-    per trial on the storage (0: all), `callbacks` (default: result_loggers(), the per-result loggers the
+    per trial on the storage (0: all), a reused worker replaced once its memory has grown more than
+    `worker_memory_growth` % (0: never), `callbacks` (default: result_loggers(), the per-result loggers the
     tables read)."""
     from ray import tune
 
-    from tuning import snapshots
+    from tuning import snapshots, worker_memory
     from tuning.checkpoint_pruning import CheckpointPruner
 
     callbacks = result_loggers() if callbacks is None else list(callbacks)
     if keep_checkpoints:
         callbacks.append(CheckpointPruner(keep_checkpoints))
         snapshots.install()  # a snapshot every keep_checkpoints checkpoints of a trial, within a time budget
+    if worker_memory_growth and reuse_actors:
+        callbacks.append(worker_memory.WorkerMemoryLimit(worker_memory_growth))
+        worker_memory.install()
     return tune.Tuner(
         trainable,
         param_space=param_space,
@@ -285,7 +293,7 @@ def restore_tuner(path: str, trainable: Any) -> Any:
 
     from ray import tune
 
-    from tuning import optuna_search, schedulers, snapshots
+    from tuning import optuna_search, schedulers, snapshots, worker_memory
 
     # Experiments started before the Tune side had its own package pickled its searcher and scheduler
     # under their old module paths; the same classes live here now.
@@ -293,4 +301,5 @@ def restore_tuner(path: str, trainable: Any) -> Any:
         sys.modules.setdefault(old, module)
     sys.modules.setdefault("trainables.tune_settings", sys.modules[__name__])
     snapshots.install()  # the pickled callbacks hold the CheckpointPruner, if the run had one
+    worker_memory.install()  # and the WorkerMemoryLimit
     return tune.Tuner.restore(path, trainable=trainable, resume_errored=True)
