@@ -129,9 +129,11 @@ def test_reference_study_smoke(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_warm_workers_smoke(tmp_path: Path) -> None:
-    frame = bench(tmp_path, "warm_workers", "--trials", "4", "--fresh-trials", "2")
+    frame = bench(tmp_path, "warm_workers", "--trials", "4", "--fresh-trials", "2", "--limited-trials", "4")
     row = frame.iloc[0]
     assert row["reused_worker_processes"] == 1 and row["fresh_worker_processes"] == 2
+    assert row["trials_limited"] == 4 and 1 <= row["limited_worker_processes"] <= 3  # a worker runs 2 at least
+    assert row["limited_rss_change"] == row["limited_rss_change"]  # not NaN
     assert row["startup_reused_median_s"] > 0 and row["rss_growth"] == row["rss_growth"]  # not NaN
     assert (tmp_path / "warm_workers_trace.csv").is_file()
 
