@@ -124,13 +124,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "loses at most the EPOCHS - 1 epochs since its last checkpoint "
                         f"(default: {d.checkpoint_every})")
     p.add_argument("--keep-checkpoints", type=int, metavar="N",
-                   help="checkpoints kept per trial (Tune deletes older ones); 0 keeps every one, which "
-                        "spares Tune a snapshot of the whole experiment each time a trial has made N "
-                        "(5x less driver time per trial at 1,000 small trials; costs disk) "
-                        "(default: 2; every one with --scheduler pbt)")
+                   help="checkpoints kept per trial on the storage (older ones are deleted once no saved "
+                        "experiment state names them: a few snapshot periods later, all by the end); 0 "
+                        "keeps every one (default: 2; every one with --scheduler pbt)")
     p.add_argument("--fresh-workers", action="store_true",
                    help="one fresh worker process per trial (returns all its memory, GPU too, when it "
                         "ends) (default: reuse a worker for the next trial that asks the same resources)")
+    p.add_argument("--worker-memory-growth", type=float, metavar="PCT",
+                   help="a reused worker is replaced by a fresh one between two trials once its resident memory "
+                        "is more than PCT %% above what it was after its first trial (a Keras leak grows it "
+                        "~11 MB per small trial); no trial fails, repeats or loses an epoch, the next one starts "
+                        f"as in a fresh worker; 0: never (default: {d.worker_memory_growth:g})")
     p.add_argument("--mlflow-uri", metavar="URI",
                    help="log every trial as an MLflow run (params: its knobs; metrics: each epoch; tags: experiment, "
                         "phase, trial_id) to this tracking URI, e.g. http://127.0.0.1:5000 or sqlite:///mlflow.db "

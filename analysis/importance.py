@@ -9,6 +9,10 @@ A null is "this trial did not read the knob" (a BaseNet trial has no `depth`), n
 that is null for some of the trials is left out of the fANOVA (which needs every knob in every trial)
 and named in the note. Counting its nulls as a level would credit it with the effect of whatever
 decides whether it is read (the model, the optimizer, the policy).
+
+fANOVA's forest grows faster than linearly with the trials (26 of the 56 s of a 2,000-trial report,
+profiled: benchmarks/README.md, issue 22), so above SAMPLE trials it runs on a seeded random sample of
+SAMPLE of them, and the note says so.
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ from analysis import knobs as knobs_
 LOG_KNOBS = ("learning_rate", "weight_decay")
 MIN_TRIALS = knobs_.MIN_TRIALS_AT_BUDGET  # fANOVA's random forest on fewer trials ranks noise
 EVALUATOR = "fanova"
+SAMPLE = 1000  # trials fANOVA runs on at most; a random sample (seeded: the report is reproducible) above
+SAMPLE_SEED = 0
 
 
 def distribution(values: pd.Series, knob: str) -> Any:
@@ -69,6 +75,10 @@ def param_importances(trials: pd.DataFrame, epochs: pd.DataFrame) -> tuple[dict[
     skipped = f"; left out, as not read by every trial: {', '.join(conditional)}" if conditional else ""
     if not knobs:
         return {}, budget, n, f"importance skipped: no knob read by every trial varies{skipped}"
+    sampled = ""
+    if n > SAMPLE:
+        at = at.sample(n=SAMPLE, random_state=SAMPLE_SEED)
+        sampled = f" (a random sample of {SAMPLE} of them: fANOVA's cost grows faster than the trials)"
     dists = {k: distribution(at[k], k) for k in knobs}
     study = optuna.create_study(direction="maximize")
     study.add_trials(
@@ -83,10 +93,10 @@ def param_importances(trials: pd.DataFrame, epochs: pd.DataFrame) -> tuple[dict[
         study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0)
     )
     note = (
-        f"fANOVA (Optuna) over {n} search trials at matched budget {budget} epochs "
+        f"fANOVA (Optuna) over {n} search trials{sampled} at matched budget {budget} epochs "
         f"(best validation accuracy by then){skipped}"
     )
-    return {k: float(v) for k, v in result.items()}, budget, n, note
+    return {k: float(v) for k, v in result.items()}, budget, len(at), note
 
 
 def importance_rows(trials: pd.DataFrame, epochs: pd.DataFrame) -> list[dict[str, Any]]:

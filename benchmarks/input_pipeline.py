@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Input pipeline: training images per second of the simple, complex and whitening tf.data pipelines
+"""Input pipeline: training images per second of the simple, complex, crop_flip and whitening tf.data pipelines
 against a per-image NumPy augmentation loop (how the legacy Keras ImageDataGenerator worked), and
 BaseNet's training speed on the real pipeline against pre-built in-memory tensors.
 
@@ -26,8 +26,13 @@ reported against both; the targets are against ImageDataGenerator (`speedup_idg`
 Training speed: BaseNet model.fit on tf.data.from_tensor_slices of pre-normalised float32 arrays
 (batch 32, prefetch) against model.fit on the real pipeline; the second epoch of each is timed.
 TensorFlow runs with 1 op thread, as a trial with --cpus-per-trial 1.
-Targets: complex >= 8x and whitening >= 16x the legacy loop; training on the pipeline >= 0.95x the
-speed on pre-built tensors.
+Targets: complex and crop_flip >= 8x and whitening >= 16x ImageDataGenerator; training on the pipeline
+>= 0.95x the speed on pre-built tensors.
+
+Side by side, the same pipeline with the batch gather as it was before issue 22 (`numpy_gather_dataset`:
+NumPy through tf.numpy_function) against the gather inside TensorFlow (`gather_speedup`). The
+`crop_flip` baselines: the legacy loop pads, crops and flips per image; ImageDataGenerator shifts by
+up to an eighth of the side in whole pixels with zeros shifted in, flips left-right, and normalises.
 """
 
 from __future__ import annotations
@@ -45,8 +50,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common
 
 NAME = "input_pipeline"
-POLICIES = ("simple", "complex", "whitening")
-TARGET_SPEEDUP = {"simple": None, "complex": 8.0, "whitening": 16.0}
+POLICIES = ("simple", "complex", "crop_flip", "whitening")
+TARGET_SPEEDUP = {"simple": None, "complex": 8.0, "crop_flip": 8.0, "whitening": 16.0}
 
 
 def legacy_batches(
@@ -67,6 +72,13 @@ def legacy_batches(
         if policy == "simple":
             img = img / 255.0
         else:
+            if policy == "crop_flip":  # pad by an eighth of the side, crop back at a random offset, flip
+                pad = max(1, h // 8)
+                dy, dx = rng.integers(-pad, pad + 1, 2)
+                padded = np.pad(img, ((pad, pad), (pad, pad), (0, 0)))
+                img = padded[pad + dy : pad + dy + h, pad + dx : pad + dx + w]
+                if rng.random() < 0.5:
+                    img = img[:, ::-1]
             if policy == "complex":
                 if rng.random() < 0.5:
                     img = img[:, ::-1]
@@ -107,6 +119,10 @@ if policy == "simple":
 elif policy == "complex":
     gen = ImageDataGenerator(horizontal_flip=True, vertical_flip=True, zoom_range=zoom,
                              featurewise_center=True, featurewise_std_normalization=True)
+elif policy == "crop_flip":  # shifts of up to an eighth of the side in whole pixels, zeros shifted in
+    shift = max(1, x.shape[1] // 8)
+    gen = ImageDataGenerator(width_shift_range=shift, height_shift_range=shift, fill_mode="constant", cval=0.0,
+                             horizontal_flip=True, featurewise_center=True, featurewise_std_normalization=True)
 else:
     gen = ImageDataGenerator(featurewise_center=True, featurewise_std_normalization=True,
                              zca_whitening=True, zca_epsilon=epsilon)
@@ -167,6 +183,34 @@ def time_pass(ds) -> tuple[int, float]:
     return n, time.perf_counter() - t0
 
 
+def numpy_gather_dataset(x, y, indices, batch_size, transform, shuffle_seed):
+    """The pipeline as it was before issue 22, for the side-by-side figure: the same index stream and
+    transforms, each batch gathered by NumPy through tf.numpy_function (one Python call per batch, under
+    the GIL)."""
+    import tensorflow as tf
+
+    ds = tf.data.Dataset.from_tensor_slices(np.asarray(indices, dtype=np.int64))
+    ds = ds.shuffle(len(indices), seed=shuffle_seed, reshuffle_each_iteration=True).batch(batch_size)
+
+    def gather_op(idx):
+        images, labels = tf.numpy_function(
+            lambda i: (x[i], y[i].astype(np.int32)), [idx], (tf.as_dtype(x.dtype), tf.int32), stateful=False
+        )
+        images.set_shape((None, *x.shape[1:]))
+        labels.set_shape((None,))
+        return images, labels
+
+    ds = ds.map(gather_op, num_parallel_calls=tf.data.AUTOTUNE)
+    if getattr(transform, "seeded", False):
+        seeds = tf.data.Dataset.random(seed=shuffle_seed, rerandomize_each_iteration=True).batch(2)
+        ds = tf.data.Dataset.zip(ds, seeds).map(
+            lambda batch, seed: (transform(batch[0], seed), batch[1]), num_parallel_calls=tf.data.AUTOTUNE
+        )
+    else:
+        ds = ds.map(lambda images, labels: (transform(images), labels), num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
 def fit_speed(model_fn, ds, epochs: int = 2) -> float:
     """Images per second of the last of `epochs` model.fit epochs."""
     import keras
@@ -225,6 +269,9 @@ def main(argv: list[str] | None = None) -> int:
         ds = make_dataset(inputs.x_train, data.y_train, train_idx, config.batch_size, train_tf, shuffle_seed=0)
         n, secs = time_pass(ds)
         pipe_ips = n / secs
+        old = numpy_gather_dataset(inputs.x_train, data.y_train, train_idx, config.batch_size, train_tf, 0)
+        old_n, old_secs = time_pass(old)
+        old_ips = old_n / old_secs
 
         stats = {}
         if policy != "simple":
@@ -248,6 +295,8 @@ def main(argv: list[str] | None = None) -> int:
                 "batch_size": config.batch_size,
                 "pipeline_images": n,
                 "pipeline_img_per_s": round(pipe_ips, 1),
+                "numpy_gather_img_per_s": round(old_ips, 1),
+                "gather_speedup": round(pipe_ips / old_ips, 2),
                 "legacy_images": seen,
                 "legacy_img_per_s": round(legacy_ips, 1),
                 "speedup": round(pipe_ips / legacy_ips, 2),

@@ -150,6 +150,7 @@ def run_phase(ctx: PhaseContext, phase: Phase) -> None:
             max_concurrent=request.max_concurrent,
             reuse_actors=not request.fresh_workers,
             keep_checkpoints=request.checkpoints_kept,
+            worker_memory_growth=request.worker_memory_growth,
             max_failures=request.max_failures,
             verbose=request.verbosity,
             callbacks=loggers(request, exp, phase.name),

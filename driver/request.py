@@ -85,6 +85,7 @@ class Request:
     checkpoint_every: int = 1  # epochs
     keep_checkpoints: int | None = None  # 0 keeps all; None: 2, or all under --scheduler pbt (checkpoints_kept)
     fresh_workers: bool = False
+    worker_memory_growth: float = 10.0  # % (tuning.tune_settings.WORKER_MEMORY_GROWTH); 0: never
     mlflow_uri: str | None = None  # None: nothing is logged to MLflow
     verbose: int = 0
     quiet: int = 0
@@ -204,8 +205,6 @@ def plan(request: Request) -> Plan:
     goals = tuple(objectives(request.objective))
     if request.checkpoint_every < 1:
         raise UsageError(f"--checkpoint-every must be >= 1 epoch, got {request.checkpoint_every}")
-    if request.keep_checkpoints is not None and request.keep_checkpoints < 0:
-        raise UsageError(f"--keep-checkpoints must be >= 0 (0 keeps every checkpoint), got {request.keep_checkpoints}")
     check_study_flags(request)
     check_pbt(request, space, race)
     check_mlflow(request)
@@ -227,10 +226,10 @@ def resolve_space(request: Request) -> SearchSpace:
             raise UsageError(f"--{flag.replace('_', '-')} must be a positive integer, got {value}")
     if request.cpus_per_trial <= 0:
         raise UsageError(f"--cpus-per-trial must be > 0, got {request.cpus_per_trial}")
-    if request.gpus_per_trial is not None and request.gpus_per_trial < 0:
-        raise UsageError(f"--gpus-per-trial must be >= 0, got {request.gpus_per_trial}")
-    if request.max_failures < 0:
-        raise UsageError(f"--max-failures must be >= 0, got {request.max_failures}")
+    for flag in ("gpus_per_trial", "max_failures", "keep_checkpoints", "worker_memory_growth"):
+        value = getattr(request, flag)  # keep_checkpoints 0: every one; worker_memory_growth 0: never
+        if value is not None and value < 0:
+            raise UsageError(f"--{flag.replace('_', '-')} must be >= 0, got {value}")
     return SPACES[request.space]
 
 

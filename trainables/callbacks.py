@@ -27,6 +27,8 @@ import ray
 from ray import tune
 
 from trainables.config import TrialConfig
+from trainables.events import TrialEvents
+from trainables.runtime import RSS_KEY, resident_mb
 
 CHECKPOINT_MODEL = "model.keras"
 CHECKPOINT_STATE = "state.json"
@@ -36,8 +38,16 @@ class EpochReporter(keras.callbacks.Callback):
     """Reports one row per epoch, with a checkpoint every `checkpoint_every` epochs and at the full
     budget; evaluates the test split once, at full budget."""
 
-    def __init__(self, config: TrialConfig, test_ds, gpus: float, checkpoint_every: int = 1) -> None:  # noqa: ANN001
+    def __init__(
+        self,
+        config: TrialConfig,
+        test_ds,  # noqa: ANN001 - tf.data.Dataset
+        gpus: float,
+        checkpoint_every: int = 1,
+        events: TrialEvents | None = None,
+    ) -> None:
         super().__init__()
+        self.events = events  # TensorBoard's event file of the trial, written before each report
         if checkpoint_every < 1:
             raise ValueError(f"checkpoint_every must be >= 1 epoch, got {checkpoint_every}")
         self.config = config
@@ -67,6 +77,9 @@ class EpochReporter(keras.callbacks.Callback):
             "node": self.node,
             "pid": os.getpid(),  # the worker process: what an operator (or a fault test) signals
         }
+        rss = resident_mb()
+        if rss is not None:  # the worker's memory, which the driver limits (--worker-memory-growth)
+            metrics[RSS_KEY] = round(rss, 1)
         if self._cost is None:
             from trainables.cost import measure
 
@@ -83,16 +96,22 @@ class EpochReporter(keras.callbacks.Callback):
         if diverged:
             metrics["error"] = diverged
             self.model.stop_training = True
+            self.write_events(metrics, done)
             tune.report(metrics)
             return
         if done == self.config.max_epochs:
             test = self.model.evaluate(self.test_ds, verbose=0, return_dict=True)
             metrics["test_accuracy"] = float(test["accuracy"])
+        self.write_events(metrics, done)
         if done % self.checkpoint_every and done != self.config.max_epochs:
             tune.report(metrics)  # no checkpoint this epoch: a restart resumes from the last one
             return
-        with tempfile.TemporaryDirectory(prefix="ckpt-") as folder:
+        with tempfile.TemporaryDirectory(prefix="ckpt-") as folder:  # Tune copies it to the storage
             self.model.save(Path(folder) / CHECKPOINT_MODEL)
             # The RNG streams are not saved: a restore reseeds from (seed, epoch), see trainable.epoch_seed.
             (Path(folder) / CHECKPOINT_STATE).write_text(json.dumps({"epoch": done, "seed": self.config.seed}))
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
+
+    def write_events(self, metrics: dict[str, Any], epoch: int) -> None:
+        if self.events is not None:
+            self.events.write(metrics, step=epoch)  # step: Tune's training_iteration, one report per epoch

@@ -143,6 +143,20 @@ def _release_free_heap() -> None:
         pass
 
 
+RSS_KEY = "worker_rss_mb"  # the result key of the worker's resident memory (tuning.worker_memory reads it)
+
+
+def resident_mb() -> float | None:
+    """This process's resident memory in MB (Linux's /proc; None elsewhere): reported with every epoch, so
+    that the driver can replace a reused worker that has grown too far (tuning.worker_memory)."""
+    try:
+        with open("/proc/self/statm") as f:
+            pages = int(f.read().split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
 def _gpu_total_mb(gpu) -> int | None:  # noqa: ANN001 - a tf PhysicalDevice
     try:
         import os

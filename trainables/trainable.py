@@ -81,6 +81,7 @@ def _train(params: dict[str, Any], data: ImageDataset, gpus: float, checkpoint_e
 
     from trainables import registry
     from trainables.callbacks import EpochReporter
+    from trainables.events import TrialEvents, working_folder
 
     # TypeError too: a knob of a type that no coercion takes (a plugin space's list, say).
     with cannot_heal("bad config", (ValueError, TypeError)):
@@ -99,7 +100,9 @@ def _train(params: dict[str, Any], data: ImageDataset, gpus: float, checkpoint_e
         set_perturbable(model.optimizer, config, steps_per_epoch(config, len(split[0])))
     train_ds, val_ds, test_ds = _datasets(config, data, split, shuffle_seed=epoch_seed(config.seed, start_epoch))
 
-    reporter = EpochReporter(config, test_ds, gpus, checkpoint_every)
+    # TensorBoard's events, in the trial's working folder (Tune copies it to the storage's trial folder).
+    events = TrialEvents(params, working_folder())
+    reporter = EpochReporter(config, test_ds, gpus, checkpoint_every, events)
     # A plugin's callbacks (registry.TrialCallback) after the reporter: its epoch hooks see the epoch reported.
     callbacks: list[keras.callbacks.Callback] = [reporter, *registry.trial_callbacks(config)]
     if config.patience:

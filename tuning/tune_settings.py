@@ -7,16 +7,19 @@ Profiled (cProfile of the driver, 300 trivial trials, ASHA + Optuna TPE, one che
 benchmarks/README.md): the cost that grew with the number of trials was Tune's experiment-state
 snapshot (every trial's state as JSON plus the pickled searcher, i.e. O(trials) each time), which
 Tune *forces* after every `num_to_keep` checkpoints of a trial, so that the snapshot never names a
-checkpoint that has since been deleted. With num_to_keep=1 that was one snapshot per checkpoint, i.e.
-per epoch per trial. Keeping two checkpoints per trial makes it one per two checkpoints of a trial:
-a trial ASHA stops at its first rung (one checkpoint) forces none, and the periodic snapshot (Tune's
-"auto" period: at least 10 s, about 5 % of the time) does the rest. Fault tolerance is unchanged: a
-retried trial restores its latest checkpoint, which Tune tracks in memory; a resumed experiment
-restores the latest checkpoint the last snapshot names, which is kept on disk until then.
+checkpoint that has since been deleted: about one per trial. So Tune is given no num_to_keep, and a callback
+(tuning.checkpoint_pruning) deletes each trial's checkpoints but the newest `--keep-checkpoints`, once no
+snapshot on the storage can name them. The snapshot a trial's `--keep-checkpoints` checkpoints forced is
+still taken (tuning.snapshots), but only while the snapshots have taken at most a tenth of the driver's
+time: a small experiment snapshots as before, a large one in a fixed share of its time. Fault tolerance is
+unchanged: a retried trial restores its latest checkpoint, which Tune tracks in memory and which is never
+deleted; a resumed experiment restores the latest checkpoint the last snapshot names, which is kept on
+the storage until a later snapshot is there.
 
 The per-result loggers: the tables read result.json (KeepingJsonLogger, Tune's JsonLoggerCallback
-with the restore below) and users read TensorBoard's event files (EventsLogger, i.e. Tune's TBXLoggerCallback:
-per-epoch scalars, the trial's knobs as hparams); Tune's CSV logger wrote the same rows once more per result and is off.
+with the restore below); Tune's CSV logger wrote the same rows once more per result and is off. Users
+read TensorBoard's event files, which each trial writes in its own process (trainables.events, in the form
+Tune's TBXLoggerCallback wrote them from the driver) and Tune copies to the storage (sync_config).
 
 Why not Tune's JsonLoggerCallback as it is (issue 24): the driver appends each result to result.json in
 its local staging folder, which reaches the storage path only with an experiment snapshot (every >= 10 s,
@@ -44,36 +47,49 @@ from tuning import METRIC, MODE
 
 logger = logging.getLogger(__name__)
 
-# Checkpoints kept per trial (Tune deletes older ones): the latest, plus the one before, which an
-# experiment-state snapshot taken since the previous forced one may still name.
+# Checkpoints kept per trial on the storage (older ones are deleted, tuning.checkpoint_pruning): the latest,
+# plus the one before.
 CHECKPOINTS_KEPT = 2
+# A reused worker is replaced between two trials once its resident memory is this many % above what it was
+# after its first trial (tuning.worker_memory); 0: never.
+WORKER_MEMORY_GROWTH = 10.0
 
 
-def checkpoint_config(kept: int = CHECKPOINTS_KEPT):  # noqa: ANN201 - tune.CheckpointConfig
-    """Tune's checkpoint settings: `kept` checkpoints per trial (run_search --keep-checkpoints), 0 for
-    all. With a number, Tune forces an experiment snapshot (every trial's state: O(trials)) whenever a
-    trial has made that many checkpoints since the last snapshot; with all kept it never has to, and
-    snapshots only on its own period (>= 10 s): 63 against 314 ms of driver time per trial over 1,000
-    trivial trials (benchmarks/bookkeeping.py --keep-all-checkpoints). Each kept checkpoint costs disk:
-    BaseNet's is ~0.14 MB, the reference ConvNet's ~2.4 MB."""
+def checkpoint_config():  # noqa: ANN201 - tune.CheckpointConfig
+    """Tune's checkpoint settings: Tune keeps every checkpoint itself (no num_to_keep), so it never forces
+    an experiment snapshot (every trial's state: O(trials)) on its own; the CheckpointPruner callback of
+    build_tuner keeps --keep-checkpoints per trial on the storage instead, and tuning.snapshots forces the
+    snapshots within a budget. Forced by Tune at every num_to_keep checkpoints, the snapshots cost 314 against
+    63 ms of driver time per trial over 1,000 trivial trials (benchmarks/README.md, issue 11). Each kept
+    checkpoint costs disk: BaseNet's is ~0.14 MB, the reference ConvNet's ~2.4 MB."""
     from ray import tune
 
-    return tune.CheckpointConfig(num_to_keep=kept or None)
+    return tune.CheckpointConfig(num_to_keep=None)
 
 
 def result_loggers() -> list:
-    """The per-result loggers: result.json for the tables and TensorBoard event files for people, with
-    Tune's automatic loggers (which add a CSV copy) switched off (Tune's documented
-    TUNE_DISABLE_AUTO_CALLBACK_LOGGERS, read by the driver when the run starts). Tune would not add its
-    own JsonLoggerCallback beside KeepingJsonLogger anyway: it adds one only when no callback is an
-    instance of that class (ray.tune.utils.callback._create_default_callbacks)."""
+    """The driver's per-result loggers: result.json for the tables (TensorBoard's event files are the
+    trials' own, trainables.events), with Tune's automatic loggers (which add a CSV copy) switched off
+    (Tune's documented TUNE_DISABLE_AUTO_CALLBACK_LOGGERS, read by the driver when the run starts). Tune
+    would not add its own JsonLoggerCallback beside KeepingJsonLogger anyway: it adds one only when no
+    callback is an instance of that class (ray.tune.utils.callback._create_default_callbacks)."""
     os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
-    return [KeepingJsonLogger(), EventsLogger(), stop_when_storage_full()]
+    return [KeepingJsonLogger(), stop_when_storage_full()]
+
+
+def sync_config():  # noqa: ANN201 - tune.SyncConfig
+    """Tune copies each trial's working folder to its folder on the storage with every checkpoint and when
+    the trial stops: the TensorBoard event files the trial writes itself (trainables.events) get there so."""
+    from ray import tune
+
+    return tune.SyncConfig(sync_artifacts=True)
 
 
 class EventsLogger(LoggerCallback):
-    """TensorBoard's event files, written by Tune's TBXLoggerCallback (per-epoch scalars, the knobs as
-    hparams), held rather than subclassed: Tune prints a `tensorboard --logdir` line naming its
+    """No longer used (trials write their own event files, trainables.events); kept because the tuner.pkl
+    of an experiment started before names it, and --resume unpickles that. TensorBoard's event files,
+    written by Tune's TBXLoggerCallback (per-epoch scalars, the knobs as hparams), held rather than
+    subclassed: Tune prints a `tensorboard --logdir` line naming its
     /tmp/ray staging folder whenever a callback *is* a TBXLoggerCallback (ray.tune.tune,
     `tensorboard_path`), while the events land in the experiment folder, the one the driver names."""
 
@@ -219,6 +235,7 @@ def build_tuner(
     max_concurrent: int | None = None,
     reuse_actors: bool = True,
     keep_checkpoints: int = CHECKPOINTS_KEPT,
+    worker_memory_growth: float = WORKER_MEMORY_GROWTH,
     max_failures: int = 0,
     verbose: int = 0,
     callbacks: Sequence[Any] | None = None,
@@ -227,9 +244,21 @@ def build_tuner(
     mode: str = MODE,
 ) -> Any:
     """A Tuner for one phase `name` (a folder under `storage_path`): trials named by id, `keep_checkpoints`
-    per trial (0: all), `callbacks` (default: result_loggers(), the per-result loggers the tables read)."""
+    per trial on the storage (0: all), a reused worker replaced once its memory has grown more than
+    `worker_memory_growth` % (0: never), `callbacks` (default: result_loggers(), the per-result loggers the
+    tables read)."""
     from ray import tune
 
+    from tuning import snapshots, worker_memory
+    from tuning.checkpoint_pruning import CheckpointPruner
+
+    callbacks = result_loggers() if callbacks is None else list(callbacks)
+    if keep_checkpoints:
+        callbacks.append(CheckpointPruner(keep_checkpoints))
+        snapshots.install()  # a snapshot every keep_checkpoints checkpoints of a trial, within a time budget
+    if worker_memory_growth and reuse_actors:
+        callbacks.append(worker_memory.WorkerMemoryLimit(worker_memory_growth))
+        worker_memory.install()
     return tune.Tuner(
         trainable,
         param_space=param_space,
@@ -247,8 +276,9 @@ def build_tuner(
             name=name,
             storage_path=storage_path,
             stop=stop,
-            checkpoint_config=checkpoint_config(keep_checkpoints),
-            callbacks=result_loggers() if callbacks is None else list(callbacks),
+            checkpoint_config=checkpoint_config(),
+            sync_config=sync_config(),
+            callbacks=callbacks,
             failure_config=tune.FailureConfig(max_failures=max_failures),
             verbose=verbose,
         ),
@@ -263,11 +293,13 @@ def restore_tuner(path: str, trainable: Any) -> Any:
 
     from ray import tune
 
-    from tuning import optuna_search, schedulers
+    from tuning import optuna_search, schedulers, snapshots, worker_memory
 
     # Experiments started before the Tune side had its own package pickled its searcher and scheduler
     # under their old module paths; the same classes live here now.
     for old, module in (("search_spaces.optuna_search", optuna_search), ("search_spaces.schedulers", schedulers)):
         sys.modules.setdefault(old, module)
     sys.modules.setdefault("trainables.tune_settings", sys.modules[__name__])
+    snapshots.install()  # the pickled callbacks hold the CheckpointPruner, if the run had one
+    worker_memory.install()  # and the WorkerMemoryLimit
     return tune.Tuner.restore(path, trainable=trainable, resume_errored=True)

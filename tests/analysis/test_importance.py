@@ -96,3 +96,12 @@ def test_a_knob_null_for_half_the_trials_does_not_borrow_the_models_importance()
     values, _, n, note = importance.param_importances(trials, epochs)
     assert "depth" not in values and list(values)[0] == "model" and values["model"] > 0.8
     assert "not read by every trial: depth" in note and n == 24
+
+
+def test_above_the_sample_size_fanova_runs_on_a_seeded_sample_and_says_so(monkeypatch) -> None:
+    monkeypatch.setattr(importance, "SAMPLE", 30)
+    values, _, n, note = importance.param_importances(*frames(search_rows(48)))
+    assert n == 30 and "over 48 search trials (a random sample of 30 of them" in note
+    assert max(values, key=values.get) == "bn_position"  # the sample still finds the knob that decides
+    again = importance.param_importances(*frames(search_rows(48)))
+    assert again[0] == values  # seeded: the same report every time

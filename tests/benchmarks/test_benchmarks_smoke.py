@@ -30,7 +30,8 @@ def bench(tmp_path: Path, name: str, *extra: str, workdir: bool = True, timeout:
 
 def test_input_pipeline_smoke(tmp_path: Path) -> None:
     frame = bench(tmp_path, "input_pipeline", workdir=False)
-    assert list(frame["policy"]) == ["simple", "complex", "whitening"]
+    assert list(frame["policy"]) == ["simple", "complex", "crop_flip", "whitening"]
+    assert (frame["numpy_gather_img_per_s"] > 0).all()  # the gather before issue 22, side by side
     for col in ("pipeline_img_per_s", "legacy_img_per_s", "fit_prebuilt_img_per_s", "fit_pipeline_img_per_s"):
         assert (frame[col] > 0).all(), col
     ratio = frame["pipeline_img_per_s"] / frame["legacy_img_per_s"]
@@ -39,6 +40,18 @@ def test_input_pipeline_smoke(tmp_path: Path) -> None:
     assert (frame["idg_img_per_s"] > 0).all(), "install the bench extra (tf-keras)"
     ratio = frame["pipeline_img_per_s"] / frame["idg_img_per_s"]
     assert ((frame["speedup_idg"] - ratio).abs() <= 0.01 * ratio + 0.01).all()
+
+
+def test_pipeline_memory_smoke(tmp_path: Path) -> None:
+    frame = bench(tmp_path, "pipeline_memory", "--policies", "simple", "--steps", "5", workdir=False)
+    assert list(frame["variant"]) == ["tf_gather", "numpy_gather", "tensor_copy"]
+    assert frame["added_private_mb"].notna().all()
+
+
+def test_analysis_scale_smoke(tmp_path: Path) -> None:
+    frame = bench(tmp_path, "analysis_scale")
+    assert list(frame["trials"]) == [20, 50] and list(frame["epoch_rows"]) == [600, 1500]
+    assert (frame["analysis_s"] > 0).all() and (frame["peak_rss_mb"] > 0).all()
 
 
 def test_searcher_quality_smoke(tmp_path: Path) -> None:
@@ -100,7 +113,8 @@ def test_memory_smoke(tmp_path: Path) -> None:
 def test_bookkeeping_smoke(tmp_path: Path) -> None:
     frame = bench(tmp_path, "bookkeeping")  # workers reused, as run_search (a fresh process per trial is slow)
     assert (frame["trials"] == 20).all() and (frame["errored_trials"] == 0).all()
-    assert frame["reuse_actors"].all() and (frame["settings"] == "issue11").all()
+    assert frame["reuse_actors"].all() and (frame["settings"] == "issue22").all()
+    assert (frame["checkpoints_per_trial_max"] <= 2).all()  # at the end, at most the kept ones
     assert list(frame["export_trials"]) == [5, 10, 20]
     assert (frame["harness_ms_per_trial"] > 0).all()
 
@@ -115,9 +129,11 @@ def test_reference_study_smoke(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_warm_workers_smoke(tmp_path: Path) -> None:
-    frame = bench(tmp_path, "warm_workers", "--trials", "4", "--fresh-trials", "2")
+    frame = bench(tmp_path, "warm_workers", "--trials", "4", "--fresh-trials", "2", "--limited-trials", "4")
     row = frame.iloc[0]
     assert row["reused_worker_processes"] == 1 and row["fresh_worker_processes"] == 2
+    assert row["trials_limited"] == 4 and 1 <= row["limited_worker_processes"] <= 3  # a worker runs 2 at least
+    assert row["limited_rss_change"] == row["limited_rss_change"]  # not NaN
     assert row["startup_reused_median_s"] > 0 and row["rss_growth"] == row["rss_growth"]  # not NaN
     assert (tmp_path / "warm_workers_trace.csv").is_file()
 

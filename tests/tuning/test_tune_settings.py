@@ -13,21 +13,40 @@ from tests.conftest import BUCKET
 from tuning import tune_settings
 
 
-@pytest.mark.parametrize(("kept", "num_to_keep"), [(2, 2), (5, 5), (0, None)])
-def test_kept_checkpoints_map_to_tunes_num_to_keep_and_zero_keeps_all(kept, num_to_keep):
-    # None is Tune's "keep every checkpoint": the setting under which it never forces a snapshot.
-    assert tune_settings.checkpoint_config(kept).num_to_keep == num_to_keep
+def test_tune_keeps_every_checkpoint_so_it_never_forces_a_snapshot():
+    # None is Tune's "keep every checkpoint": the setting under which it never forces a snapshot; the
+    # pruner keeps --keep-checkpoints per trial instead (tests/tuning/test_checkpoint_pruning.py).
+    assert tune_settings.checkpoint_config().num_to_keep is None
+    assert tune_settings.CHECKPOINTS_KEPT == 2
 
 
-def test_default_keeps_two_checkpoints():
-    assert tune_settings.checkpoint_config().num_to_keep == tune_settings.CHECKPOINTS_KEPT == 2
+@pytest.mark.parametrize(("kept", "pruned"), [(2, 2), (5, 5), (0, None)])
+def test_kept_checkpoints_are_the_pruners_and_zero_keeps_all(kept, pruned, tmp_path):
+    from tuning.checkpoint_pruning import CheckpointPruner
+
+    tuner = tune_settings.build_tuner(
+        print,  # any function trainable: the Tuner is built, never run
+        name="x",
+        storage_path=str(tmp_path),
+        num_samples=1,
+        search_alg=None,
+        scheduler=None,
+        keep_checkpoints=kept,
+        callbacks=[],
+    )
+    run_config = tuner._local_tuner.get_run_config()
+    pruners = [cb.keep for cb in run_config.callbacks if isinstance(cb, CheckpointPruner)]
+    assert pruners == ([] if pruned is None else [pruned])
+    assert run_config.checkpoint_config.num_to_keep is None
 
 
-def test_result_loggers_are_json_and_tensorboard_with_tunes_automatic_ones_off(monkeypatch):
+def test_result_loggers_are_json_only_with_tunes_automatic_ones_off(monkeypatch):
+    # TensorBoard's event files are the trials' own (trainables.events), copied by Tune's artifact sync.
     monkeypatch.delenv("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", raising=False)
     loggers = tune_settings.result_loggers()
     kinds = {type(cb) for cb in loggers}
-    assert {tune_settings.KeepingJsonLogger, tune_settings.EventsLogger} <= kinds
+    assert tune_settings.KeepingJsonLogger in kinds and tune_settings.EventsLogger not in kinds
+    assert tune_settings.sync_config().sync_artifacts
     # Tune prints a TensorBoard line naming its /tmp staging folder for any TBXLoggerCallback it is given.
     assert not any(isinstance(cb, TBXLoggerCallback) for cb in loggers)
     assert os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] == "1"
