@@ -36,6 +36,7 @@ import os
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -217,13 +218,9 @@ def main(argv: list[str] | None = None) -> int:
         ray.shutdown()
     after = _common.machine()
 
-    def med(rows: list[dict], key: str) -> float:
+    def med(rows: list[dict], key: str, stat: Callable[[list], float] = statistics.median) -> float:
         values = [r[key] for r in rows if r[key] is not None]
-        return statistics.median(values) if values else float("nan")
-
-    def mean(rows: list[dict], key: str) -> float:
-        values = [r[key] for r in rows if r[key] is not None]
-        return statistics.fmean(values) if values else float("nan")
+        return stat(values) if values else float("nan")
 
     reused_pids = {r["pid"] for r in reused}
     early = min(5, len(reused)) - 1  # after trial 5 (1-based)
@@ -259,8 +256,8 @@ def main(argv: list[str] | None = None) -> int:
         "limited_worker_processes": len(set(limited_pids)),
         "limited_trials_per_worker": round(len(limited) / len(set(limited_pids)), 1),
         "startup_limited_median_s": round(med(limited, "startup_s"), 3),
-        "startup_limited_mean_s": round(mean(limited, "startup_s"), 3),
-        "startup_reused_mean_s": round(mean(reused, "startup_s"), 3),
+        "startup_limited_mean_s": round(med(limited, "startup_s", statistics.fmean), 3),
+        "startup_reused_mean_s": round(med(reused, "startup_s", statistics.fmean), 3),
         "in_trial_limited_median_s": round(med(limited, "in_trial_s"), 3),
         "wall_per_trial_limited_s": round(walls["limited"] / len(limited), 2),
         f"limited_rss_after_trial_{tenth + 1}_mb": round(rss_tenth, 1),

@@ -118,12 +118,8 @@ def search_ran_after_confirm(targets: dict[str, int]) -> bool:
     """Whether the newest search run started after the newest confirmation run (experiment.json `runs`
     keeps their order): an extension interrupted before its confirmation, whose resume must confirm the
     extended search afresh rather than continue the confirmation of the search before it."""
-    order = [phase_of(name) for name in targets]
-    if "confirm" not in order or "search" not in order:
-        return False
-    return max(i for i, ph in enumerate(order) if ph == "search") > max(
-        i for i, ph in enumerate(order) if ph == "confirm"
-    )
+    last = {phase_of(name): i for i, name in enumerate(targets)}  # each phase's newest run, by position
+    return "search" in last and "confirm" in last and last["search"] > last["confirm"]
 
 
 def run_phase(ctx: PhaseContext, phase: Phase) -> None:

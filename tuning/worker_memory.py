@@ -55,8 +55,9 @@ class WorkerMemoryLimit(Callback):
 
     def keep_worker(self, result: dict[str, Any] | None) -> bool:
         """Whether the worker that reported `result`, its trial's last, may run another trial."""
-        rss = (result or {}).get(RSS_KEY)
-        if rss is None or result is None or "pid" not in result:
+        result = result or {}
+        rss = result.get(RSS_KEY)
+        if rss is None or "pid" not in result:
             return True  # a trainable that does not report its memory (a replay, a test's)
         worker = (result.get("node") or result.get("hostname"), result["pid"])
         baseline = self.baselines.setdefault(worker, float(rss))

@@ -21,20 +21,10 @@ def test_tune_keeps_every_checkpoint_so_it_never_forces_a_snapshot():
 
 
 @pytest.mark.parametrize(("kept", "pruned"), [(2, 2), (5, 5), (0, None)])
-def test_kept_checkpoints_are_the_pruners_and_zero_keeps_all(kept, pruned, tmp_path):
+def test_kept_checkpoints_are_the_pruners_and_zero_keeps_all(kept, pruned, built_run_config):
     from tuning.checkpoint_pruning import CheckpointPruner
 
-    tuner = tune_settings.build_tuner(
-        print,  # any function trainable: the Tuner is built, never run
-        name="x",
-        storage_path=str(tmp_path),
-        num_samples=1,
-        search_alg=None,
-        scheduler=None,
-        keep_checkpoints=kept,
-        callbacks=[],
-    )
-    run_config = tuner._local_tuner.get_run_config()
+    run_config = built_run_config(keep_checkpoints=kept)
     pruners = [cb.keep for cb in run_config.callbacks if isinstance(cb, CheckpointPruner)]
     assert pruners == ([] if pruned is None else [pruned])
     assert run_config.checkpoint_config.num_to_keep is None

@@ -67,24 +67,14 @@ def test_the_controller_keeps_no_grown_worker_and_asks_tune_otherwise(tmp_path, 
     assert unlimited._maybe_cache_trial_actor(grown) is True and asked == [first, grown]
 
 
-def test_the_default_limit_is_the_requests_and_only_reused_workers_get_it(tmp_path):
+def test_the_default_limit_is_the_requests_and_only_reused_workers_get_it(built_run_config):
     from driver.request import Request
     from tuning import tune_settings
 
     assert Request(space="basenet").worker_memory_growth == tune_settings.WORKER_MEMORY_GROWTH
 
     def limits(**settings: object) -> list[float]:
-        tuner = tune_settings.build_tuner(
-            print,  # any function trainable: the Tuner is built, never run
-            name="x",
-            storage_path=str(tmp_path),
-            num_samples=1,
-            search_alg=None,
-            scheduler=None,
-            callbacks=[],
-            **settings,
-        )
-        callbacks = tuner._local_tuner.get_run_config().callbacks
+        callbacks = built_run_config(**settings).callbacks
         return [cb.growth_percent for cb in callbacks if isinstance(cb, WorkerMemoryLimit)]
 
     assert limits() == [tune_settings.WORKER_MEMORY_GROWTH]
