@@ -302,7 +302,10 @@ def build_optuna_search(
     of configurations it asks first (tuning.warm_start)."""
     import functools
 
-    sampler = optuna.samplers.RandomSampler(seed=seed) if random else optuna.samplers.TPESampler(seed=seed)
+    from tuning.tpe import BoundedTPESampler
+
+    # TPE that models at most tuning.tpe.HISTORY finished trials: an ask's cost stays flat over many trials.
+    sampler = optuna.samplers.RandomSampler(seed=seed) if random else BoundedTPESampler(seed=seed)
     return FidelityOptunaSearch(
         space=functools.partial(define_with_fixed, space=space, fixed=dict(fixed)),
         metric=metric,
