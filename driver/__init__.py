@@ -21,9 +21,10 @@ from driver.data_checks import check_data
 from driver.guards import check_free, hold_experiment, storage_full_stops
 from driver.phases import PhaseContext, Runs, run_phases
 from driver.record import record
-from driver.request import Plan, Request, check_name, plan, use_s3_endpoint, with_absolute_plugins
+from driver.request import Plan, Request, plan, with_absolute_plugins
 from driver.signals import EXIT_ALL_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, Interrupted, StopSignal
 from driver.signals import sigterm_as_sigint as sigterm_as_sigint
+from driver.storage_checks import check_name, use_s3_endpoint
 from experiment import folder, storage
 from experiment.errors import UsageError
 from experiment.folder import Experiment
@@ -49,7 +50,7 @@ def run(request: Request, given: frozenset[str], argv: list[str], stop: StopSign
     if exp is not None:
         resume.check_extension(p, given, before, exp.uri)
     warm = warm_points(request, p)
-    use_s3_endpoint(request)
+    use_s3_endpoint(request.storage_path, request.s3_endpoint)
     exp = exp or folder.locate(request.storage_path, request.name or default_name(p))
     if not request.resume and exp.exists():
         check_free(exp)

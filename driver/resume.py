@@ -9,7 +9,8 @@ import dataclasses
 from typing import Any
 
 from driver.guards import check_free, read_resumable
-from driver.request import FIELDS, Plan, Request, use_s3_endpoint
+from driver.request import FIELDS, Plan, Request
+from driver.storage_checks import use_s3_endpoint
 from experiment import folder, storage
 from experiment.errors import UsageError
 from experiment.folder import Experiment
@@ -38,7 +39,7 @@ def resumable(request: Request) -> tuple[Experiment, dict[str, Any]]:
     """The experiment --resume continues, free and resumable, and its record."""
     if not request.name:
         raise UsageError("--resume needs --name NAME of the experiment to continue")
-    use_s3_endpoint(request)
+    use_s3_endpoint(request.storage_path, request.s3_endpoint)
     exp = folder.locate(request.storage_path, request.name)
     check_free(exp)
     return exp, read_resumable(exp)
