@@ -155,9 +155,9 @@ def random_zoom(zoom_range: float, seed: int | None = None) -> BatchFn | None:
 
 def random_crop(padding: int, seed: int | None = None) -> BatchFn | None:
     """Pad-and-random-crop of each image independently: zero-pad `padding` pixels on every side, crop
-    a window of the original size at a uniform offset. Done as an integer translation by (dx, dy) in
-    [-padding, padding]^2 with zero fill (the same pixels, without materialising the padded batch);
-    None for 0."""
+    a window of the original size at a uniform offset (dx, dy) in [-padding, padding]^2 from the centre.
+    Two batched gathers (rows, then columns) of the padded batch in its own dtype: on uint8 that moves a
+    quarter of the bytes a float32 resampling would, and computes no coordinate per pixel; None for 0."""
     if padding == 0:
         return None
     base = 0 if seed is None else int(seed)
@@ -165,10 +165,12 @@ def random_crop(padding: int, seed: int | None = None) -> BatchFn | None:
     def crop(images: tf.Tensor, batch_seed: tf.Tensor | None = None) -> tf.Tensor:
         shape = tf.shape(images)
         shifts = tf.random.stateless_uniform([shape[0], 2], _seed_of(base, batch_seed), -padding, padding + 1, tf.int32)
-        shifts = tf.cast(shifts, tf.float32)
-        # Output pixel (x, y) takes the input's (x + dx, y + dy); outside the image it is 0, the padding.
-        ones = tf.ones_like(shifts[:, 0])
-        return _scale_and_shift(images, ones, shifts[:, 0], shifts[:, 1], interpolation="NEAREST", fill_mode="CONSTANT")
+        # Output pixel (x, y) takes the input's (x + dx, y + dy), i.e. the padded batch's (x + dx + padding, ...).
+        padded = tf.pad(images, [[0, 0], [padding, padding], [padding, padding], [0, 0]])
+        rows = shifts[:, 1:2] + padding + tf.range(shape[1])[tf.newaxis, :]  # (B, H)
+        cols = shifts[:, 0:1] + padding + tf.range(shape[2])[tf.newaxis, :]  # (B, W)
+        cropped = tf.gather(padded, rows, axis=1, batch_dims=1)  # (B, H, W + 2 padding, C)
+        return tf.gather(cropped, cols, axis=2, batch_dims=1)
 
     crop.seeded = True  # type: ignore[attr-defined]
     return crop
@@ -368,7 +370,8 @@ def crop_flip(
 ) -> tuple[BatchFn, BatchFn]:
     stats = channel_stats(data, train_idx, cache_dir).arrays
     norm = normalize(stats["mean"], stats["std"])
-    return compose(to_float, *_crop_flip_ops(config, data.image_shape[0]), norm), compose(to_float, norm)
+    # The shift and the mirror move whole uint8 pixels, so they run before the cast (a quarter of the bytes).
+    return compose(*_crop_flip_ops(config, data.image_shape[0]), to_float, norm), compose(to_float, norm)
 
 
 def _crop_flip_ops(config: TrialConfig, image_side: int) -> list[BatchFn]:
