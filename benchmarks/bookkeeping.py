@@ -90,6 +90,7 @@ def build_tuner(
     before: bool = False,
     keep_all: bool = False,
     tune_keeps: bool = False,
+    extra_callbacks: tuple = (),
 ):
     """A Tuner as the driver builds one (tuning.tune_settings.build_tuner), with the trivial trainable in
     place of train_trial. `tune_keeps`: the settings of issue 11 for the side-by-side figure (Tune's own
@@ -135,7 +136,7 @@ def build_tuner(
         scheduler=scheduler,
         reuse_actors=reuse,
         keep_checkpoints=keep,
-        callbacks=callbacks,
+        callbacks=[*callbacks, *extra_callbacks],
     ), request
 
 
@@ -154,6 +155,29 @@ def growth_window(trials: int) -> int:
     if trials >= 3000:
         return trials // 10
     return 100 if trials >= 300 else max(1, trials // 3)
+
+
+PROFILERS: list = []  # the profiler ProfileFrom started (the Tuner runs a pickled copy of the callback)
+
+
+def profile_from(after: int):
+    """A Tune callback that starts a cProfile.Profile in the driver's thread once `after` trials have ended,
+    appended to PROFILERS: the Tuner pickles its callbacks when it is built, so the instance returned here
+    is not the one that runs."""
+    import cProfile
+
+    from ray.tune import Callback
+
+    class ProfileFrom(Callback):
+        ended = 0
+
+        def on_trial_complete(self, iteration: int, trials: list, trial, **info) -> None:  # noqa: ANN003
+            self.ended += 1
+            if self.ended == after:
+                PROFILERS.append(cProfile.Profile())
+                PROFILERS[-1].enable()
+
+    return ProfileFrom()
 
 
 def snapshot_counter() -> list:
@@ -231,6 +255,13 @@ def main(argv: list[str] | None = None) -> int:
         help="the settings of issue 11: Tune's num_to_keep=2 (snapshots forced) instead of the pruning callback",
     )
     p.add_argument("--profile", default=None, metavar="FILE", help="cProfile the driver into FILE")
+    p.add_argument(
+        "--profile-from",
+        type=int,
+        default=0,
+        metavar="N",
+        help="with --profile: only once N trials have ended (where the driver's time per trial has grown)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workdir", default=None)
     p.add_argument("--out", default=None)
@@ -250,6 +281,14 @@ def main(argv: list[str] | None = None) -> int:
 
     ray_init_s = _common.start_ray()
     reuse = not args.fresh_workers
+    profiler = None
+    extra: tuple = ()
+    if args.profile and args.profile_from:
+        extra = (profile_from(args.profile_from),)
+    elif args.profile:
+        import cProfile
+
+        profiler = cProfile.Profile()
     tuner, _ = build_tuner(
         trials,
         args.epochs,
@@ -260,17 +299,16 @@ def main(argv: list[str] | None = None) -> int:
         args.before,
         args.keep_all_checkpoints,
         args.tune_keeps,
+        extra,
     )
     managers = snapshot_counter()
-    profiler = None
-    if args.profile:
-        import cProfile
-
-        profiler = cProfile.Profile()
+    if profiler is not None:
         profiler.enable()
     t0 = time.perf_counter()
     grid = tuner.fit()
     fit_s = time.perf_counter() - t0
+    if extra:
+        profiler = PROFILERS[-1] if PROFILERS else None
     if profiler is not None:
         import pstats
 
