@@ -32,6 +32,7 @@ per objective.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import pickle
@@ -48,8 +49,10 @@ from search_spaces.base import SearchSpace
 from trainables.config import WARM_START, TrialConfig
 
 EPOCH = "epoch"  # the trainable's 1-based epoch count, ASHA's time unit
+logger = logging.getLogger(__name__)
 # Where the study lives now (journal path or RDB URL), set by the driver before it restores a searcher.
 STORAGE_ENV = "HPO_OPTUNA_STORAGE"
+FROM_STUDY = "from the study"  # `_trial_numbers` when the searcher's pickle could not be read (restore)
 # Searcher attributes that hold the live study; never pickled (see save).
 _LIVE = ("_storage", "_ot_study", "_ot_trials")
 # Trial user attrs: how many trials of the study had finished (COMPLETE or PRUNED) when it was asked, and
@@ -165,8 +168,25 @@ class FidelityOptunaSearch(OptunaSearch):
         os.replace(tmp, checkpoint_path)
 
     def restore(self, checkpoint_path: str) -> None:
-        with open(checkpoint_path, "rb") as f:
-            state = pickle.load(f)
+        try:
+            with open(checkpoint_path, "rb") as f:
+                state = pickle.load(f)
+        except (OSError, EOFError, pickle.UnpicklingError) as e:
+            # Tune copies its snapshot to the storage file by file, not atomically: a driver killed mid-copy
+            # leaves this file cut short (an empty one was seen). Tune would log the failed restore and go on
+            # around a searcher that asks nothing, waiting forever. With the study in a storage, what the
+            # pickle adds is rebuilt from it instead: `self` is the searcher as the run was built (tuner.pkl),
+            # and each Optuna trial names its Tune trial (user attr "trial_id"), so Tune's trials map back. (A
+            # trial asked after Tune's snapshot then stays RUNNING in the study instead of being failed.)
+            if not getattr(self, "_storage_spec", None):
+                raise
+            logger.warning(
+                "the searcher's state %s cannot be read (%s: %s); rebuilt from the Optuna study",
+                os.path.basename(checkpoint_path),
+                type(e).__name__,
+                e,
+            )
+            state = {**self.__getstate__(), "_trial_numbers": FROM_STUDY}
         self.__setstate__(state)
         self._attach()
 
@@ -194,7 +214,10 @@ class FidelityOptunaSearch(OptunaSearch):
         )
         self._ot_study = study  # type: ignore[assignment]  # OptunaSearch declares it None
         by_number = {t.number: t for t in study.get_trials(deepcopy=False)}
-        numbers: dict[str, int] = self.__dict__.pop("_trial_numbers", {})
+        numbers: dict[str, int] | str = self.__dict__.pop("_trial_numbers", {})
+        if numbers == FROM_STUDY:  # the pickle was unreadable (restore): every trial that names its Tune trial
+            numbers = {t.user_attrs["trial_id"]: n for n, t in by_number.items() if "trial_id" in t.user_attrs}
+        assert isinstance(numbers, dict)
         numbers = {tid: n for tid, n in numbers.items() if n in by_number}
         self._ot_trials = {t: optuna.trial.Trial(study, by_number[n]._trial_id) for t, n in numbers.items()}
         self._describe(study)

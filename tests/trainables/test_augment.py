@@ -162,6 +162,20 @@ def test_random_crop_is_pad_and_crop_with_zeros_at_an_offset_per_image():
     assert augment.random_crop(0) is None
 
 
+def test_random_crop_takes_the_offsets_its_seed_draws_on_uint8_and_float_alike():
+    images = np.random.default_rng(6).integers(0, 256, (16, 8, 8, 3)).astype(np.uint8)
+    crop = augment.random_crop(2, seed=7)
+    seed = tf.constant([3, 4], tf.int64)
+    # The draws are the op's: (dx, dy) per image from its own seed, so a seed gives the batches it gave.
+    shifts = tf.random.stateless_uniform([16, 2], augment._seed_of(7, seed), -2, 3, tf.int32).numpy()
+    out = crop(tf.constant(images), seed).numpy()
+    assert out.dtype == np.uint8
+    for i, (dx, dy) in enumerate(shifts):
+        np.testing.assert_array_equal(out[i], pad_and_crop(images[i], 2, int(dx), int(dy)))
+    as_float = crop(tf.constant(images.astype(np.float32)), seed).numpy()
+    np.testing.assert_array_equal(as_float, out.astype(np.float32))
+
+
 def test_crop_flip_policy_shifts_and_mirrors_only_horizontally_then_normalises(digits, digits_cache):
     config, train_idx, val_idx, train_fn, eval_fn = policy(digits, digits_cache, augmentation="crop_flip")
     assert augment.crop_padding(digits.image_shape[0]) == 4 == augment.crop_padding(32)

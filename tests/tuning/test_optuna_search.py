@@ -199,6 +199,38 @@ def test_a_restored_searcher_reattaches_to_the_storage_without_duplicates(tmp_pa
     assert b"_ot_study" not in pickle.dumps(restored.__getstate__())
 
 
+def test_a_searcher_state_cut_short_is_rebuilt_from_the_study(tmp_path, caplog):
+    # Tune copies its snapshot to the storage file by file: a driver killed mid-copy leaves the searcher's
+    # pickle empty. --resume restores into the searcher as the run was built (tuner.pkl).
+    journal = tmp_path / "optuna.journal"
+    s = persistent(journal)
+    as_built = pickle.dumps(s)
+    s.suggest("a")
+    run_epochs(s, "a", [0.3])  # PRUNED
+    s.suggest("b")
+    s.on_trial_result("b", {"epoch": 1, "val_accuracy": 0.5})
+    s.save_to_dir(str(tmp_path), session_str="x")
+    (state,) = tmp_path.glob("searcher-state-*.pkl")
+    state.write_bytes(b"")
+    restored = pickle.loads(as_built)
+    restored.restore_from_dir(str(tmp_path))
+    assert "rebuilt from the Optuna study" in caplog.text
+    # Tune replays b from its checkpoint: epoch 1 is not told twice, a's end is not told again.
+    restored.on_trial_result("b", {"epoch": 1, "val_accuracy": 0.55})
+    restored.on_trial_result("b", {"epoch": 2, "val_accuracy": 0.6})
+    restored.on_trial_complete("b", result={"epoch": 3, "val_accuracy": 0.7})
+    run_epochs(restored, "a", [0.9, 0.9, 0.9])
+    TrialConfig.from_params(restored.suggest("c"))
+    trials = restored.study.get_trials()
+    assert [t.user_attrs["trial_id"] for t in trials] == ["a", "b", "c"]
+    assert [t.state for t in trials] == [TrialState.PRUNED, TrialState.COMPLETE, TrialState.RUNNING]
+    assert trials[1].intermediate_values == {1: 0.5, 2: 0.6, 3: 0.7}
+    # Without a storage to rebuild from, the error stays Tune's to handle.
+    bare = FidelityOptunaSearch()
+    with pytest.raises(EOFError):
+        bare.restore_from_dir(str(tmp_path))
+
+
 def test_several_objectives_make_a_multi_objective_study(tmp_path):
     s = persistent(tmp_path / "optuna.journal", metric=["val_accuracy", "param_count"], mode=["max", "min"])
     for tid in "abcd":
