@@ -160,12 +160,10 @@ class FidelityOptunaSearch(OptunaSearch):
             self._ot_trials = {}
 
     def save(self, checkpoint_path: str) -> None:
-        # Written beside and renamed over: a driver killed mid-write (the fault tests do) must leave the
-        # previous state, not an empty file that --resume cannot unpickle.
-        tmp = f"{checkpoint_path}.{os.getpid()}.tmp"
-        with open(tmp, "wb") as f:
+        # Tune's save_to_dir hands a temporary name and renames it over the state file itself; what it does
+        # not make atomic is the copy to the storage (see restore).
+        with open(checkpoint_path, "wb") as f:
             pickle.dump(self.__getstate__(), f)
-        os.replace(tmp, checkpoint_path)
 
     def restore(self, checkpoint_path: str) -> None:
         try:
