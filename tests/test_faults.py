@@ -171,11 +171,16 @@ def test_a_driver_killed_outright_then_resume_completes(tmp_path):
         done = finished(exp, 2)
         assert (trials.set_index("trial_id").loc[done, "status"] == "completed").all()
         assert_one_row_per_trial_and_epoch(trials, epochs)
+        # Tune copies its snapshot to the storage file by file, so a kill can cut the searcher's state short.
+        (state,) = (exp / "search").glob("searcher-state-*.pkl")
+        state.write_bytes(b"")
 
     # The driver SIGKILLed as the second trial trains its first epoch, the first one finished.
     into_the_next_trial = [{"trial": 2, "at": "mid_epoch", "epoch": 1, "do": "kill_driver"}]
-    _, before, after = _interrupt_then_resume(tmp_path, sigkill, into_the_next_trial)
+    resume, before, after = _interrupt_then_resume(tmp_path, sigkill, into_the_next_trial)
+    assert "rebuilt from the Optuna study" in resume.stdout + resume.stderr
     _assert_resumed_cleanly(tmp_path, before, after)
+    assert_study_matches(tmp_path / "x", tables(tmp_path / "x")[0])
 
 
 def test_sigterm_exits_130_and_resume_continues_the_trial_from_its_checkpoint(tmp_path):

@@ -174,8 +174,8 @@ class FidelityOptunaSearch(OptunaSearch):
             # leaves this file cut short (an empty one was seen). Tune would log the failed restore and go on
             # around a searcher that asks nothing, waiting forever. With the study in a storage, what the
             # pickle adds is rebuilt from it instead: `self` is the searcher as the run was built (tuner.pkl),
-            # and each Optuna trial names its Tune trial (user attr "trial_id"), so Tune's trials map back. (A
-            # trial asked after Tune's snapshot then stays RUNNING in the study instead of being failed.)
+            # and each Optuna trial names its Tune trial (user attr "trial_id"), so the trials of Tune's snapshot
+            # map back (one asked after it is failed as never run, as with a readable pickle).
             if not getattr(self, "_storage_spec", None):
                 raise
             logger.warning(
@@ -184,7 +184,8 @@ class FidelityOptunaSearch(OptunaSearch):
                 type(e).__name__,
                 e,
             )
-            state = {**self.__getstate__(), "_trial_numbers": FROM_STUDY}
+            known = snapshot_trial_ids(os.path.dirname(checkpoint_path))
+            state = {**self.__getstate__(), "_trial_numbers": FROM_STUDY, "_snapshot_trials": known}
         self.__setstate__(state)
         self._attach()
 
@@ -213,8 +214,10 @@ class FidelityOptunaSearch(OptunaSearch):
         self._ot_study = study  # type: ignore[assignment]  # OptunaSearch declares it None
         by_number = {t.number: t for t in study.get_trials(deepcopy=False)}
         numbers: dict[str, int] | str = self.__dict__.pop("_trial_numbers", {})
-        if numbers == FROM_STUDY:  # the pickle was unreadable (restore): every trial that names its Tune trial
-            numbers = {t.user_attrs["trial_id"]: n for n, t in by_number.items() if "trial_id" in t.user_attrs}
+        if numbers == FROM_STUDY:  # the pickle was unreadable (restore): the trials that name a Tune trial
+            known = self.__dict__.pop("_snapshot_trials", None)
+            named = {t.user_attrs["trial_id"]: n for n, t in by_number.items() if "trial_id" in t.user_attrs}
+            numbers = {tid: n for tid, n in named.items() if known is None or tid in known}
         assert isinstance(numbers, dict)
         numbers = {tid: n for tid, n in numbers.items() if n in by_number}
         self._ot_trials = {t: optuna.trial.Trial(study, by_number[n]._trial_id) for t, n in numbers.items()}
@@ -303,6 +306,20 @@ class FidelityOptunaSearch(OptunaSearch):
             # Optuna records its last intermediate value at its last step (single objective only).
             study.tell(ot_trial, state=TrialState.PRUNED)
         self._completed_trials.add(trial_id)
+
+
+def snapshot_trial_ids(folder: str) -> set[str] | None:
+    """The trial ids of Tune's newest experiment snapshot in `folder` (the one a resume restores: Ray 2.60's
+    experiment_state-*.json, whose trial_data holds each trial's JSON state); None when none can be read."""
+    import glob
+    import json
+
+    states = sorted(glob.glob(os.path.join(folder, "experiment_state-*.json")))
+    try:
+        with open(states[-1]) as f:
+            return {json.loads(entry[0])["trial_id"] for entry in json.load(f)["trial_data"]}
+    except (IndexError, OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def build_optuna_search(

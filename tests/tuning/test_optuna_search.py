@@ -1,5 +1,6 @@
 """The driver's searchers, driven through the Searcher API exactly as Tune calls it (no Ray runtime needed)."""
 
+import json
 import pickle
 
 import optuna
@@ -210,6 +211,10 @@ def test_a_searcher_state_cut_short_is_rebuilt_from_the_study(tmp_path, caplog):
     s.suggest("b")
     s.on_trial_result("b", {"epoch": 1, "val_accuracy": 0.5})
     s.save_to_dir(str(tmp_path), session_str="x")
+    # Tune's snapshot beside it names the trials it knows (Ray 2.60's experiment_state-*.json).
+    trial_data = [[json.dumps({"trial_id": t, "status": "RUNNING"}), "{}"] for t in ("a", "b")]
+    (tmp_path / "experiment_state-x.json").write_text(json.dumps({"trial_data": trial_data}))
+    s.suggest("lost")  # asked after the snapshot, before the crash: Tune will never run it
     (state,) = tmp_path.glob("searcher-state-*.pkl")
     state.write_bytes(b"")
     restored = pickle.loads(as_built)
@@ -222,9 +227,10 @@ def test_a_searcher_state_cut_short_is_rebuilt_from_the_study(tmp_path, caplog):
     run_epochs(restored, "a", [0.9, 0.9, 0.9])
     TrialConfig.from_params(restored.suggest("c"))
     trials = restored.study.get_trials()
-    assert [t.user_attrs["trial_id"] for t in trials] == ["a", "b", "c"]
-    assert [t.state for t in trials] == [TrialState.PRUNED, TrialState.COMPLETE, TrialState.RUNNING]
+    assert [t.user_attrs["trial_id"] for t in trials] == ["a", "b", "lost", "c"]
+    assert [t.state for t in trials] == [TrialState.PRUNED, TrialState.COMPLETE, TrialState.FAIL, TrialState.RUNNING]
     assert trials[1].intermediate_values == {1: 0.5, 2: 0.6, 3: 0.7}
+    assert trials[2].user_attrs["error"].startswith("asked before the driver stopped")
     # Without a storage to rebuild from, the error stays Tune's to handle.
     bare = FidelityOptunaSearch()
     with pytest.raises(EOFError):
