@@ -93,6 +93,15 @@ def _seed_of(base: int, seed: tf.Tensor | None) -> tf.Tensor:
     return tf.cast(seed, tf.int64) + tf.constant([base, 0], tf.int64)
 
 
+def _flip_where(images: tf.Tensor, axis: int, seed: tf.Tensor) -> tf.Tensor:
+    """Each image of the batch reversed along `axis` (2: left-right, 1: up-down) where its draw rounds to 1:
+    the draws of tf.image.stateless_random_flip_left_right / _up_down with this seed, so the same images
+    flip, chosen by one select instead of their arithmetic blend of the batch and its mirror (5 ops)."""
+    draws = tf.random.stateless_uniform([tf.shape(images)[0]], seed, 0, 1.0)
+    flipped = tf.reshape(tf.round(draws) > 0.5, [-1, 1, 1, 1])
+    return tf.where(flipped, tf.reverse(images, [axis]), images)
+
+
 def random_flip(mode: str, seed: int | None = None) -> BatchFn | None:
     """Each image flipped independently with probability 1/2 per axis in `mode`
     (horizontal, vertical, horizontal_and_vertical); None for `none`."""
@@ -104,9 +113,9 @@ def random_flip(mode: str, seed: int | None = None) -> BatchFn | None:
     def flip(images: tf.Tensor, batch_seed: tf.Tensor | None = None) -> tf.Tensor:
         seeds = tf.random.experimental.stateless_split(_seed_of(base, batch_seed), 2)
         if horizontal:
-            images = tf.image.stateless_random_flip_left_right(images, seeds[0])
+            images = _flip_where(images, 2, seeds[0])
         if vertical:
-            images = tf.image.stateless_random_flip_up_down(images, seeds[1])
+            images = _flip_where(images, 1, seeds[1])
         return images
 
     flip.seeded = True  # type: ignore[attr-defined]

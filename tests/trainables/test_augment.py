@@ -162,6 +162,22 @@ def test_random_crop_is_pad_and_crop_with_zeros_at_an_offset_per_image():
     assert augment.random_crop(0) is None
 
 
+@pytest.mark.parametrize("mode", ["horizontal", "vertical", "horizontal_and_vertical"])
+def test_random_flip_flips_the_images_tf_images_flips_flip_for_the_seed(mode):
+    images = np.random.default_rng(8).integers(0, 256, (32, 6, 6, 3)).astype(np.uint8)
+    for batch_seed in ([1, 2], [5, 9]):
+        seed = tf.constant(batch_seed, tf.int64)
+        seeds = tf.random.experimental.stateless_split(augment._seed_of(4, seed), 2)
+        expected = tf.constant(images)
+        if "horizontal" in mode:
+            expected = tf.image.stateless_random_flip_left_right(expected, seeds[0])
+        if "vertical" in mode:
+            expected = tf.image.stateless_random_flip_up_down(expected, seeds[1])
+        flipped = augment.random_flip(mode, seed=4)(tf.constant(images), seed).numpy()
+        np.testing.assert_array_equal(flipped, expected.numpy())
+        assert 4 < sum(not np.array_equal(a, b) for a, b in zip(flipped, images, strict=True)) < 32
+
+
 def test_random_crop_takes_the_offsets_its_seed_draws_on_uint8_and_float_alike():
     images = np.random.default_rng(6).integers(0, 256, (16, 8, 8, 3)).astype(np.uint8)
     crop = augment.random_crop(2, seed=7)
