@@ -79,6 +79,14 @@ def nested_knobs(rep: pd.DataFrame, knob: str, level_a: Any, level_b: Any) -> li
     ]
 
 
+def merge_key(column: pd.Series) -> np.ndarray:
+    """Each value as its JSON text (null as "null"), a key that merges equal values and nulls alike; JSON
+    is written once per distinct value (pd.factorize), not per row: 8.5 M rows at 10,000 trials."""
+    codes, uniques = pd.factorize(column, use_na_sentinel=False)
+    texts = np.array([json.dumps(plain(v), default=str) for v in uniques], dtype=object)
+    return texts[codes]
+
+
 def paired_differences(rep: pd.DataFrame, knob: str, level_a: Any, level_b: Any, metric: str) -> np.ndarray:
     """metric(knob=a) - metric(knob=b) for runs that share the seed and every other knob (knobs read by
     only one of the two levels excepted: see nested_knobs)."""
@@ -89,7 +97,7 @@ def paired_differences(rep: pd.DataFrame, knob: str, level_a: Any, level_b: Any,
         return np.array([])
     keyed = sub[others + [knob, metric]].copy()
     for k in others:  # NaN never equals NaN in a merge key; a knob not read (null) is held equal as null
-        keyed[k] = keyed[k].map(lambda v: json.dumps(plain(v), default=str))
+        keyed[k] = merge_key(keyed[k])
     mean = keyed.groupby(others + [knob], dropna=False)[metric].mean().reset_index()  # duplicate runs averaged
     a = mean[mean[knob] == level_a].drop(columns=knob)
     b = mean[mean[knob] == level_b].drop(columns=knob)

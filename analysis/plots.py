@@ -17,6 +17,7 @@ import matplotlib.ticker as mticker
 import numpy as np
 import pandas as pd
 import pyarrow.fs as pafs
+from matplotlib.collections import LineCollection
 
 from analysis import summary
 
@@ -258,13 +259,18 @@ def asha_rungs(trials: pd.DataFrame, epochs: pd.DataFrame) -> plt.Figure | None:
             bottom += counts
     ax_bar.set(xlabel="epochs completed", ylabel="trials", title="where trials ended (ASHA rungs)")
     ax_bar.legend()
-    for _, t in trials.iterrows():
-        ep = epochs[epochs["trial_id"] == t["trial_id"]].sort_values("epoch")
-        if ep.empty:
-            continue
-        color = STATUS_COLORS.get(t["status"], "gray")
-        ax_curve.plot(ep["epoch"], ep["val_accuracy"], "-", color=color, alpha=0.6)
-        ax_curve.plot(ep["epoch"].iloc[-1], ep["val_accuracy"].iloc[-1], "o", color=color)
+    # One LineCollection per status, not a line per trial: 10,000 trials draw in a second.
+    status = trials.set_index("trial_id")["status"]
+    ep = epochs[epochs["trial_id"].isin(status.index)].sort_values(["trial_id", "epoch"])
+    curves: dict[str, list[np.ndarray]] = {}
+    for trial_id, curve in ep.groupby("trial_id", sort=False)[["epoch", "val_accuracy"]]:
+        curves.setdefault(status[trial_id], []).append(curve.to_numpy(dtype=float))
+    for name, lines in curves.items():
+        color = STATUS_COLORS.get(name, "gray")
+        ax_curve.add_collection(LineCollection(lines, colors=color, alpha=0.6))
+        ends = np.array([line[-1] for line in lines])
+        ax_curve.plot(ends[:, 0], ends[:, 1], "o", color=color, ls="")
+    ax_curve.autoscale_view()
     ax_curve.set(
         xlabel="epoch", ylabel="validation accuracy", title="each trial's validation accuracy; dot = where it ended"
     )
@@ -307,16 +313,19 @@ def parallel_coordinates(trials: pd.DataFrame) -> plt.Figure | None:
     norm = plt.Normalize(metric.min(), metric.max())
     cmap = plt.cm.viridis
     xs = np.arange(len(axes_names))
-    for i in np.argsort(metric.to_numpy()):  # best drawn last, on top
-        ys = [scaled[n].iloc[i] for n in axes_names]
-        ax.plot(
-            xs,
-            ys,
-            color=cmap(norm(metric.iloc[i])),
-            alpha=0.8,
-            lw=2.2 if ok["status"].iloc[i] == "completed" else 1.0,
-            ls="-" if ok["status"].iloc[i] == "completed" else ":",
-        )
+    order = np.argsort(metric.to_numpy())  # best drawn last, on top
+    ys = np.column_stack([scaled[n].to_numpy(dtype=float) for n in axes_names])[order]
+    full = (ok["status"] == "completed").to_numpy()[order]
+    # One LineCollection, not a line per trial: 10,000 trials draw in a second.
+    lines = LineCollection(
+        [np.column_stack([xs, y]) for y in ys],
+        colors=cmap(norm(metric.to_numpy()[order])),
+        alpha=0.8,
+        linewidths=np.where(full, 2.2, 1.0),
+        linestyles=["-" if f else ":" for f in full],
+    )
+    ax.add_collection(lines)
+    ax.set_xlim(-0.1, len(axes_names) - 1 + 0.4)
     for x, name in zip(xs, axes_names, strict=True):
         ax.axvline(float(x), color="black", lw=0.8)
         positions, labels = ticks[name]
