@@ -43,3 +43,16 @@ def test_the_readme_links_resolve_inside_the_repository():
     for doc in (PROJECT / "docs").glob("*.md"):
         for link in re.findall(r"\]\(([^)#]+)\)", doc.read_text()):
             assert link.startswith("http") or (doc.parent / link).exists(), f"{doc.name}: {link}"
+
+
+def test_the_viewers_the_driver_prints_are_in_the_base_install():
+    # The driver prints `tensorboard --logdir EXP` and `optuna-dashboard JOURNAL`; `make demo` installs the
+    # base dependencies alone, after which those commands must work as printed.
+    import tomllib
+
+    base = tomllib.loads((PROJECT / "pyproject.toml").read_text())["project"]["dependencies"]
+    names = {re.split(r"[<>=\[ ;]", d, maxsplit=1)[0] for d in base}
+    printed = "\n".join(p.read_text() for p in files(["driver", "tuning/study.py"]) if p.suffix == ".py")
+    for command in ("tensorboard", "optuna-dashboard"):
+        assert re.search(rf"\b{command} ", printed), f"the driver no longer prints {command}"
+        assert command in names, f"{command} is printed by the driver but not in the base dependencies"
