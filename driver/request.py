@@ -33,8 +33,6 @@ OBJECTIVE_METRICS = {
 }
 # Flags that fix a knob only some models read: refused for a space none of whose models reads it.
 MODEL_KNOB_FLAGS = {"weights": "--weights", "input_size": "--input-size"}
-# An experiment name is one folder (one key prefix) inside --storage-path: no separator, no '..', only
-# characters that a folder and an S3 key both hold without escaping.
 SCHEDULER_FLAGS = ("grace_period", "reduction_factor", "brackets", "stop_on")
 
 

@@ -14,6 +14,8 @@ from pathlib import Path
 from experiment import storage
 from experiment.errors import UsageError
 
+# An experiment name is one folder (one key prefix) inside --storage-path: no separator, no '..', only
+# characters that a folder and an S3 key both hold without escaping.
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
 
 

@@ -32,6 +32,8 @@ per objective.
 
 from __future__ import annotations
 
+import glob
+import json
 import logging
 import math
 import os
@@ -52,7 +54,6 @@ EPOCH = "epoch"  # the trainable's 1-based epoch count, ASHA's time unit
 logger = logging.getLogger(__name__)
 # Where the study lives now (journal path or RDB URL), set by the driver before it restores a searcher.
 STORAGE_ENV = "HPO_OPTUNA_STORAGE"
-FROM_STUDY = "from the study"  # `_trial_numbers` when the searcher's pickle could not be read (restore)
 # Searcher attributes that hold the live study; never pickled (see save).
 _LIVE = ("_storage", "_ot_study", "_ot_trials")
 # Trial user attrs: how many trials of the study had finished (COMPLETE or PRUNED) when it was asked, and
@@ -185,7 +186,7 @@ class FidelityOptunaSearch(OptunaSearch):
                 e,
             )
             known = snapshot_trial_ids(os.path.dirname(checkpoint_path))
-            state = {**self.__getstate__(), "_trial_numbers": FROM_STUDY, "_snapshot_trials": known}
+            state = {**self.__getstate__(), "_rebuild_for": known}  # _attach maps these trials from the study
         self.__setstate__(state)
         self._attach()
 
@@ -213,12 +214,11 @@ class FidelityOptunaSearch(OptunaSearch):
         )
         self._ot_study = study  # type: ignore[assignment]  # OptunaSearch declares it None
         by_number = {t.number: t for t in study.get_trials(deepcopy=False)}
-        numbers: dict[str, int] | str = self.__dict__.pop("_trial_numbers", {})
-        if numbers == FROM_STUDY:  # the pickle was unreadable (restore): the trials that name a Tune trial
-            known = self.__dict__.pop("_snapshot_trials", None)
+        numbers: dict[str, int] = self.__dict__.pop("_trial_numbers", {})
+        if "_rebuild_for" in self.__dict__:  # the pickle was unreadable (restore): the trials that name a Tune trial
+            known = self.__dict__.pop("_rebuild_for")
             named = {t.user_attrs["trial_id"]: n for n, t in by_number.items() if "trial_id" in t.user_attrs}
             numbers = {tid: n for tid, n in named.items() if known is None or tid in known}
-        assert isinstance(numbers, dict)
         numbers = {tid: n for tid, n in numbers.items() if n in by_number}
         self._ot_trials = {t: optuna.trial.Trial(study, by_number[n]._trial_id) for t, n in numbers.items()}
         self._describe(study)
@@ -311,9 +311,6 @@ class FidelityOptunaSearch(OptunaSearch):
 def snapshot_trial_ids(folder: str) -> set[str] | None:
     """The trial ids of Tune's newest experiment snapshot in `folder` (the one a resume restores: Ray 2.60's
     experiment_state-*.json, whose trial_data holds each trial's JSON state); None when none can be read."""
-    import glob
-    import json
-
     states = sorted(glob.glob(os.path.join(folder, "experiment_state-*.json")))
     try:
         with open(states[-1]) as f:
