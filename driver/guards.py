@@ -14,6 +14,7 @@ from analysis.tables import export_tables
 from experiment import lock, storage
 from experiment.errors import UsageError
 from experiment.folder import Experiment, read_record
+from tuning.atomic_storage import cut_short_state
 
 
 def check_free(exp: Experiment) -> None:
@@ -52,6 +53,13 @@ def read_resumable(exp: Experiment) -> dict[str, Any]:
             f"--resume: {exp.uri} stopped before its search started, so there is nothing to "
             "resume; start it again under a new --name"
         )
+    for phase in storage.list_dirs(exp.fs, exp.path):
+        for path in cut_short_state(exp.fs, phase):
+            raise UsageError(
+                f"--resume: Tune's state file {path} is cut short (a driver killed while copying it to the "
+                "storage); resuming would run that phase's trials again from scratch. Start the experiment "
+                "again under a new --name (its tables stay readable: python -m analysis)"
+            )
     return read_record(exp)
 
 

@@ -171,7 +171,7 @@ def test_a_driver_killed_outright_then_resume_completes(tmp_path):
         done = finished(exp, 2)
         assert (trials.set_index("trial_id").loc[done, "status"] == "completed").all()
         assert_one_row_per_trial_and_epoch(trials, epochs)
-        # Tune copies its snapshot to the storage file by file, so a kill can cut the searcher's state short.
+        # A searcher state cut short, as a kill mid-copy left it before tuning.atomic_storage: rebuilt, not lost.
         (state,) = (exp / "search").glob("searcher-state-*.pkl")
         state.write_bytes(b"")
 

@@ -135,6 +135,22 @@ def test_resume_with_fewer_samples_than_asked_before_exits_2(search, tmp_path: P
     assert "Traceback" not in out.stderr and sorted(p.name for p in exp.iterdir()) == ["experiment.json", "search"]
 
 
+def test_resume_of_a_phase_whose_tune_state_is_cut_short_exits_2(search, tmp_path: Path) -> None:
+    # What a driver killed mid-copy left before the storage was written atomically (tuning.atomic_storage):
+    # Tune's resume would fail to read it and silently run the phase's trials again from scratch.
+    exp = tmp_path / "x"
+    (exp / "search").mkdir(parents=True)
+    (exp / "search" / "tuner.pkl").write_bytes(b"")
+    (exp / "search" / "experiment_state-2026-12-04_10-00-00.json").write_text('{"trial_data": []')
+    args = {"space": "basenet", "dataset": "digits", "num_samples": 5, "max_epochs": 1}
+    (exp / "experiment.json").write_text(json.dumps({"experiment": "x", "num_samples": 5, "args": args}))
+    before = sorted(p.relative_to(exp) for p in exp.rglob("*"))
+    out = search("--resume", "--name", "x", "--storage-path", str(tmp_path), timeout=300)
+    assert out.returncode == 2 and "experiment_state-2026-12-04_10-00-00.json is cut short" in out.stderr
+    assert "Traceback" not in out.stderr and len(out.stderr.strip().splitlines()) == 1, out.stderr[-2000:]
+    assert sorted(p.relative_to(exp) for p in exp.rglob("*")) == before
+
+
 @pytest.mark.parametrize(
     ("flags", "words"),
     [

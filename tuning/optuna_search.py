@@ -161,8 +161,8 @@ class FidelityOptunaSearch(OptunaSearch):
             self._ot_trials = {}
 
     def save(self, checkpoint_path: str) -> None:
-        # Tune's save_to_dir hands a temporary name and renames it over the state file itself; what it does
-        # not make atomic is the copy to the storage (see restore).
+        # Tune's save_to_dir hands a temporary name and renames it over the state file itself; its copy to a
+        # local storage is atomic through tuning.atomic_storage.
         with open(checkpoint_path, "wb") as f:
             pickle.dump(self.__getstate__(), f)
 
@@ -171,8 +171,9 @@ class FidelityOptunaSearch(OptunaSearch):
             with open(checkpoint_path, "rb") as f:
                 state = pickle.load(f)
         except (OSError, EOFError, pickle.UnpicklingError) as e:
-            # Tune copies its snapshot to the storage file by file, not atomically: a driver killed mid-copy
-            # leaves this file cut short (an empty one was seen). Tune would log the failed restore and go on
+            # Tune copied its snapshot to the storage file by file, in place, before tuning.atomic_storage: a
+            # driver killed mid-copy left this file cut short (an empty one was seen), and experiments written
+            # then may still hold one. Tune would log the failed restore and go on
             # around a searcher that asks nothing, waiting forever. With the study in a storage, what the
             # pickle adds is rebuilt from it instead: `self` is the searcher as the run was built (tuner.pkl),
             # and each Optuna trial names its Tune trial (user attr "trial_id"), so the trials of Tune's snapshot

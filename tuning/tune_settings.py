@@ -249,7 +249,7 @@ def build_tuner(
     tables read)."""
     from ray import tune
 
-    from tuning import snapshots, worker_memory
+    from tuning import atomic_storage, snapshots, worker_memory
     from tuning.checkpoint_pruning import CheckpointPruner
 
     callbacks = result_loggers() if callbacks is None else list(callbacks)
@@ -259,6 +259,7 @@ def build_tuner(
     if worker_memory_growth and reuse_actors:
         callbacks.append(worker_memory.WorkerMemoryLimit(worker_memory_growth))
         worker_memory.install()
+    storage_path, storage_filesystem = atomic_storage.tune_storage(storage_path)  # files appear whole
     return tune.Tuner(
         trainable,
         param_space=param_space,
@@ -275,6 +276,7 @@ def build_tuner(
         run_config=tune.RunConfig(
             name=name,
             storage_path=storage_path,
+            storage_filesystem=storage_filesystem,
             stop=stop,
             checkpoint_config=checkpoint_config(),
             sync_config=sync_config(),
@@ -293,7 +295,7 @@ def restore_tuner(path: str, trainable: Any) -> Any:
 
     from ray import tune
 
-    from tuning import optuna_search, schedulers, snapshots, worker_memory
+    from tuning import atomic_storage, optuna_search, schedulers, snapshots, worker_memory
 
     # Experiments started before the Tune side had its own package pickled its searcher and scheduler
     # under their old module paths; the same classes live here now.
@@ -302,4 +304,5 @@ def restore_tuner(path: str, trainable: Any) -> Any:
     sys.modules.setdefault("trainables.tune_settings", sys.modules[__name__])
     snapshots.install()  # the pickled callbacks hold the CheckpointPruner, if the run had one
     worker_memory.install()  # and the WorkerMemoryLimit
-    return tune.Tuner.restore(path, trainable=trainable, resume_errored=True)
+    path, fs = atomic_storage.tune_storage(path)  # Tune keeps a restored run's filesystem only if given again
+    return tune.Tuner.restore(path, trainable=trainable, resume_errored=True, storage_filesystem=fs)

@@ -201,8 +201,8 @@ def test_a_restored_searcher_reattaches_to_the_storage_without_duplicates(tmp_pa
 
 
 def test_a_searcher_state_cut_short_is_rebuilt_from_the_study(tmp_path, caplog):
-    # Tune copies its snapshot to the storage file by file: a driver killed mid-copy leaves the searcher's
-    # pickle empty. --resume restores into the searcher as the run was built (tuner.pkl).
+    # Before tuning.atomic_storage, a driver killed mid-copy of Tune's snapshot left the searcher's pickle
+    # empty. --resume restores into the searcher as the run was built (tuner.pkl).
     journal = tmp_path / "optuna.journal"
     s = persistent(journal)
     as_built = pickle.dumps(s)
