@@ -91,7 +91,8 @@ class BudgetedSnapshots(_ExperimentCheckpointManager):
 
 def install() -> None:
     """Make Tune's controller take its forced snapshots from BudgetedSnapshots when one of its callbacks is a
-    CheckpointPruner (its `keep` is the number of checkpoints between two); idempotent."""
+    CheckpointPruner (its `keep` is the number of checkpoints between two), and copy every snapshot to a
+    local storage with its state files renamed into place (tuning.atomic_storage); idempotent."""
     from ray.tune.execution.tune_controller import TuneController
 
     if getattr(TuneController._create_checkpoint_manager, "budgeted", False):
@@ -99,7 +100,10 @@ def install() -> None:
     tunes_own = TuneController._create_checkpoint_manager
 
     def create_checkpoint_manager(controller: Any) -> Any:
+        from tuning.atomic_storage import use_atomic_state_sync
         from tuning.checkpoint_pruning import CheckpointPruner
+
+        use_atomic_state_sync(controller._storage)  # the storage's syncer copies the snapshots the manager takes
 
         pruners = [cb for cb in controller._callbacks._callbacks if isinstance(cb, CheckpointPruner)]
         if not pruners:

@@ -249,17 +249,16 @@ def build_tuner(
     tables read)."""
     from ray import tune
 
-    from tuning import atomic_storage, snapshots, worker_memory
+    from tuning import snapshots, worker_memory
     from tuning.checkpoint_pruning import CheckpointPruner
 
     callbacks = result_loggers() if callbacks is None else list(callbacks)
+    snapshots.install()  # snapshots whose state files appear whole on a local storage (tuning.atomic_storage)
     if keep_checkpoints:
-        callbacks.append(CheckpointPruner(keep_checkpoints))
-        snapshots.install()  # a snapshot every keep_checkpoints checkpoints of a trial, within a time budget
+        callbacks.append(CheckpointPruner(keep_checkpoints))  # and one every keep_checkpoints checkpoints of a trial
     if worker_memory_growth and reuse_actors:
         callbacks.append(worker_memory.WorkerMemoryLimit(worker_memory_growth))
         worker_memory.install()
-    storage_path, storage_filesystem = atomic_storage.tune_storage(storage_path)  # files appear whole
     return tune.Tuner(
         trainable,
         param_space=param_space,
@@ -276,7 +275,6 @@ def build_tuner(
         run_config=tune.RunConfig(
             name=name,
             storage_path=storage_path,
-            storage_filesystem=storage_filesystem,
             stop=stop,
             checkpoint_config=checkpoint_config(),
             sync_config=sync_config(),
@@ -295,14 +293,13 @@ def restore_tuner(path: str, trainable: Any) -> Any:
 
     from ray import tune
 
-    from tuning import atomic_storage, optuna_search, schedulers, snapshots, worker_memory
+    from tuning import optuna_search, schedulers, snapshots, worker_memory
 
     # Experiments started before the Tune side had its own package pickled its searcher and scheduler
     # under their old module paths; the same classes live here now.
     for old, module in (("search_spaces.optuna_search", optuna_search), ("search_spaces.schedulers", schedulers)):
         sys.modules.setdefault(old, module)
     sys.modules.setdefault("trainables.tune_settings", sys.modules[__name__])
-    snapshots.install()  # the pickled callbacks hold the CheckpointPruner, if the run had one
+    snapshots.install()  # the pickled callbacks hold the CheckpointPruner, if the run had one; atomic state
     worker_memory.install()  # and the WorkerMemoryLimit
-    path, fs = atomic_storage.tune_storage(path)  # Tune keeps a restored run's filesystem only if given again
-    return tune.Tuner.restore(path, trainable=trainable, resume_errored=True, storage_filesystem=fs)
+    return tune.Tuner.restore(path, trainable=trainable, resume_errored=True)

@@ -54,6 +54,13 @@ def test_analysis_scale_smoke(tmp_path: Path) -> None:
     assert (frame["analysis_s"] > 0).all() and (frame["peak_rss_mb"] > 0).all()
 
 
+def test_atomic_storage_smoke(tmp_path: Path) -> None:
+    frame = bench(tmp_path, "atomic_storage")
+    assert list(frame["trials"]) == [20] and (frame["tune_ms"] > 0).all() and (frame["atomic_ms"] > 0).all()
+    assert ((frame["ratio"] - frame["atomic_ms"] / frame["tune_ms"]).abs() <= 0.02 * frame["ratio"] + 0.01).all()
+    assert frame["same_files"].all() and (frame["partial_files_left"] == 0).all()  # all copied, all renamed
+
+
 def test_searcher_quality_smoke(tmp_path: Path) -> None:
     frame = bench(tmp_path, "searcher_quality", workdir=False)
     assert {"trials", "tpe_mean_best", "random_mean_best", "tpe_at_least_random"} <= set(frame.columns)

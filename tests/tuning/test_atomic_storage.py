@@ -1,17 +1,18 @@
-"""tuning.atomic_storage: the filesystem Tune writes a local storage path through; a file appears whole or
-not at all, whoever writes it (Tune's snapshot upload, a worker's checkpoint) and however the writer dies."""
+"""tuning.atomic_storage: Tune's experiment snapshot copied to a local storage with its state files renamed
+into place, so that a driver killed mid-copy leaves the previous state whole; a resume refuses the state an
+earlier version left cut short."""
 
-import pickle
 import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pyarrow.fs as pafs
 import pytest
 
-from tuning import atomic_storage
+from tuning import atomic_storage, snapshots
 
 PROJECT = Path(__file__).resolve().parents[2]
 # The names Tune finds a resumed experiment's state by (Ray 2.60: TuneController, SearchGenerator, Searcher).
@@ -20,110 +21,122 @@ TUNE_STATE_PATTERNS = ("experiment_state-*.json", "search_gen_state-*.json", "se
 
 @pytest.fixture
 def fs() -> pafs.FileSystem:
-    path, fs = atomic_storage.tune_storage("/anywhere")
-    assert path == "/anywhere" and fs is not None
-    return fs
+    return pafs.LocalFileSystem()
 
 
-def test_a_file_appears_only_when_its_writer_closes_it(tmp_path, fs):
-    target = tmp_path / "search_gen_state-2026.json"
-    target.write_bytes(b"old")
-    stream = fs.open_output_stream(str(target))
-    stream.write(b"new state")
-    assert target.read_bytes() == b"old"  # the previous copy, whole, until the new one is
-    stream.close()
-    assert target.read_bytes() == b"new state"
-    assert [p.name for p in tmp_path.iterdir()] == [target.name]  # the temporary file was renamed
-
-
-def test_a_writer_killed_mid_write_leaves_the_previous_file_and_no_name_tune_reads(tmp_path):
-    target = tmp_path / "experiment_state-2026.json"
-    target.write_bytes(b"the last whole snapshot")
-    writer = textwrap.dedent(f"""
-        import sys
-        from tuning import atomic_storage
-        _, fs = atomic_storage.tune_storage({str(tmp_path)!r})
-        stream = fs.open_output_stream({str(target)!r})
-        stream.write(b"x" * 100_000)
-        stream.flush()
-        print("half written", flush=True)
-        sys.stdin.read()  # killed here, as a driver is mid-copy
-    """)
-    proc = subprocess.Popen(
-        [sys.executable, "-c", writer], cwd=PROJECT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
-    )
-    try:
-        assert proc.stdout is not None and proc.stdout.readline() == "half written\n"
-        (partial,) = (p for p in tmp_path.iterdir() if p != target)
-        assert partial.stat().st_size == 100_000  # the half really was written, beside the target
-        proc.send_signal(signal.SIGKILL)
-        assert proc.wait(timeout=60) == -signal.SIGKILL
-    finally:
-        proc.kill()
-        proc.wait()
-    assert target.read_bytes() == b"the last whole snapshot"
-    assert partial.exists() and partial.name.endswith(atomic_storage.PARTIAL_SUFFIX)
-    for pattern in TUNE_STATE_PATTERNS:
-        assert [p.name for p in tmp_path.glob(pattern)] == ([target.name] if target.match(pattern) else [])
-
-
-def test_tunes_upload_of_its_staging_folder_writes_every_file_whole(tmp_path, fs):
-    from ray.train._internal.storage import _upload_to_fs_path
-
-    staging = tmp_path / "staging"
-    (staging / "trial_1" / "checkpoint_000001").mkdir(parents=True)
+def staging(folder: Path, state_bytes: int = 2000) -> dict[str, bytes]:
+    """A driver staging folder as Tune's snapshot leaves it: state files on top, a folder per trial."""
     files = {
-        "experiment_state-2026.json": b"{}" * 1000,
-        "searcher-state-2026.pkl": bytes(range(256)) * 10_000,  # 2.5 MB: several of copy_files' chunks
-        "trial_1/result.json": b'{"epoch": 1}\n',
-        "trial_1/checkpoint_000001/model.weights.h5": b"w" * 3_000_000,
+        "experiment_state-2026-12-04_10-00-00.json": b"s" * state_bytes,
+        "search_gen_state-2026-12-04_10-00-00.json": b"g" * 1000,
+        "searcher-state-2026-12-04_10-00-00.pkl": bytes(range(256)) * 40,
+        "trial_1/result.json": b'{"epoch": 1}\n{"epoch": 2}\n',
+        "trial_1/params.json": b'{"learning_rate": 0.01}',
+        "trial_2/result.json": b'{"epoch": 1}\n',
     }
     for name, data in files.items():
-        (staging / name).write_bytes(data)
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_bytes(data)
+    return files
+
+
+def test_the_upload_copies_every_file_and_replaces_older_copies(tmp_path, fs):
+    files = staging(tmp_path / "staging")
     storage = tmp_path / "storage"
     (storage / "trial_1").mkdir(parents=True)
-    (storage / "trial_1" / "result.json").write_bytes(b"an older copy")
-    _upload_to_fs_path(str(staging), fs, str(storage), exclude=None)
-    _upload_to_fs_path(str(staging), fs, str(storage), exclude=["*/checkpoint_*/*"])  # Tune's snapshot sync
+    (storage / "trial_1" / "result.json").write_bytes(b"an older copy, longer than the new one" * 10)
+    (storage / "experiment_state-2026-12-04_10-00-00.json").write_bytes(b"the last snapshot's")
+    atomic_storage.upload_atomically(str(tmp_path / "staging"), fs, str(storage))
     for name, data in files.items():
         assert (storage / name).read_bytes() == data, name
     assert not list(storage.rglob(f"*{atomic_storage.PARTIAL_SUFFIX}"))
+    assert not [p for p in storage.rglob("*") if p.is_symlink()]  # real files, though copied through links
 
 
-def test_it_travels_to_a_worker_pickled_and_still_writes_atomically(tmp_path, fs):
-    copy = pickle.loads(pickle.dumps(fs))
-    assert copy.equals(fs) and copy.type_name == "py::atomic-local"
-    with copy.open_output_stream(str(tmp_path / "f")) as out:
-        out.write(b"data")
-        assert not (tmp_path / "f").exists()
-    assert (tmp_path / "f").read_bytes() == b"data"
-    info = copy.get_file_info(str(tmp_path / "f"))
-    assert info.type == pafs.FileType.File and info.size == 4
+def test_the_links_follow_the_trial_folders_from_one_upload_to_the_next(tmp_path, fs):
+    staging(tmp_path / "staging")
+    storage = tmp_path / "storage"
+    atomic_storage.upload_atomically(str(tmp_path / "staging"), fs, str(storage))
+    links = tmp_path / f"staging{atomic_storage.LINKS_SUFFIX}"
+    assert sorted(p.name for p in links.iterdir()) == ["trial_1", "trial_2"]
+    subprocess.run(["rm", "-r", str(tmp_path / "staging" / "trial_2")], check=True)
+    (tmp_path / "staging" / "trial_3").mkdir()
+    (tmp_path / "staging" / "trial_3" / "result.json").write_bytes(b'{"epoch": 1}\n')
+    (tmp_path / "staging" / "trial_1" / "result.json").write_bytes(b"three epochs now")
+    atomic_storage.upload_atomically(str(tmp_path / "staging"), fs, str(storage))
+    assert sorted(p.name for p in links.iterdir()) == ["trial_1", "trial_3"]
+    assert (storage / "trial_3" / "result.json").read_bytes() == b'{"epoch": 1}\n'
+    assert (storage / "trial_1" / "result.json").read_bytes() == b"three epochs now"
 
 
-def test_a_bucket_keeps_pyarrows_own_filesystem():
-    assert atomic_storage.tune_storage("s3://bucket/results") == ("s3://bucket/results", None)
+def test_an_upload_with_exclusions_is_tunes_own(tmp_path, fs):
+    files = staging(tmp_path / "staging")
+    (tmp_path / "staging" / "trial_1" / "checkpoint_000001").mkdir()
+    (tmp_path / "staging" / "trial_1" / "checkpoint_000001" / "w.h5").write_bytes(b"w")
+    atomic_storage.upload_atomically(str(tmp_path / "staging"), fs, str(tmp_path / "storage"), ["*/checkpoint_*/*"])
+    assert all((tmp_path / "storage" / name).read_bytes() == data for name, data in files.items())
+    assert not (tmp_path / "storage" / "trial_1" / "checkpoint_000001" / "w.h5").exists()
 
 
-def test_the_drivers_tuners_write_a_local_storage_path_through_it(tmp_path, built_run_config):
-    config = built_run_config()
-    assert config.storage_filesystem.type_name == "py::atomic-local"
-    assert config.storage_path == str(tmp_path)
+def test_a_driver_killed_mid_upload_leaves_the_previous_state_whole(tmp_path):
+    # The upload in a process of its own, killed once its copy of the 64 MB experiment state has begun: the
+    # storage then holds the previous snapshot's state, whole. Triggered on progress (the temporary file has
+    # grown), never on time; a copy that finished before the kill is retried with a fresh storage.
+    files = staging(tmp_path / "staging", state_bytes=64 << 20)
+    state = "experiment_state-2026-12-04_10-00-00.json"
+    uploader = textwrap.dedent(f"""
+        import pyarrow.fs as pafs
+        from tuning import atomic_storage
+        staging, storage = {str(tmp_path / "staging")!r}, {str(tmp_path / "storage")!r}
+        atomic_storage.upload_atomically(staging, pafs.LocalFileSystem(), storage)
+    """)
+    cut = 0
+    for _ in range(5):
+        storage = tmp_path / "storage"
+        subprocess.run(["rm", "-rf", str(storage)], check=True)
+        storage.mkdir()
+        (storage / state).write_bytes(b"the last whole snapshot")
+        partial = storage / f".{state}{atomic_storage.PARTIAL_SUFFIX}"
+        proc = subprocess.Popen([sys.executable, "-c", uploader], cwd=PROJECT)
+        try:
+            while proc.poll() is None and not (partial.exists() and partial.stat().st_size > 0):
+                time.sleep(0.0005)
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(timeout=60)
+        finally:
+            proc.kill()
+            proc.wait()
+        assert (storage / state).read_bytes() in (b"the last whole snapshot", files[state])
+        if partial.exists() and (storage / state).read_bytes() == b"the last whole snapshot":
+            cut += 1
+            # the trials' folders were copied before the state that names them
+            assert (storage / "trial_1" / "result.json").read_bytes() == files["trial_1/result.json"]
+            for pattern in TUNE_STATE_PATTERNS:  # the temporary file is no name Tune reads
+                assert partial not in storage.glob(pattern)
+            break
+    assert cut, "no kill landed while the state was being copied"
 
 
-def test_a_restored_tuner_writes_through_it_too(tmp_path):
-    from ray import tune
+def test_every_controller_uploads_its_snapshots_atomically(tmp_path):
+    """A real TuneController's storage gets the syncer, with Tune's settings (Ray 2.60's private names)."""
+    from ray.train._internal.storage import StorageContext
+    from ray.tune.execution.tune_controller import TuneController
+    from ray.tune.search import Searcher, SearchGenerator
 
-    from tuning import tune_settings
+    from tuning.checkpoint_pruning import CheckpointPruner
 
-    tuner = tune_settings.build_tuner(
-        print, name="x", storage_path=str(tmp_path), num_samples=1, search_alg=None, scheduler=None, callbacks=[]
-    )
-    assert (tmp_path / "x" / "tuner.pkl").exists()  # Tune saves the Tuner when it is built
-    del tuner
-    restored = tune_settings.restore_tuner(str(tmp_path / "x"), print)
-    assert isinstance(restored, tune.Tuner)
-    assert restored._local_tuner.get_run_config().storage_filesystem.type_name == "py::atomic-local"
+    snapshots.install()
+    for callbacks in ([], [CheckpointPruner(2)]):
+        storage = StorageContext(storage_path=str(tmp_path), experiment_dir_name="x")
+        period, timeout = storage.syncer.sync_period, storage.syncer.sync_timeout
+        TuneController(storage=storage, callbacks=callbacks, search_alg=SearchGenerator(Searcher()))
+        assert isinstance(storage.syncer, atomic_storage.AtomicStateSyncer)
+        assert (storage.syncer.sync_period, storage.syncer.sync_timeout) == (period, timeout)
+        staging(tmp_path / "staging")  # as the driver's staging folder (under Ray's session folder) holds it
+        assert storage.syncer.sync_up(str(tmp_path / "staging"), storage.experiment_fs_path)
+        storage.syncer.wait()
+        assert (tmp_path / "x" / "trial_2" / "result.json").exists()
+        assert (tmp_path / "x" / "searcher-state-2026-12-04_10-00-00.pkl").stat().st_size == 256 * 40
 
 
 # ---- a resume refuses Tune state an earlier version left cut short ----------------------------------------
