@@ -254,6 +254,11 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="the settings of issue 11: Tune's num_to_keep=2 (snapshots forced) instead of the pruning callback",
     )
+    p.add_argument(
+        "--tune-upload",
+        action="store_true",
+        help="what-if: Tune's own snapshot upload (state files written in place) instead of tuning.atomic_storage's",
+    )
     p.add_argument("--profile", default=None, metavar="FILE", help="cProfile the driver into FILE")
     p.add_argument(
         "--profile-from",
@@ -279,6 +284,10 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     import ray
 
+    if args.tune_upload:
+        from tuning import atomic_storage
+
+        atomic_storage.use_atomic_state_sync = lambda _storage: None  # the controller keeps Tune's syncer
     ray_init_s = _common.start_ray()
     reuse = not args.fresh_workers
     profiler = None
@@ -350,6 +359,7 @@ def main(argv: list[str] | None = None) -> int:
     frame.insert(3, "checkpoint_every", args.checkpoint_every)
     settings = "before" if args.before else "keep_all" if args.keep_all_checkpoints else None
     frame.insert(4, "settings", settings or ("issue11" if args.tune_keeps else "issue22"))
+    frame.insert(5, "snapshot_upload", "tune" if args.tune_upload else "atomic")
     frame["checkpoints_per_trial_max"] = max(per_trial, default=0)
     frame["checkpoints_per_trial_mean"] = round(sum(per_trial) / max(1, len(per_trial)), 2)
     frame.insert(3, "errored_trials", errors)
