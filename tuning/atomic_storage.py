@@ -9,8 +9,9 @@ the phase's trials afresh beside the old ones: the searcher and every result so 
 
 `AtomicStateSyncer` is Tune's own syncer (`_FilesystemSyncer`, Ray 2.60) with another upload: the folders of
 the staging folder (a trial's: result.json, params.json) are copied as Tune copies them, in one copy_files
-(through a folder of links to them), then each file at its top (the state files) is copied under a temporary name beside its destination and renamed onto it (a rename
-within one local filesystem is atomic on POSIX). A kill mid-copy leaves the previous snapshot's state files
+(through a folder of links to them), then each file at its top (the state files) is copied under a
+temporary name beside its destination and renamed onto it (a rename within one local filesystem is atomic
+on POSIX). A kill mid-copy leaves the previous snapshot's state files
 whole (and a `.<name>.partial` file that no pattern of Tune's matches), and the trials' folders are copied
 before the state that names them. Only the driver's snapshot takes this path: the trials' checkpoints are
 registered by Tune only once their copy has finished, and a bucket (s3://, gs://) replaces each object whole
@@ -62,7 +63,8 @@ def upload_atomically(local_path: str, fs: pafs.FileSystem, fs_path: str, exclud
         os.symlink(folders[name], os.path.join(links, name))
     pafs.copy_files(links, fs_path, local, fs)
     for entry in entries:
-        if entry.type == pafs.FileType.File:
+        # (a temporary file a killed upload left, brought back by a resume's download, is not copied again)
+        if entry.type == pafs.FileType.File and not entry.base_name.endswith(PARTIAL_SUFFIX):
             tmp = f"{fs_path}/.{entry.base_name}{PARTIAL_SUFFIX}"
             pafs.copy_files(entry.path, tmp, local, fs)
             fs.move(tmp, f"{fs_path}/{entry.base_name}")

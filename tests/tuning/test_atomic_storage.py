@@ -42,6 +42,10 @@ def staging(folder: Path, state_bytes: int = 2000) -> dict[str, bytes]:
 
 def test_the_upload_copies_every_file_and_replaces_older_copies(tmp_path, fs):
     files = staging(tmp_path / "staging")
+    # what a killed upload left on the storage, which a resume's download brings into the staging folder
+    (tmp_path / "staging" / f".experiment_state-2026-12-04_09-00-00.json{atomic_storage.PARTIAL_SUFFIX}").write_bytes(
+        b"s"
+    )
     storage = tmp_path / "storage"
     (storage / "trial_1").mkdir(parents=True)
     (storage / "trial_1" / "result.json").write_bytes(b"an older copy, longer than the new one" * 10)
