@@ -64,10 +64,42 @@ def open_study(exp: Experiment, url: str | None, resume: bool) -> OptunaStudy:
         study = OptunaStudy(exp.name, exp.join(JOURNAL_FILE))
     else:
         study = _local_journal_of_bucket(exp, resume)
+    if resume and not url:  # a journal (on this machine)
+        cut = drop_cut_short_line(study.spec)
+        if cut:
+            print(f"{JOURNAL_FILE}: dropped a last line cut short after {cut} bytes (a write a full disk stopped)")
     # Tune unpickles a resumed searcher inside Tuner.restore, with no hook to hand it a path: the
     # variable tells it where the study is now (the experiment folder may have moved since).
     os.environ[STORAGE_ENV] = study.spec
     return study
+
+
+def drop_cut_short_line(path: str) -> int:
+    """Truncate the journal at `path` after its last complete line; the length of what was dropped (0: none).
+
+    Optuna appends each operation as one JSON line. A write that a full disk (or a kill) stopped leaves a line
+    cut short at the end, an operation Optuna raised on and never applied; its reader skips such a last line,
+    but the next append glues a whole line onto it, and from then on every read of the study fails with a
+    JSONDecodeError in the middle of the file (Tune's resume then restarts the experiment). Called by a
+    resuming driver, which holds the experiment's lock, before anything appends."""
+    try:
+        f = open(path, "r+b")  # noqa: SIM115 - closed below
+    except FileNotFoundError:
+        return 0
+    with f:
+        size = f.seek(0, os.SEEK_END)
+        end = size
+        while end > 0:  # back from the end, 64 KiB at a time, to the last newline
+            start = max(0, end - (64 << 10))
+            f.seek(start)
+            newline = f.read(end - start).rfind(b"\n")
+            if newline >= 0:
+                end = start + newline + 1
+                break
+            end = start
+        if end < size:
+            f.truncate(end)
+        return size - end
 
 
 def _local_journal_of_bucket(exp: Experiment, resume: bool) -> OptunaStudy:
