@@ -206,9 +206,8 @@ def confirm_phase(request: Request, p: Plan, trials: Any, exp: Experiment, afres
     """The confirmation run: the best configs as fixed points, FIFO, full budget (analysis.selection).
     On --resume the newest confirmation run continues, unless the confirmation is asked `afresh` (an
     extended search, or other --confirm-top/--repeats): then a new run confirms what no earlier one ran."""
-    from ray.tune.schedulers import FIFOScheduler
-
     from tuning.optuna_search import fixed_configs_search
+    from tuning.schedulers import FIFO
 
     race, max_epochs = p.race, p.max_epochs
     configs = selection.confirm_configs(trials, request.confirm_top, 1 if race else int(request.repeats), max_epochs)
@@ -228,14 +227,14 @@ def confirm_phase(request: Request, p: Plan, trials: Any, exp: Experiment, afres
 
         racer = confirm_race(configs, race)
         print(f"\nracing the best {len(configs)} configs, {race.min_repeats} to {race.max_repeats} seeds each")
-        return Phase(name, max_trials(racer), racer, None, FIFOScheduler(), restore)
+        return Phase(name, max_trials(racer), racer, None, FIFO(), restore)
     first = configs[0]["seed"]
     print(
         f"\nconfirming the best {len(configs) // int(request.repeats)} configs, {request.repeats} seeds each "
         f"(seeds {first}..{first + int(request.repeats) - 1}), {max_epochs} epochs"
     )
     search_alg, param_space = fixed_configs_search(configs)
-    return Phase(name, len(configs), search_alg, param_space, FIFOScheduler(), restore)
+    return Phase(name, len(configs), search_alg, param_space, FIFO(), restore)
 
 
 def search_incomplete(grid: Any, num_samples: int, search_alg: Any = None) -> bool:

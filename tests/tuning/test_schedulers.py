@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
+import random
 from types import SimpleNamespace
 
 import pytest
+from ray.tune.experiment import Trial
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 from ray.tune.schedulers.async_hyperband import _Bracket
 
 from search_spaces import SPACES
 from search_spaces.base import SchedulerSettings
-from tuning.schedulers import SmoothedASHA, bracket_rungs, build_scheduler, record, resolve_settings, smooth
+from tuning.schedulers import (
+    FIFO,
+    SmoothedASHA,
+    bracket_rungs,
+    build_scheduler,
+    record,
+    resolve_settings,
+    smooth,
+)
 
 
 @pytest.mark.parametrize(
@@ -46,7 +56,7 @@ def test_build_scheduler_and_record():
     asha = build_scheduler("asha", settings, 27, metric="val_accuracy", mode="max")
     assert isinstance(asha, SmoothedASHA) and asha._stop_on == "ema"
     assert [sorted(int(m) for m, _ in b._rungs) for b in asha._brackets] == [[2, 6, 18], [6, 18], [18]]
-    assert type(build_scheduler("fifo", settings, 27)) is FIFOScheduler
+    assert type(build_scheduler("fifo", settings, 27)) is FIFO
     rec = record("asha", settings, 27, "val_accuracy", "max")
     assert rec["rungs"] == [2, 6, 18] and rec["grace_period"] == 2 and rec["max_t"] == 27
 
@@ -103,3 +113,62 @@ def test_pbt_mutates_the_spaces_perturbable_knobs_within_its_ranges():
         "model": "basenet",
     }
     assert within({"learning_rate": 0.0008, "momentum": 0.76}, bounds) == {"learning_rate": 1e-3, "momentum": 0.8}
+
+
+class _Trial:
+    """A trial as the choice reads it: its id and status, hashed by identity as Ray's Trial is."""
+
+    def __init__(self, trial_id: str, status: str) -> None:
+        self.trial_id, self.status = trial_id, status
+
+
+class _Controller:
+    """What a scheduler reads of Tune's controller to choose a trial: every trial in the order added, and the
+    live ones (neither terminated nor failed), kept as TuneController keeps them."""
+
+    def __init__(self) -> None:
+        self.trials: list = []
+        self.live: set = set()
+
+    def get_trials(self) -> list:
+        return self.trials
+
+    def get_live_trials(self) -> set:
+        return self.live
+
+    def add(self, scheduler: TrialScheduler, trial: _Trial) -> None:
+        self.trials.append(trial)
+        self.live.add(trial)
+        scheduler.on_trial_add(self, trial)
+
+    def set_status(self, trial: _Trial, status: str) -> None:
+        trial.status = status
+        if status in (Trial.TERMINATED, Trial.ERROR):
+            self.live.discard(trial)
+
+
+@pytest.mark.parametrize("make", [FIFO, lambda: SmoothedASHA(time_attr="epoch", metric="m", mode="max", max_t=9)])
+def test_the_trial_chosen_among_live_trials_is_the_one_rays_fifo_walk_chooses(make):
+    scheduler, controller, rng = make(), _Controller(), random.Random(0)
+    statuses = [Trial.PENDING, Trial.RUNNING, Trial.PAUSED, Trial.TERMINATED, Trial.ERROR]
+    chosen = []
+    for step in range(400):
+        if step % 3 == 0:
+            controller.add(scheduler, _Trial(trial_id=f"t{step:04d}", status=Trial.PENDING))
+        live = sorted(controller.live, key=lambda t: t.trial_id)
+        if live:
+            controller.set_status(rng.choice(live), rng.choice(statuses))
+        expected = FIFOScheduler.choose_trial_to_run(scheduler, controller)  # Ray's walk over every trial
+        got = scheduler.choose_trial_to_run(controller)
+        assert got is expected
+        chosen.append(got)
+    assert {Trial.PENDING, Trial.PAUSED} <= {t.status for t in chosen if t is not None}  # both branches taken
+    assert None in chosen
+
+
+def test_a_live_trial_the_scheduler_never_saw_added_falls_back_to_rays_walk():
+    scheduler, controller = FIFO(), _Controller()
+    seen, unseen = (_Trial(trial_id=i, status=Trial.PAUSED) for i in ("a", "b"))
+    controller.trials, controller.live = [unseen, seen], {unseen, seen}  # restored, not added through on_trial_add
+    scheduler.on_trial_add(controller, seen)
+    assert scheduler.choose_trial_to_run(controller) is unseen  # the first PAUSED in the experiment's order
