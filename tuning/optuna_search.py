@@ -49,6 +49,7 @@ from ray.tune.search.optuna import OptunaSearch
 
 from search_spaces.base import SearchSpace
 from trainables.config import WARM_START, TrialConfig
+from tuning.tpe import BoundedTPESampler, FinishedTrials
 
 EPOCH = "epoch"  # the trainable's 1-based epoch count, ASHA's time unit
 logger = logging.getLogger(__name__)
@@ -108,6 +109,7 @@ class FidelityOptunaSearch(OptunaSearch):
         self._storage_spec = storage_spec
         self._reported: dict[str, set[int]] = {}  # trial id -> epochs already told to Optuna
         self._best: dict[str, float] = {}  # trial id -> best value of the first metric so far
+        self._finished = FinishedTrials()  # the study's, kept up to date at each ask
 
     @property
     def study(self) -> optuna.Study | None:
@@ -146,7 +148,7 @@ class FidelityOptunaSearch(OptunaSearch):
     # ---- persistence: Tune pickles the searcher (tuner.pkl, searcher-state-*.pkl) -------------------
 
     def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
+        state = {**self.__dict__, "_finished": FinishedTrials()}  # re-read from the study after a restore
         if state.get("_storage_spec"):
             # The study stays in its storage; the pickle names each Tune trial's Optuna trial number.
             state["_trial_numbers"] = {tid: t.number for tid, t in (state.get("_ot_trials") or {}).items()}
@@ -156,6 +158,7 @@ class FidelityOptunaSearch(OptunaSearch):
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
+        self.__dict__.setdefault("_finished", FinishedTrials())  # a searcher pickled before it kept one
         if state.get("_storage_spec"):
             self._storage = self._ot_study = None
             self._ot_trials = {}
@@ -249,8 +252,8 @@ class FidelityOptunaSearch(OptunaSearch):
             ot_trial = self._ot_trials[trial_id]
             # The dashboard's link to trials.parquet and the trial folder, which Tune names by this id.
             ot_trial.set_user_attr("trial_id", trial_id)
-            done = self._ot_study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
-            ot_trial.set_user_attr(FINISHED_BEFORE, len(done))
+            trials = self._ot_study._get_trials(deepcopy=False, use_cache=False)  # no filter of every trial
+            ot_trial.set_user_attr(FINISHED_BEFORE, len(self._finished.update(trials).numbers))
             origin = ot_trial.user_attrs.get(ORIGIN_ATTR)
             if config is not None and origin:
                 config = {**config, WARM_START: origin}
@@ -337,8 +340,6 @@ def build_optuna_search(
     and modes make it multi-objective (TPE and random sampling both support that). `warm`: (params, origin)
     of configurations it asks first (tuning.warm_start)."""
     import functools
-
-    from tuning.tpe import BoundedTPESampler
 
     # TPE that models at most tuning.tpe.HISTORY finished trials: an ask's cost stays flat over many trials.
     sampler = optuna.samplers.RandomSampler(seed=seed) if random else BoundedTPESampler(seed=seed)

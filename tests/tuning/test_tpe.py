@@ -3,12 +3,14 @@ trials ("below") exactly and a seeded sample of the others."""
 
 from __future__ import annotations
 
+import random
+
 import optuna
 import pytest
 from optuna.samplers._tpe.sampler import _split_trials
 from optuna.trial import TrialState
 
-from tuning.tpe import BEST, BoundedTPESampler
+from tuning.tpe import BEST, FINISHED, BoundedTPESampler
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -70,6 +72,35 @@ def test_several_objectives_and_a_small_bound_are_left_to_optuna():
     study = optuna.create_study(directions=["maximize", "minimize"], sampler=sampler)
     study.optimize(lambda t: (t.suggest_float("x", 0, 1), t.suggest_float("y", 0, 1)), n_trials=40)
     trials = study.get_trials(deepcopy=False)
-    assert sampler.history_of(study, trials, number=40) == trials
+    assert sampler.history_of(study, trials, number=40) == [t for t in trials if t.state in FINISHED]
     with pytest.raises(ValueError):
         BoundedTPESampler(history=BEST)
+
+
+def test_the_history_kept_up_to_date_across_asks_is_the_one_read_afresh():
+    """Trials finish out of order, as PRUNED, COMPLETE or FAIL, while others run: the sampler that kept its
+    history from ask to ask models what a new sampler reading the study afresh models, TPE's best exactly
+    and every running trial."""
+    rng, history = random.Random(0), 40
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0))
+    kept, running, states = BoundedTPESampler(seed=1, history=history), [], FINISHED + (TrialState.RUNNING,)
+    for number in range(150):
+        trial = study.ask()
+        trial.suggest_float("x", 0, 1)
+        running.append(trial)
+        if len(running) > 6:
+            done = running.pop(rng.randrange(len(running)))
+            state = rng.choice([TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL])
+            study.tell(done, rng.random() if state == TrialState.COMPLETE else None, state=state)
+        trials = study.get_trials(deepcopy=False)
+        seen = [t.number for t in kept.history_of(study, trials, number, states)]
+        assert seen == [
+            t.number for t in BoundedTPESampler(seed=1, history=history).history_of(study, trials, number, states)
+        ]
+        finished = [t for t in trials if t.state in FINISHED]
+        best = sorted((t for t in finished if t.state == TrialState.COMPLETE), key=lambda t: -t.value)[:BEST]
+        assert {t.number for t in trials if t.state == TrialState.RUNNING} <= set(seen)
+        assert {t.number for t in best} <= set(seen) and seen == sorted(set(seen))
+        assert set(seen) <= {t.number for t in trials if t.state in states}
+        assert len(seen) == min(history, len(finished)) + len(running)
+    assert len(finished) > history  # the bound was reached
