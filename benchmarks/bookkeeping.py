@@ -91,6 +91,7 @@ def build_tuner(
     keep_all: bool = False,
     tune_keeps: bool = False,
     extra_callbacks: tuple = (),
+    search: str = "optuna",
 ):
     """A Tuner as the driver builds one (tuning.tune_settings.build_tuner), with the trivial trainable in
     place of train_trial. `tune_keeps`: the settings of issue 11 for the side-by-side figure (Tune's own
@@ -118,6 +119,7 @@ def build_tuner(
 
     request, _ = run_search.request_of(
         ["--space", "batchnorm", "--num-samples", str(trials), "--max-epochs", str(epochs), "--seed", str(seed)]
+        + ["--search", search]
     )
     space = SPACES["batchnorm"]
     fixed = {"dataset": "digits", "seed": seed, "max_epochs": epochs}
@@ -259,6 +261,12 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="what-if: Tune's own snapshot upload (state files written in place) instead of tuning.atomic_storage's",
     )
+    p.add_argument(
+        "--search",
+        choices=("optuna", "random"),
+        default="optuna",
+        help="the driver's searcher, as run_search --search (random: what-if, asks that cost nothing)",
+    )
     p.add_argument("--profile", default=None, metavar="FILE", help="cProfile the driver into FILE")
     p.add_argument(
         "--profile-from",
@@ -309,6 +317,7 @@ def main(argv: list[str] | None = None) -> int:
         args.keep_all_checkpoints,
         args.tune_keeps,
         extra,
+        args.search,
     )
     managers = snapshot_counter()
     if profiler is not None:
@@ -360,6 +369,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = "before" if args.before else "keep_all" if args.keep_all_checkpoints else None
     frame.insert(4, "settings", settings or ("issue11" if args.tune_keeps else "issue22"))
     frame.insert(5, "snapshot_upload", "tune" if args.tune_upload else "atomic")
+    frame.insert(6, "search", args.search)
     frame["checkpoints_per_trial_max"] = max(per_trial, default=0)
     frame["checkpoints_per_trial_mean"] = round(sum(per_trial) / max(1, len(per_trial)), 2)
     frame.insert(3, "errored_trials", errors)

@@ -42,39 +42,31 @@ class BoundedTPESampler(optuna.samplers.TPESampler):
 
     def __init__(self, *, seed: int | None = None, history: int = HISTORY, **kwargs: Any) -> None:
         super().__init__(seed=seed, **kwargs)
-        if history <= BEST:
-            raise ValueError(f"history must be > {BEST} trials, got {history}")
+        if history <= max(BEST, self._n_startup_trials):  # TPE counts its start-up trials in the history too
+            raise ValueError(f"history must be > {BEST} trials and > n_startup_trials, got {history}")
         self._history = history
         self._history_seed = seed
         self._finished: tuple[tuple[int, int], FinishedTrials] | None = None  # (study key, its finished trials)
+        self._last: tuple[tuple, list[FrozenTrial]] | None = None  # history_of's last answer and its key
 
     def __getstate__(self) -> dict[str, Any]:
         # The finished trials are re-read from the study after a restore, never trusted from a pickle.
-        return {**self.__dict__, "_finished": None}
+        return {**self.__dict__, "_finished": None, "_last": None}
 
     # Optuna's TPE reads the finished trials through study._get_trials (optuna 5.x, pinned < 6): to count them
-    # against n_startup_trials in the two methods below (a filter of every trial), and to fit in _sample.
+    # against n_startup_trials (in the first two methods) and to fit (in _sample). Each sees the history.
 
     def _sample_relative(self, study: Any, trial: Any, search_space: dict[str, Any]) -> dict[str, Any]:
-        if search_space and self._starting(study):
-            return {}
-        return super()._sample_relative(study, trial, search_space)
+        return super()._sample_relative(self._view(study, trial), trial, search_space)
 
     def sample_independent(self, study: Any, trial: Any, param_name: str, param_distribution: Any) -> Any:
-        if self._starting(study):
-            return self._random_sampler.sample_independent(study, trial, param_name, param_distribution)
-        return super().sample_independent(study, trial, param_name, param_distribution)
-
-    def _starting(self, study: Any) -> bool:
-        """Fewer finished trials than n_startup_trials: Optuna's TPE then samples at random."""
-        if len(study.directions) != 1:
-            return False  # Optuna's own count, in the methods this overrides
-        trials = study._get_trials(deepcopy=False, use_cache=True)
-        return len(self._finished_of(study, trials).numbers) < self._n_startup_trials
+        return super().sample_independent(self._view(study, trial), trial, param_name, param_distribution)
 
     def _sample(self, study: Any, trial: Any, search_space: dict[str, Any]) -> dict[str, Any]:
-        view: Any = _HistoryView(study, self, trial.number)  # duck-types the Study TPE reads
-        return super()._sample(view, trial, search_space)
+        return super()._sample(self._view(study, trial), trial, search_space)
+
+    def _view(self, study: Any, trial: Any) -> Any:
+        return study if isinstance(study, _HistoryView) else _HistoryView(study, self, trial.number)
 
     def history_of(
         self, study: Any, trials: list[FrozenTrial], number: int, states: Collection[TrialState] = FINISHED
@@ -88,6 +80,15 @@ class BoundedTPESampler(optuna.samplers.TPESampler):
         if len(study.directions) != 1:
             return [t for t in trials if t.state in states]
         finished = self._finished_of(study, trials)
+        memo = (number, tuple(states), finished.scanned, len(finished.numbers), len(finished.open))
+        if self._last is not None and self._last[0] == memo:
+            return self._last[1]  # the same ask again (TPE reads the history to count, then to fit)
+        self._last = (memo, self._history_for(study, trials, number, states, finished))
+        return self._last[1]
+
+    def _history_for(
+        self, study: Any, trials: list[FrozenTrial], number: int, states: Collection[TrialState], finished: Any
+    ) -> list[FrozenTrial]:
         others = [i for i in finished.open if trials[i].state in states]
         if len(finished.numbers) <= self._history:
             return [trials[i] for i in sorted(finished.numbers + others)]
@@ -110,6 +111,7 @@ class BoundedTPESampler(optuna.samplers.TPESampler):
     def _finished_of(self, study: Any, trials: list[FrozenTrial]) -> FinishedTrials:
         key = (id(study._storage), study._study_id)
         if self._finished is None or self._finished[0] != key:
+            self._last = None
             sign = 1 if study.direction == optuna.study.StudyDirection.MINIMIZE else -1
             self._finished = (key, FinishedTrials(sign))
         return self._finished[1].update(trials)
