@@ -87,7 +87,12 @@ class BoundedTPESampler(optuna.samplers.TPESampler):
         return self._last[1]
 
     def _history_for(
-        self, study: Any, trials: list[FrozenTrial], number: int, states: Collection[TrialState], finished: Any
+        self,
+        study: Any,
+        trials: list[FrozenTrial],
+        number: int,
+        states: Collection[TrialState],
+        finished: FinishedTrials,
     ) -> list[FrozenTrial]:
         others = [i for i in finished.open if trials[i].state in states]
         if len(finished.numbers) <= self._history:
