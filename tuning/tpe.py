@@ -15,10 +15,11 @@ default since Optuna 5). Up to HISTORY finished trials, and for several objectiv
 Pareto ranking), it is Optuna's TPE exactly. The sample is drawn from (seed, trial number), so a seeded
 search asks the same configurations again.
 
-Choosing them must not walk the study either: ranking and filtering 10,000 trials at every ask cost as
-much as TPE's fit of 1,000 (6.4 of 12.3 ms an ask, benchmarks/README.md, issue 22). The sampler keeps the
-finished trials' numbers and the best BEST, brought up to date at each ask from the trials added or still
-open since the last one (a finished trial never changes again).
+Choosing them must not walk the study either: ranking and filtering every finished trial at every ask made
+an ask and a tell cost 13.9 ms at 10,000 finished trials against 5.8 ms at 1,000 (benchmarks/tpe_ask.py,
+benchmarks/README.md, issue 22). The sampler keeps the finished trials' numbers and the best BEST, brought
+up to date at each ask from the trials added or still open since the last one (a finished trial never
+changes again).
 """
 
 from __future__ import annotations
@@ -47,19 +48,27 @@ class BoundedTPESampler(optuna.samplers.TPESampler):
         self._history = history
         self._history_seed = seed
         self._finished: tuple[tuple[int, int], FinishedTrials] | None = None  # (study key, its finished trials)
-        self._last: tuple[tuple, list[FrozenTrial]] | None = None  # history_of's last answer and its key
 
     def __getstate__(self) -> dict[str, Any]:
         # The finished trials are re-read from the study after a restore, never trusted from a pickle.
-        return {**self.__dict__, "_finished": None, "_last": None}
+        return {**self.__dict__, "_finished": None}
 
     # Optuna's TPE reads the finished trials through study._get_trials (optuna 5.x, pinned < 6): to count them
-    # against n_startup_trials (in the first two methods) and to fit (in _sample). Each sees the history.
+    # against n_startup_trials (in the first two methods) and to fit (in _sample), each a filter of every trial.
 
     def _sample_relative(self, study: Any, trial: Any, search_space: dict[str, Any]) -> dict[str, Any]:
-        return super()._sample_relative(self._view(study, trial), trial, search_space)
+        if len(study.directions) != 1:
+            return super()._sample_relative(study, trial, search_space)
+        # Optuna's own three steps, counting from the record (every ask of a define-by-run space comes here).
+        if search_space == {}:
+            return {}
+        trials = study._get_trials(deepcopy=False, use_cache=True)
+        if len(self._finished_of(study, trials).numbers) < self._n_startup_trials:
+            return {}
+        return self._sample(study, trial, search_space)
 
     def sample_independent(self, study: Any, trial: Any, param_name: str, param_distribution: Any) -> Any:
+        # A knob outside the relative space (a conditional one): Optuna's count and warning read the history.
         return super().sample_independent(self._view(study, trial), trial, param_name, param_distribution)
 
     def _sample(self, study: Any, trial: Any, search_space: dict[str, Any]) -> dict[str, Any]:
@@ -80,20 +89,6 @@ class BoundedTPESampler(optuna.samplers.TPESampler):
         if len(study.directions) != 1:
             return [t for t in trials if t.state in states]
         finished = self._finished_of(study, trials)
-        memo = (number, tuple(states), finished.scanned, len(finished.numbers), len(finished.open))
-        if self._last is not None and self._last[0] == memo:
-            return self._last[1]  # the same ask again (TPE reads the history to count, then to fit)
-        self._last = (memo, self._history_for(study, trials, number, states, finished))
-        return self._last[1]
-
-    def _history_for(
-        self,
-        study: Any,
-        trials: list[FrozenTrial],
-        number: int,
-        states: Collection[TrialState],
-        finished: FinishedTrials,
-    ) -> list[FrozenTrial]:
         others = [i for i in finished.open if trials[i].state in states]
         if len(finished.numbers) <= self._history:
             return [trials[i] for i in sorted(finished.numbers + others)]
@@ -116,7 +111,6 @@ class BoundedTPESampler(optuna.samplers.TPESampler):
     def _finished_of(self, study: Any, trials: list[FrozenTrial]) -> FinishedTrials:
         key = (id(study._storage), study._study_id)
         if self._finished is None or self._finished[0] != key:
-            self._last = None
             sign = 1 if study.direction == optuna.study.StudyDirection.MINIMIZE else -1
             self._finished = (key, FinishedTrials(sign))
         return self._finished[1].update(trials)
@@ -139,8 +133,8 @@ class FinishedTrials:
     def update(self, trials: list[FrozenTrial]) -> FinishedTrials:
         if trials and (trials[0].number != 0 or trials[-1].number != len(trials) - 1):
             raise ValueError("FinishedTrials needs every trial of the study, in number order")
-        if self.scanned > len(trials):  # another study's trials
-            self.__init__(self.sign)  # type: ignore[misc]  # start again
+        if self.scanned > len(trials):  # another study's trials: start again
+            self.scanned, self.open, self.numbers, self.best = 0, [], [], []
         looked, self.open = self.open + list(range(self.scanned, len(trials))), []
         self.scanned = len(trials)
         for i in looked:

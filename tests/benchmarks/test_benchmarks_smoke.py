@@ -54,6 +54,12 @@ def test_analysis_scale_smoke(tmp_path: Path) -> None:
     assert (frame["analysis_s"] > 0).all() and (frame["peak_rss_mb"] > 0).all()
 
 
+def test_tpe_ask_smoke(tmp_path: Path) -> None:
+    frame = bench(tmp_path, "tpe_ask", workdir=False)
+    assert list(frame["trials"]) == [100, 100, 300, 300] and list(frame["sampler"]) == ["bounded", "optuna"] * 2
+    assert (frame["ms_per_ask"] > 0).all()
+
+
 def test_atomic_storage_smoke(tmp_path: Path) -> None:
     frame = bench(tmp_path, "atomic_storage")
     assert list(frame["trials"]) == [20] and (frame["tune_ms"] > 0).all() and (frame["atomic_ms"] > 0).all()
