@@ -15,17 +15,18 @@ RUN_KNOBS = ("seed", "max_epochs", "patience")
 
 
 def confirm_configs(trials: pd.DataFrame, top: int, repeats: int, max_epochs: int) -> list[dict[str, Any]]:
-    """The confirmation stage's trials: the `top` best distinct configs of the search (the ranking's
-    trials at the largest budget any reached, analysis.summary.ranking), each `repeats` times with seeds
-    no search trial used, at the full budget and without early stopping (patience 0)."""
+    """The confirmation stage's trials: the `top` best distinct configs of the search in the ranking's
+    order (analysis.summary.ranking: the largest budget reached first, then validation accuracy), each
+    `repeats` times with seeds no search trial used, at the full budget and without early stopping
+    (patience 0). Configs that reached a smaller budget come in only where fewer than `top` reached the
+    largest: ASHA may let a single trial through, and `--confirm-top 2` still confirms two."""
     search = trials[trials["phase"] == "search"]
     ranked = summary.ranking(search)
     if ranked.empty:
         return []
-    pool = ranked[ranked["epochs_completed"] == ranked["epochs_completed"].max()]
-    names = [k for k in knob_types() if k not in RUN_KNOBS and k in pool]
+    names = [k for k in knob_types() if k not in RUN_KNOBS and k in ranked]
     best: list[dict[str, Any]] = []
-    for row in pool.to_dict("records"):
+    for row in ranked.to_dict("records"):
         config = TrialConfig.from_params({k: row[k] for k in names}).to_dict()
         if config not in best:  # grid repeats: one config, several seeds
             best.append(config)

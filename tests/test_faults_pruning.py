@@ -68,13 +68,17 @@ def test_a_retried_trial_and_a_resumed_run_restore_their_latest_kept_checkpoint_
             attempts.append([row])
     epochs_by_attempt = [[r["epoch"] for r in rows] for rows in attempts]
     assert len(attempts) == 3 and epochs_by_attempt[0] == [1, 2, 3], epochs_by_attempt
-    # The retry went on from checkpoint 3, the latest kept. The storage holds the retry's rows up to the
-    # last snapshot copied before the driver was killed (epoch 4, or 5), and that snapshot named the
-    # checkpoint of its last row: the resumed run restored it (still there, though pruning had gone on) and
-    # went on from the epoch after.
+    # The retry went on from checkpoint 3, the latest kept. The resumed run restored the checkpoint the
+    # last snapshot copied to the storage named: still there at the kill, though pruning to one had gone
+    # on. That is the checkpoint of the retry's last row on the storage (4, or 5), or of a row before it,
+    # back to the retry's start (3): a snapshot's upload runs beside Tune's loop, so rows logged after the
+    # snapshot was written can reach the storage with it (the tables keep an epoch's later report,
+    # analysis.tables._epochs_of).
     retried, resumed = attempts[1][0], attempts[2][0]
     assert retried["epoch"] == 4 and retried["iterations_since_restore"] == 1
-    assert resumed["iterations_since_restore"] == 1 and resumed["epoch"] == epochs_by_attempt[1][-1] + 1
+    restored = resumed["epoch"] - 1
+    assert resumed["iterations_since_restore"] == 1 and restored in at_kill.values(), (restored, at_kill)
+    assert 3 <= restored <= epochs_by_attempt[1][-1], (restored, epochs_by_attempt)
     assert epochs_by_attempt[2][-1] == 7
     trials, epochs = tables(exp)
     assert (trials["status"] == "completed").all() and (trials["epochs_completed"] == 7).all()

@@ -230,7 +230,7 @@ def test_grid_search_runs_fixed_points_one_per_cell_and_seed():
     )
 
 
-def test_confirm_configs_take_the_best_distinct_configs_at_the_largest_budget_with_new_seeds():
+def test_confirm_configs_take_the_best_distinct_configs_largest_budget_first_with_new_seeds():
     from analysis import selection
     from trainables.config import TrialConfig
 
@@ -258,3 +258,8 @@ def test_confirm_configs_take_the_best_distinct_configs_at_the_largest_budget_wi
     assert [(c["learning_rate"], c["seed"]) for c in configs] == [(0.2, 6), (0.2, 7), (0.3, 6), (0.3, 7)]
     assert all(c["patience"] == 0 and c["max_epochs"] == 3 for c in configs)
     assert selection.confirm_configs(trials[trials["status"] == "error"], 2, 2, 3) == []
+    # ASHA let one config through: the second comes from the next budget, the best there.
+    few = trials[trials["trial_id"].isin(["a", "b", "c", "f"])]
+    few = pd.concat([few, pd.DataFrame([row("g", 0.6, 1, 0.50)])])
+    configs = selection.confirm_configs(few, top=2, repeats=1, max_epochs=3)
+    assert [c["learning_rate"] for c in configs] == [0.2, 0.1]
