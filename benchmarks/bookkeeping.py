@@ -37,6 +37,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -92,6 +93,7 @@ def build_tuner(
     tune_keeps: bool = False,
     extra_callbacks: tuple = (),
     search: str = "optuna",
+    study: str = "journal",
 ):
     """A Tuner as the driver builds one (tuning.tune_settings.build_tuner), with the trivial trainable in
     place of train_trial. `tune_keeps`: the settings of issue 11 for the side-by-side figure (Tune's own
@@ -125,7 +127,9 @@ def build_tuner(
     fixed = {"dataset": "digits", "seed": seed, "max_epochs": epochs}
     # The driver's own searcher (Optuna TPE on the space's define-by-run, learning at step = epoch),
     # and its scheduler at the space's ASHA settings, in the one Tuner builder the driver uses.
-    searcher, _param_space = build_search(request.search, space, fixed, seed=seed)
+    # Its study where the driver keeps it by default: a journal file in the experiment folder (`study`
+    # "memory", a what-if: in the searcher itself, pickled into every snapshot of the experiment).
+    searcher, _param_space = build_search(request.search, space, fixed, seed=seed, study=journal_of(exp, study))
     scheduler = build_scheduler(request.scheduler, scheduler_settings(request, space, epochs), epochs)
     return tune_settings.build_tuner(
         tune.with_resources(
@@ -198,6 +202,26 @@ def snapshot_counter() -> list:
     return made
 
 
+def journal_of(exp: Path, study: str) -> Any:
+    """The study as the driver opens it by default (tuning.study.open_study): a journal in `exp`; None for
+    an in-memory study."""
+    if study == "memory":
+        return None
+    if study == "optuna-journal":  # what-if: Optuna's own JournalStorage, reads walking every trial
+        import optuna
+        from optuna.storages.journal import JournalFileBackend
+
+        from tuning import journal_storage
+
+        journal_storage.open_journal = lambda path: optuna.storages.JournalStorage(JournalFileBackend(path))
+    from tuning.optuna_search import STORAGE_ENV
+    from tuning.study import JOURNAL_FILE, OptunaStudy
+
+    journal = OptunaStudy(exp.name, str(exp / JOURNAL_FILE))
+    os.environ[STORAGE_ENV] = journal.spec  # as open_study: where a searcher Tune restores finds it
+    return journal
+
+
 def write_meta(exp: Path, trials: int, epochs: int, seed: int) -> None:
     from experiment import folder
 
@@ -267,6 +291,14 @@ def main(argv: list[str] | None = None) -> int:
         default="optuna",
         help="the driver's searcher, as run_search --search (random: what-if, asks that cost nothing)",
     )
+    p.add_argument(
+        "--study",
+        choices=("journal", "optuna-journal", "memory"),
+        default="journal",
+        help="where the Optuna study lives: a journal file in the experiment folder, as run_search's default "
+        "(tuning.journal_storage); what-ifs: optuna-journal, Optuna's own JournalStorage on it; memory, in the "
+        "searcher (pickled into every snapshot; this script's only way before issue 22's fifth look)",
+    )
     p.add_argument("--profile", default=None, metavar="FILE", help="cProfile the driver into FILE")
     p.add_argument(
         "--profile-from",
@@ -318,6 +350,7 @@ def main(argv: list[str] | None = None) -> int:
         args.tune_keeps,
         extra,
         args.search,
+        args.study,
     )
     managers = snapshot_counter()
     if profiler is not None:
@@ -370,6 +403,7 @@ def main(argv: list[str] | None = None) -> int:
     frame.insert(4, "settings", settings or ("issue11" if args.tune_keeps else "issue22"))
     frame.insert(5, "snapshot_upload", "tune" if args.tune_upload else "atomic")
     frame.insert(6, "search", args.search)
+    frame.insert(7, "study", args.study)
     frame["checkpoints_per_trial_max"] = max(per_trial, default=0)
     frame["checkpoints_per_trial_mean"] = round(sum(per_trial) / max(1, len(per_trial)), 2)
     frame.insert(3, "errored_trials", errors)

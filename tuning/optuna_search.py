@@ -75,9 +75,9 @@ def open_storage(spec: str) -> optuna.storages.BaseStorage:
     journal file (created if missing): the format `optuna-dashboard PATH` opens."""
     if "://" in spec:
         return optuna.storages.RDBStorage(spec)
-    from optuna.storages.journal import JournalFileBackend
+    from tuning.journal_storage import open_journal
 
-    return optuna.storages.JournalStorage(JournalFileBackend(spec))
+    return open_journal(spec)
 
 
 def define_with_fixed(trial: optuna.Trial, space: SearchSpace, fixed: Mapping[str, Any]) -> dict[str, Any]:

@@ -63,7 +63,10 @@ def test_tpe_ask_smoke(tmp_path: Path) -> None:
 def test_atomic_storage_smoke(tmp_path: Path) -> None:
     frame = bench(tmp_path, "atomic_storage")
     assert list(frame["trials"]) == [20] and (frame["tune_ms"] > 0).all() and (frame["atomic_ms"] > 0).all()
-    assert ((frame["ratio"] - frame["atomic_ms"] / frame["tune_ms"]).abs() <= 0.02 * frame["ratio"] + 0.01).all()
+    # The ratio is of the unrounded times; the times are printed to 0.1 ms (+-0.05 each), which at the smoke
+    # run's ~2 ms moves their quotient by up to 0.05 * (1 + ratio) / tune_ms.
+    slack = 0.05 * (1 + frame["ratio"]) / frame["tune_ms"] + 0.01
+    assert ((frame["ratio"] - frame["atomic_ms"] / frame["tune_ms"]).abs() <= slack).all()
     assert frame["same_files"].all() and (frame["partial_files_left"] == 0).all()  # all copied, all renamed
 
 
